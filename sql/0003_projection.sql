@@ -1,0 +1,801 @@
+-- refproj: the connection-summary projection (DOMAIN.md sections 3-7, CONTRACT.md section 1).
+--
+-- Read this file top to bottom: run events -> run summaries -> which connection each run
+-- belongs to -> per-connection evidence -> the stored overview and its read-time state ->
+-- refresh coalescing and write detection.
+--
+-- Views reference the source tables by name, so they are bound to the tables found at migration
+-- time; functions reference only refproj objects and pin their search_path.
+
+-- Stored run objects carry timestamps as text; keep them in one zone whoever migrates.
+SET LOCAL "TimeZone" = 'UTC';
+
+CREATE SCHEMA refproj;
+COMMENT ON SCHEMA refproj IS
+    'refproj: the connection-summary projection over connectors, connector_instances and spine_events.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Small pure helpers. They are deliberately plain IMMUTABLE/STABLE SQL without SET clauses so
+-- that PostgreSQL inlines them into the queries that use them (a SET clause forbids inlining and
+-- would cost a function call per row). They call only built-in functions and operators, which
+-- PostgreSQL resolves from pg_catalog before any other schema.
+-- ---------------------------------------------------------------------------------------------
+
+-- A payload field as text, only when it is a non-empty JSON string; anything else is NULL.
+CREATE FUNCTION refproj.jsonb_text(p_object jsonb, p_key text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN jsonb_typeof(p_object -> p_key) = 'string'
+                THEN NULLIF(p_object ->> p_key, '') END
+$$;
+COMMENT ON FUNCTION refproj.jsonb_text(jsonb, text) IS
+    'The value of p_key in p_object when it is a non-empty JSON string, else NULL (never fails on malformed payloads).';
+
+-- The run shape shown in last_run / last_successful_run (DOMAIN.md section 5).
+CREATE FUNCTION refproj.run_brief(
+    p_run_id text, p_status text, p_started_at timestamptz, p_last_at timestamptz,
+    p_finished_at timestamptz, p_failure_reason text, p_event_count bigint,
+    p_browser_surface_profile_key text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', p_run_id,
+        'status', p_status,
+        'started_at', p_started_at,
+        'last_at', p_last_at,
+        'finished_at', p_finished_at,
+        'failure_reason', p_failure_reason,
+        'event_count', p_event_count,
+        'browser_surface_profile_key', p_browser_surface_profile_key)
+$$;
+COMMENT ON FUNCTION refproj.run_brief(text, text, timestamptz, timestamptz, timestamptz, text, bigint, text) IS
+    'The jsonb run object of last_run and last_successful_run.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Runs (DOMAIN.md section 3)
+-- ---------------------------------------------------------------------------------------------
+
+-- Every run event with the identity it claims and the typed facts the summary needs.
+-- The WHERE clause matches the source/run summary index, so a filter on connector_id becomes
+-- an index range scan.
+CREATE VIEW refproj.run_events AS
+SELECT
+    e.event_seq,
+    e.source_id AS connector_id,
+    e.run_id,
+    e.event_type,
+    e.occurred_at,
+    e.status,
+    e.data,
+    COALESCE(
+        NULLIF(e.connector_instance_id, ''),
+        refproj.jsonb_text(e.data, 'connector_instance_id'),
+        refproj.jsonb_text(e.data, 'connection_id')) AS identity,
+    e.event_type IN ('run.completed', 'run.failed', 'run.cancelled',
+                     'run.browser_surface_failed', 'run.abandoned') AS is_terminal,
+    e.status NOT IN ('', 'unknown') AS has_status,
+    starts_with(e.event_type, 'run.browser_surface_')
+        AND jsonb_typeof(e.data -> 'browser_surface') = 'object' AS is_browser_surface,
+    COALESCE(refproj.jsonb_text(e.data, 'reason'),
+             refproj.jsonb_text(e.data, 'failure_reason')) AS reason
+FROM spine_events AS e
+WHERE e.run_id IS NOT NULL
+  AND e.source_kind = 'connector'
+  AND e.source_id IS NOT NULL;
+COMMENT ON VIEW refproj.run_events IS
+    'Run events (source_kind = connector, run_id set) with their claimed identity: connector_instance_id column, else data.connector_instance_id, else data.connection_id.';
+
+-- One row per run: (connector_id, run_id, identity). Events are first folded per claimed
+-- identity; an identity-less fold joins the run id's single identity, stands alone as a legacy
+-- run when the run id has no identity at all, and is ignored when the run id has several.
+-- Every step keeps connector_id in its grouping/partitioning so a connector filter is pushed
+-- down to the index.
+CREATE VIEW refproj.run_summaries AS
+WITH identity_folds AS NOT MATERIALIZED (
+    SELECT
+        re.connector_id,
+        re.run_id,
+        re.identity,
+        min(re.occurred_at) AS started_at,
+        max(re.occurred_at) AS last_at,
+        count(*) AS event_count,
+        max(re.event_seq) AS last_event_seq,
+        max(re.event_seq) FILTER (WHERE re.is_terminal AND re.has_status) AS terminal_seq,
+        max(re.event_seq) FILTER (WHERE re.has_status) AS status_seq,
+        max(re.event_seq) FILTER (WHERE re.is_browser_surface) AS surface_seq,
+        min(re.event_seq) FILTER (WHERE re.status IN ('failed', 'rejected')
+                                    AND re.reason IS NOT NULL) AS first_failure_seq,
+        bool_or(re.event_type = 'run.started') AS has_started
+    FROM refproj.run_events AS re
+    GROUP BY re.connector_id, re.run_id, re.identity
+),
+assigned_folds AS NOT MATERIALIZED (
+    SELECT
+        f.*,
+        COALESCE(f.identity, CASE WHEN f.identities = 1 THEN f.sole_identity END) AS run_identity
+    FROM (
+        SELECT
+            fo.*,
+            count(fo.identity) OVER run_id_folds AS identities,
+            max(fo.identity) OVER run_id_folds AS sole_identity
+        FROM identity_folds AS fo
+        WINDOW run_id_folds AS (PARTITION BY fo.connector_id, fo.run_id)
+    ) AS f
+    WHERE f.identity IS NOT NULL
+       OR f.identities <= 1
+),
+runs AS NOT MATERIALIZED (
+    SELECT
+        af.connector_id,
+        af.run_id,
+        af.run_identity AS connector_instance_id,
+        min(af.started_at) AS started_at,
+        max(af.last_at) AS last_at,
+        sum(af.event_count)::bigint AS event_count,
+        max(af.last_event_seq) AS last_event_seq,
+        max(af.terminal_seq) AS terminal_seq,
+        max(af.status_seq) AS status_seq,
+        max(af.surface_seq) AS surface_seq,
+        min(af.first_failure_seq) AS first_failure_seq,
+        bool_or(af.has_started) AS has_started
+    FROM assigned_folds AS af
+    GROUP BY af.connector_id, af.run_id, af.run_identity
+),
+run_outcomes AS NOT MATERIALIZED (
+    SELECT
+        r.*,
+        CASE
+            WHEN terminal.event_seq IS NOT NULL THEN terminal.status
+            WHEN r.has_started AND active.run_id IS NOT NULL THEN 'in_progress'
+            WHEN r.has_started THEN 'failed'
+            WHEN newest_status.event_seq IS NOT NULL THEN newest_status.status
+            ELSE 'unknown'
+        END AS status,
+        terminal.event_seq IS NULL AND r.has_started AND active.run_id IS NULL AS orphaned,
+        terminal.reason AS terminal_reason,
+        first_failure.reason AS first_failure_reason,
+        terminal.data AS terminal_data,
+        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_profile_key')
+            AS browser_surface_profile_key,
+        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_status')
+            AS browser_surface_status,
+        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_wait_reason')
+            AS browser_surface_wait_reason
+    FROM runs AS r
+    LEFT JOIN refproj.run_events AS terminal
+        ON terminal.event_seq = r.terminal_seq
+    LEFT JOIN refproj.run_events AS newest_status
+        ON newest_status.event_seq = r.status_seq
+    LEFT JOIN refproj.run_events AS surface
+        ON surface.event_seq = r.surface_seq
+    LEFT JOIN refproj.run_events AS first_failure
+        ON first_failure.event_seq = r.first_failure_seq
+    -- The controller's row must be for this connector and, when the run has an identity, for
+    -- that connection: a reused run id must not make a sibling's dead run look alive.
+    LEFT JOIN controller_active_runs AS active
+        ON active.run_id = r.run_id
+       AND active.connector_id = r.connector_id
+       AND (r.connector_instance_id IS NULL
+            OR active.connector_instance_id = r.connector_instance_id)
+)
+SELECT
+    o.connector_id,
+    o.run_id,
+    o.connector_instance_id,
+    o.status,
+    o.started_at,
+    o.last_at,
+    CASE WHEN o.status <> 'in_progress' THEN o.last_at END AS finished_at,
+    CASE
+        WHEN o.status IN ('succeeded', 'in_progress') THEN NULL
+        ELSE COALESCE(
+            o.terminal_reason,
+            CASE WHEN o.orphaned THEN 'orphaned_started_run' END,
+            o.first_failure_reason,
+            CASE WHEN o.status = 'surface_failed'
+                 THEN COALESCE(o.browser_surface_wait_reason, o.browser_surface_status,
+                               'browser_surface_failed') END)
+    END AS failure_reason,
+    o.event_count,
+    o.last_event_seq,
+    o.browser_surface_profile_key,
+    o.browser_surface_status,
+    o.browser_surface_wait_reason,
+    CASE WHEN jsonb_typeof(o.terminal_data -> 'known_gaps') = 'array'
+         THEN o.terminal_data -> 'known_gaps' ELSE '[]'::jsonb END AS known_gaps,
+    CASE WHEN jsonb_typeof(o.terminal_data -> 'collection_facts') = 'object'
+         THEN o.terminal_data -> 'collection_facts' END AS collection_facts,
+    CASE WHEN jsonb_typeof(o.terminal_data -> 'records_emitted') = 'number'
+              AND (o.terminal_data ->> 'records_emitted')::numeric BETWEEN 0 AND 9000000000000000000
+              AND (o.terminal_data ->> 'records_emitted')::numeric
+                  = trunc((o.terminal_data ->> 'records_emitted')::numeric)
+         THEN (o.terminal_data ->> 'records_emitted')::numeric::bigint END AS records_emitted
+FROM run_outcomes AS o;
+COMMENT ON VIEW refproj.run_summaries IS
+    'One row per run (connector_id, run_id, connector_instance_id = the run''s identity or NULL) with status, timing, failure reason and terminal payload facts (DOMAIN.md section 3). Computed live.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Which runs belong to which connection (DOMAIN.md section 4)
+-- ---------------------------------------------------------------------------------------------
+
+-- Every connection (including retired setup attempts, which still claim their own runs) with
+-- its expected browser profile key and whether it is its connector's only active connection.
+CREATE VIEW refproj.connection_keys AS
+SELECT
+    ci.connector_instance_id,
+    ci.connector_id,
+    ci.status,
+    CASE WHEN ci.connector_instance_id = ci.connector_id
+         THEN profile.base
+         ELSE profile.base || ':' || ci.connector_instance_id
+    END AS expected_profile_key,
+    count(*) FILTER (WHERE ci.status = 'active') OVER (PARTITION BY ci.connector_id) = 1
+        AND ci.status = 'active' AS sole_active
+FROM connector_instances AS ci
+JOIN connectors AS c
+    ON c.connector_id = ci.connector_id
+CROSS JOIN LATERAL (
+    SELECT COALESCE(
+        NULLIF(btrim(CASE WHEN jsonb_typeof(c.manifest #> '{capabilities,browser_surface,profile_key}') = 'string'
+                          THEN c.manifest #>> '{capabilities,browser_surface,profile_key}' END), ''),
+        c.connector_id) AS base
+) AS profile;
+COMMENT ON VIEW refproj.connection_keys IS
+    'Every connection with its expected browser profile key (manifest profile_key or connector_id, plus '':'' || connector_instance_id unless they are equal) and whether it is the only active connection of its connector.';
+
+-- Each run with the connection it belongs to (attributed_to), or NULL when it matches nobody.
+-- A run offers exactly one match token (its profile key, else its identity, else "legacy") and
+-- each connection accepts up to three, so the rule order of DOMAIN.md section 4 is one equi-join.
+CREATE VIEW refproj.attributed_runs AS
+SELECT
+    r.*,
+    accepting.connector_instance_id AS attributed_to
+FROM refproj.run_summaries AS r
+LEFT JOIN (
+    SELECT k.connector_id, k.connector_instance_id, 'key:' || k.expected_profile_key AS match_token
+    FROM refproj.connection_keys AS k
+    UNION ALL
+    SELECT k.connector_id, k.connector_instance_id, 'id:' || k.connector_instance_id
+    FROM refproj.connection_keys AS k
+    UNION ALL
+    SELECT k.connector_id, k.connector_instance_id, 'legacy'
+    FROM refproj.connection_keys AS k
+    WHERE k.sole_active
+) AS accepting
+    ON accepting.connector_id = r.connector_id
+   AND accepting.match_token = CASE
+           WHEN r.browser_surface_profile_key IS NOT NULL THEN 'key:' || r.browser_surface_profile_key
+           WHEN r.connector_instance_id IS NOT NULL THEN 'id:' || r.connector_instance_id
+           ELSE 'legacy'
+       END;
+COMMENT ON VIEW refproj.attributed_runs IS
+    'Every run summary with attributed_to: the connection it belongs to under DOMAIN.md section 4 (profile key, else identity, else sole active connection), NULL when unattributed.';
+
+-- Per connection: latest run, latest successful run and failures since that success.
+-- "Latest" is (last_at DESC, last_event_seq DESC) everywhere.
+CREATE VIEW refproj.connection_run_rollup AS
+SELECT
+    ranked.connector_id,
+    ranked.attributed_to AS connector_instance_id,
+    (array_agg(refproj.run_brief(ranked.run_id, ranked.status, ranked.started_at, ranked.last_at,
+                                 ranked.finished_at, ranked.failure_reason, ranked.event_count,
+                                 ranked.browser_surface_profile_key))
+        FILTER (WHERE ranked.recency = 1))[1] AS last_run,
+    (array_agg(refproj.run_brief(ranked.run_id, ranked.status, ranked.started_at, ranked.last_at,
+                                 ranked.finished_at, ranked.failure_reason, ranked.event_count,
+                                 ranked.browser_surface_profile_key))
+        FILTER (WHERE ranked.status = 'succeeded' AND ranked.outcome_recency = 1))[1]
+        AS last_successful_run,
+    (count(*) FILTER (WHERE ranked.status IN ('failed', 'surface_failed', 'abandoned')
+                        AND (ranked.success_at IS NULL OR ranked.last_at > ranked.success_at)))::int
+        AS failures_since_last_success
+FROM (
+    SELECT
+        ar.*,
+        row_number() OVER (PARTITION BY ar.connector_id, ar.attributed_to
+                           ORDER BY ar.last_at DESC, ar.last_event_seq DESC) AS recency,
+        row_number() OVER (PARTITION BY ar.connector_id, ar.attributed_to, ar.status = 'succeeded'
+                           ORDER BY ar.last_at DESC, ar.last_event_seq DESC) AS outcome_recency,
+        max(ar.last_at) FILTER (WHERE ar.status = 'succeeded')
+            OVER (PARTITION BY ar.connector_id, ar.attributed_to) AS success_at
+    FROM refproj.attributed_runs AS ar
+    WHERE ar.attributed_to IS NOT NULL
+) AS ranked
+GROUP BY ranked.connector_id, ranked.attributed_to;
+COMMENT ON VIEW refproj.connection_run_rollup IS
+    'Per connection with at least one run: last_run, last_successful_run, failures_since_last_success (DOMAIN.md section 4). Computed live.';
+
+-- ---------------------------------------------------------------------------------------------
+-- The connection summary (DOMAIN.md section 5)
+-- ---------------------------------------------------------------------------------------------
+
+-- Connections the console lists: all but retired setup attempts.
+CREATE VIEW refproj.visible_connections AS
+SELECT ci.*
+FROM connector_instances AS ci
+WHERE NOT (ci.status = 'revoked'
+           AND ci.source_binding ->> 'kind' IN ('browser_enrollment_shell', 'static_secret_draft',
+                                                'manual_upload_draft'));
+COMMENT ON VIEW refproj.visible_connections IS
+    'Connections shown by the console: every connection except revoked retired setup attempts (source_binding.kind browser_enrollment_shell, static_secret_draft, manual_upload_draft).';
+
+CREATE VIEW refproj.retained_streams AS
+SELECT s.*
+FROM retained_size_stream AS s;
+COMMENT ON VIEW refproj.retained_streams IS
+    'Retained size per (connection, stream), as the application reports it.';
+
+-- The stored evidence of every visible connection, computed live. The materialized view below
+-- stores exactly this; connection_detail reads it for one connection.
+CREATE VIEW refproj.connection_evidence AS
+SELECT
+    ci.connector_instance_id,
+    ci.connector_instance_id AS connection_id,
+    ci.connector_id,
+    COALESCE(NULLIF(ci.display_name, ''), NULLIF(c.display_name, ''), c.connector_id) AS display_name,
+    COALESCE(NULLIF(c.display_name, ''), c.connector_id) AS connector_display_name,
+    ci.status,
+    ci.source_kind,
+    ci.created_at,
+    ci.revoked_at,
+    ARRAY(
+        SELECT name
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(c.manifest -> 'streams') = 'array'
+                                       THEN c.manifest -> 'streams' END)
+             WITH ORDINALITY AS stream (item, position)
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN jsonb_typeof(stream.item) = 'string' THEN NULLIF(stream.item #>> '{}', '')
+                        ELSE refproj.jsonb_text(stream.item, 'name') END AS name
+        ) AS named
+        WHERE name IS NOT NULL
+        ORDER BY stream.position
+    ) AS streams,
+    COALESCE(retained_stream.stream_count, 0)::int AS stream_count,
+    COALESCE(retained_stream.total_records, 0)::bigint AS total_records,
+    CASE WHEN rc.connector_instance_id IS NOT NULL THEN jsonb_build_object(
+        'record_json_bytes', rc.current_record_json_bytes,
+        'record_changes_json_bytes', rc.record_history_json_bytes,
+        'blob_bytes', rc.blob_bytes,
+        'total_bytes', rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes)
+    END AS retained_bytes,
+    COALESCE(rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes, 0)::bigint
+        AS total_retained_bytes,
+    rollup.last_run,
+    rollup.last_successful_run,
+    COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success,
+    CASE WHEN jsonb_typeof(c.manifest #> '{refresh_policy,max_staleness_seconds}') = 'number'
+              AND (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric
+                  BETWEEN 0 AND 3153600000
+         THEN make_interval(secs => (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::double precision)
+         ELSE interval '24 hours'
+    END AS max_staleness
+FROM refproj.visible_connections AS ci
+JOIN connectors AS c
+    ON c.connector_id = ci.connector_id
+LEFT JOIN refproj.connection_run_rollup AS rollup
+    ON rollup.connector_id = ci.connector_id
+   AND rollup.connector_instance_id = ci.connector_instance_id
+LEFT JOIN (
+    SELECT
+        s.connector_instance_id,
+        count(*) AS stream_count,
+        sum(s.record_count) AS total_records
+    FROM retained_size_stream AS s
+    GROUP BY s.connector_instance_id
+) AS retained_stream
+    ON retained_stream.connector_instance_id = ci.connector_instance_id
+LEFT JOIN retained_size_connection AS rc
+    ON rc.connector_instance_id = ci.connector_instance_id;
+COMMENT ON VIEW refproj.connection_evidence IS
+    'The stored evidence of every visible connection (DOMAIN.md section 5), computed live from the source tables. refproj.connection_summary materialises it.';
+
+CREATE MATERIALIZED VIEW refproj.connection_summary AS
+SELECT *
+FROM refproj.connection_evidence;
+CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx
+    ON refproj.connection_summary (connector_instance_id);
+CREATE INDEX connection_summary_overview_order_idx
+    ON refproj.connection_summary (connector_id, created_at, connector_instance_id);
+COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
+    'Stored evidence per visible connection (DOMAIN.md section 5). Never holds freshness or health: read it through refproj.connection_summaries(p_at). Refresh with refproj.refresh_connection_summary().';
+
+-- ---------------------------------------------------------------------------------------------
+-- Read-time state (DOMAIN.md section 5): computed from the stored evidence and the read's clock,
+-- never stored, so a stored row can never claim "healthy" after it went stale.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION refproj.freshness_at(
+    p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval, p_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT jsonb_build_object(
+        'status', CASE
+            WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+                 AND (p_last_successful_run IS NULL
+                      OR (p_last_run ->> 'last_at')::timestamptz
+                         >= (p_last_successful_run ->> 'last_at')::timestamptz)
+                THEN 'stale'
+            WHEN p_last_successful_run IS NOT NULL
+                THEN CASE WHEN p_at - (p_last_successful_run ->> 'last_at')::timestamptz <= p_max_staleness
+                          THEN 'current' ELSE 'stale' END
+            ELSE 'unknown'
+        END,
+        'captured_at', p_last_successful_run -> 'last_at',
+        'last_attempted_at', p_last_run -> 'last_at',
+        'max_staleness_seconds', extract(epoch FROM p_max_staleness))
+$$;
+COMMENT ON FUNCTION refproj.freshness_at(jsonb, jsonb, interval, timestamptz) IS
+    'Freshness {status current|stale|unknown, captured_at, last_attempted_at, max_staleness_seconds} of a connection at time p_at (DOMAIN.md section 5).';
+
+CREATE FUNCTION refproj.health_at(p_status text, p_last_run jsonb, p_freshness jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_status = 'revoked' THEN jsonb_build_object('state', 'revoked', 'reason', 'connection_revoked')
+        WHEN p_status = 'paused' THEN jsonb_build_object('state', 'paused', 'reason', 'connection_paused')
+        WHEN p_status = 'draft' THEN jsonb_build_object('state', 'setup', 'reason', 'connection_draft')
+        WHEN p_last_run ->> 'status' = 'in_progress'
+            THEN jsonb_build_object('state', 'running', 'reason', 'run_in_progress')
+        WHEN p_last_run IS NULL THEN jsonb_build_object('state', 'idle', 'reason', 'never_run')
+        WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+            THEN jsonb_build_object('state', 'failing',
+                                    'reason', COALESCE(p_last_run ->> 'failure_reason', p_last_run ->> 'status'))
+        WHEN p_freshness ->> 'status' = 'stale'
+            THEN jsonb_build_object('state', 'stale', 'reason', 'past_max_staleness')
+        WHEN p_freshness ->> 'status' = 'current'
+            THEN jsonb_build_object('state', 'healthy', 'reason', NULL)
+        ELSE jsonb_build_object('state', 'unknown', 'reason', 'no_successful_run')
+    END
+$$;
+COMMENT ON FUNCTION refproj.health_at(text, jsonb, jsonb) IS
+    'Health {state, reason} from connection status, last run and freshness; first rule that applies (DOMAIN.md section 5).';
+
+-- ---------------------------------------------------------------------------------------------
+-- Write detection and refresh bookkeeping (DOMAIN.md section 7, CONTRACT.md section 3)
+-- ---------------------------------------------------------------------------------------------
+
+-- One row per writing transaction since the last refresh. Inserts never block each other (each
+-- transaction has its own key), so concurrent writers do not serialise on a shared counter, and
+-- a late-committing transaction stays visible here until a refresh whose snapshot includes it.
+CREATE TABLE refproj.source_writes (
+    xid xid8 PRIMARY KEY
+);
+COMMENT ON TABLE refproj.source_writes IS
+    'Transactions that wrote a source table and are not yet reflected in refproj.connection_summary (one row per transaction). Non-empty means source_changed.';
+
+CREATE TABLE refproj.projection_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    as_of timestamptz NOT NULL,
+    refresh_ticket bigint NOT NULL DEFAULT 0,
+    last_refresh_ms double precision NULL,
+    refresh_count bigint NOT NULL DEFAULT 0
+);
+INSERT INTO refproj.projection_state (as_of) VALUES (now());
+COMMENT ON TABLE refproj.projection_state IS
+    'Single row: when the stored evidence was computed (as_of), the ticket its refresh started at, and refresh statistics.';
+
+-- Tickets order refresh requests against refresh starts: nextval is non-transactional and
+-- strictly increasing across sessions.
+CREATE SEQUENCE refproj.refresh_ticket;
+COMMENT ON SEQUENCE refproj.refresh_ticket IS
+    'Orders refresh requests against refresh starts for read-your-writes coalescing.';
+
+-- SECURITY DEFINER so the application's writers need no privilege on the refproj schema.
+CREATE FUNCTION refproj.note_source_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO refproj.source_writes (xid)
+    VALUES (pg_current_xact_id())
+    ON CONFLICT (xid) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_source_write() IS
+    'Statement trigger on the source tables: records that the current transaction wrote source data.';
+
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connectors
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connector_instances
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spine_events
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON controller_active_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_connection
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_stream
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+
+-- Coalesced, read-your-writes refresh.
+--
+-- Invariant: when this returns, a refresh whose snapshot was taken after this call began has
+-- committed. Each call draws a ticket on entry; each refresh draws a ticket just before its
+-- snapshot and stores it. Callers queue on one transaction-scoped advisory lock; the holder
+-- returns at once if the stored ticket is newer than its own (a refresh that started after it
+-- arrived has committed), and otherwise refreshes. So a burst of N callers costs at most the
+-- refresh already running plus one more.
+CREATE FUNCTION refproj.refresh_connection_summary(
+    OUT refreshed boolean, OUT as_of timestamptz, OUT refresh_ms double precision)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    v_ticket bigint := nextval('refproj.refresh_ticket');
+    v_started_ticket bigint;
+    v_started timestamptz;
+    v_snapshot pg_snapshot;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(7418206610342958901);
+
+    SELECT ps.refresh_ticket, ps.as_of
+    INTO v_started_ticket, v_started
+    FROM refproj.projection_state AS ps;
+    IF v_started_ticket > v_ticket THEN
+        refreshed := false;
+        as_of := v_started;
+        refresh_ms := 0;
+        RETURN;
+    END IF;
+
+    v_started_ticket := nextval('refproj.refresh_ticket');
+    v_started := clock_timestamp();
+    v_snapshot := pg_current_snapshot();
+
+    REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
+
+    -- Forget exactly the writes the refresh saw; later commits keep source_changed true.
+    DELETE FROM refproj.source_writes
+    WHERE pg_visible_in_snapshot(xid, v_snapshot);
+
+    refresh_ms := extract(epoch FROM clock_timestamp() - v_started) * 1000;
+    UPDATE refproj.projection_state
+    SET as_of = v_started,
+        refresh_ticket = v_started_ticket,
+        last_refresh_ms = refresh_ms,
+        refresh_count = projection_state.refresh_count + 1;
+    refreshed := true;
+    as_of := v_started;
+END
+$$;
+COMMENT ON FUNCTION refproj.refresh_connection_summary() IS
+    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it.';
+
+CREATE FUNCTION refproj.projection_status(
+    OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,
+    OUT refresh_count bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT
+        ps.as_of,
+        EXISTS (SELECT 1 FROM refproj.source_writes),
+        ps.last_refresh_ms,
+        ps.refresh_count
+    FROM refproj.projection_state AS ps
+$$;
+COMMENT ON FUNCTION refproj.projection_status() IS
+    'One row: as_of (when the stored evidence was computed), source_changed (a source table was written since), last_refresh_ms, refresh_count. Costs two index probes whatever the history size.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Serving: overview, detail, resolution, live run evidence (DOMAIN.md section 6)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION refproj.connection_summaries(
+    p_at timestamptz DEFAULT now(), p_connector_id text DEFAULT NULL)
+RETURNS TABLE (
+    connector_instance_id text,
+    connection_id text,
+    connector_id text,
+    display_name text,
+    connector_display_name text,
+    status text,
+    source_kind text,
+    created_at timestamptz,
+    revoked_at timestamptz,
+    streams text[],
+    stream_count int,
+    total_records bigint,
+    retained_bytes jsonb,
+    total_retained_bytes bigint,
+    last_run jsonb,
+    last_successful_run jsonb,
+    failures_since_last_success int,
+    max_staleness interval,
+    freshness jsonb,
+    health jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT
+        s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
+        s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
+        s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes, s.last_run,
+        s.last_successful_run, s.failures_since_last_success, s.max_staleness,
+        read_time.freshness,
+        refproj.health_at(s.status, s.last_run, read_time.freshness)
+    FROM refproj.connection_summary AS s
+    CROSS JOIN LATERAL (
+        SELECT refproj.freshness_at(s.last_run, s.last_successful_run, s.max_staleness, p_at) AS freshness
+    ) AS read_time
+    WHERE p_connector_id IS NULL
+       OR s.connector_id = p_connector_id
+    ORDER BY s.connector_id, s.created_at, s.connector_instance_id
+$$;
+COMMENT ON FUNCTION refproj.connection_summaries(timestamptz, text) IS
+    'The overview: stored evidence of every visible connection plus freshness and health computed for p_at, ordered by (connector_id, created_at, connector_instance_id), optionally for one connector. Only as current as the last refresh: see refproj.projection_status().';
+
+-- Detail resolution: an exact visible connection id, else a connector id with exactly one
+-- visible connection. An ambiguous connector id resolves to nothing, and says so.
+CREATE FUNCTION refproj.resolve_connection(p_connection text)
+RETURNS TABLE (connector_instance_id text, connector_id text, resolution text, candidates int)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH exact AS (
+        SELECT v.connector_instance_id, v.connector_id
+        FROM refproj.visible_connections AS v
+        WHERE v.connector_instance_id = p_connection
+    ),
+    by_connector AS (
+        SELECT min(v.connector_instance_id) AS connector_instance_id, count(*)::int AS candidates
+        FROM refproj.visible_connections AS v
+        WHERE v.connector_id = p_connection
+    )
+    SELECT e.connector_instance_id, e.connector_id, 'exact', 1
+    FROM exact AS e
+    UNION ALL
+    SELECT
+        CASE WHEN b.candidates = 1 THEN b.connector_instance_id END,
+        CASE WHEN b.candidates >= 1 THEN p_connection END,
+        CASE b.candidates WHEN 0 THEN 'not_found' WHEN 1 THEN 'connector' ELSE 'ambiguous' END,
+        b.candidates
+    FROM by_connector AS b
+    WHERE NOT EXISTS (SELECT 1 FROM exact)
+$$;
+COMMENT ON FUNCTION refproj.resolve_connection(text) IS
+    'How a detail request resolves: resolution exact | connector (connector id with one visible connection) | ambiguous | not_found, with the number of candidates.';
+
+CREATE FUNCTION refproj.connection_run_evidence(p_connector_instance_id text)
+RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    v_connector_id text;
+BEGIN
+    SELECT k.connector_id INTO v_connector_id
+    FROM refproj.connection_keys AS k
+    WHERE k.connector_instance_id = p_connector_instance_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'refproj: no connection %', quote_literal(p_connector_instance_id)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+
+    RETURN QUERY
+    SELECT rollup.last_run, rollup.last_successful_run, COALESCE(rollup.failures_since_last_success, 0)
+    FROM (SELECT 1) AS one
+    LEFT JOIN refproj.connection_run_rollup AS rollup
+        ON rollup.connector_id = v_connector_id
+       AND rollup.connector_instance_id = p_connector_instance_id;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_run_evidence(text) IS
+    'Live run evidence of one connection (any status, including retired setup attempts): last_run, last_successful_run, failures_since_last_success. Raises no_data_found for an unknown id.';
+
+CREATE FUNCTION refproj.connection_detail(
+    p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
+RETURNS TABLE (
+    connector_instance_id text,
+    connection_id text,
+    connector_id text,
+    display_name text,
+    connector_display_name text,
+    status text,
+    source_kind text,
+    created_at timestamptz,
+    revoked_at timestamptz,
+    streams text[],
+    stream_count int,
+    total_records bigint,
+    retained_bytes jsonb,
+    total_retained_bytes bigint,
+    last_run jsonb,
+    last_successful_run jsonb,
+    failures_since_last_success int,
+    max_staleness interval,
+    freshness jsonb,
+    health jsonb,
+    recent_runs jsonb,
+    streams_retained jsonb,
+    unattributed_runs int)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    v_connection text;
+    v_connector_id text;
+BEGIN
+    SELECT r.connector_instance_id, r.connector_id
+    INTO v_connection, v_connector_id
+    FROM refproj.resolve_connection(p_connection) AS r;
+    IF v_connection IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Every query is filtered by the constant connector id, which the views push down to the
+    -- source/run summary index: the cost is this connector's history, not everyone's.
+    RETURN QUERY
+    SELECT
+        e.connector_instance_id, e.connection_id, e.connector_id, e.display_name,
+        e.connector_display_name, e.status, e.source_kind, e.created_at, e.revoked_at, e.streams,
+        e.stream_count, e.total_records, e.retained_bytes, e.total_retained_bytes, e.last_run,
+        e.last_successful_run, e.failures_since_last_success, e.max_staleness,
+        read_time.freshness,
+        refproj.health_at(e.status, e.last_run, read_time.freshness),
+        COALESCE((
+            SELECT jsonb_agg(
+                refproj.run_brief(ar.run_id, ar.status, ar.started_at, ar.last_at, ar.finished_at,
+                                  ar.failure_reason, ar.event_count, ar.browser_surface_profile_key)
+                || jsonb_build_object(
+                    'connector_instance_id', ar.connector_instance_id,
+                    'browser_surface_status', ar.browser_surface_status,
+                    'browser_surface_wait_reason', ar.browser_surface_wait_reason,
+                    'known_gaps', ar.known_gaps,
+                    'collection_facts', ar.collection_facts,
+                    'records_emitted', ar.records_emitted)
+                ORDER BY ar.last_at DESC, ar.last_event_seq DESC)
+            FROM (
+                SELECT *
+                FROM refproj.attributed_runs AS a
+                WHERE a.connector_id = v_connector_id
+                  AND a.attributed_to = v_connection
+                ORDER BY a.last_at DESC, a.last_event_seq DESC
+                LIMIT GREATEST(p_run_limit, 0)
+            ) AS ar), '[]'::jsonb),
+        COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                    'stream', s.stream,
+                    'record_count', s.record_count,
+                    'current_record_json_bytes', s.current_record_json_bytes,
+                    'record_history_json_bytes', s.record_history_json_bytes,
+                    'blob_bytes', s.blob_bytes,
+                    'computed_at', s.computed_at)
+                ORDER BY s.stream)
+            FROM refproj.retained_streams AS s
+            WHERE s.connector_instance_id = v_connection), '[]'::jsonb),
+        (SELECT count(*)::int
+         FROM refproj.attributed_runs AS a
+         WHERE a.connector_id = v_connector_id
+           AND a.attributed_to IS NULL)
+    FROM refproj.connection_evidence AS e
+    CROSS JOIN LATERAL (
+        SELECT refproj.freshness_at(e.last_run, e.last_successful_run, e.max_staleness, p_at) AS freshness
+    ) AS read_time
+    WHERE e.connector_id = v_connector_id
+      AND e.connector_instance_id = v_connection;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_detail(text, int, timestamptz) IS
+    'Live detail of one connection, resolved by exact connection id or by a connector id with exactly one visible connection (zero rows otherwise): every overview field plus recent_runs (up to p_run_limit latest runs, full summaries), streams_retained and unattributed_runs (the connector''s runs that match no connection).';

@@ -1,0 +1,77 @@
+"""Test databases: one template migrated once by Alembic, one fresh clone per test.
+
+The server is the local PostgreSQL (trust auth) unless REFPROJ_TEST_URL names another one, e.g.
+``REFPROJ_TEST_URL=postgresql://me:secret@db.example:5433/postgres make test``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+from sqlalchemy.engine import make_url
+
+from refproj import migrate
+
+_server = make_url(os.environ.get("REFPROJ_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+
+
+def _url_for(host: str, port: int | str, user: str, dbname: str, password: str | None) -> str:
+    return str(
+        make_url("postgresql://").set(
+            host=host, port=int(port), username=user, password=password, database=dbname
+        ).render_as_string(hide_password=False)
+    )
+
+
+def migrate_template(host: str, port: int, user: str, dbname: str, password: str | None, **_: Any) -> None:
+    migrate.upgrade(_url_for(host, port, user, dbname, password))
+
+
+postgresql_proc = factories.postgresql_noproc(
+    host=_server.host,
+    port=_server.port or 5432,
+    user=_server.username,
+    password=_server.password,
+    load=[migrate_template],
+)
+postgresql = factories.postgresql("postgresql_proc")
+
+
+@pytest.fixture
+def db(postgresql: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """An autocommit connection to this test's freshly migrated database."""
+    postgresql.autocommit = True
+    postgresql.execute("SET TimeZone = 'UTC'")
+    return postgresql
+
+
+@pytest.fixture
+def db_url(postgresql: psycopg.Connection[Any]) -> str:
+    """A plain postgresql:// URL of this test's database (what DATABASE_URL would hold)."""
+    info = postgresql.info
+    return _url_for(info.host, info.port, info.user, info.dbname, info.password or None)
+
+
+@pytest.fixture
+def empty_db_url(postgresql_proc: Any) -> Iterator[str]:
+    """A URL of an empty, unmigrated database, dropped afterwards."""
+    from pytest_postgresql.janitor import DatabaseJanitor
+
+    janitor = DatabaseJanitor(
+        user=postgresql_proc.user,
+        host=postgresql_proc.host,
+        port=postgresql_proc.port,
+        dbname="refproj_test_empty",
+        password=postgresql_proc.password,
+    )
+    janitor.drop()
+    with janitor:
+        yield _url_for(
+            postgresql_proc.host, postgresql_proc.port, postgresql_proc.user, "refproj_test_empty",
+            postgresql_proc.password,
+        )

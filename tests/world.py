@@ -1,0 +1,149 @@
+"""A small language for writing scenario data into the source tables.
+
+Times are written as "HH:MM" on one fixed day (UTC) so assertions can name them exactly.
+Rows are read back through the SQL functions as JSON (``to_jsonb``), exactly as the Python shim
+serves them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+DAY = "2026-01-05"
+
+
+def at(hhmm: str) -> datetime:
+    """'12:01' -> 2026-01-05 12:01:00+00:00; a full ISO timestamp is taken as is."""
+    if len(hhmm) <= 5:
+        return datetime.fromisoformat(f"{DAY}T{hhmm}:00+00:00")
+    return datetime.fromisoformat(hhmm)
+
+
+def iso(hhmm: str) -> str:
+    """The ISO text PostgreSQL's to_jsonb gives for at(hhmm) in UTC."""
+    return at(hhmm).astimezone(UTC).isoformat()
+
+
+class World:
+    def __init__(self, db: psycopg.Connection[Any]) -> None:
+        self.db = db
+
+    # -- source rows -----------------------------------------------------------------------------
+
+    def connector(self, connector_id: str = "acme", *, display_name: str | None = None,
+                  manifest: Any = None) -> None:
+        self.db.execute(
+            "INSERT INTO connectors (connector_id, display_name, manifest) VALUES (%s, %s, %s)",
+            (connector_id, display_name, Jsonb(manifest if manifest is not None else {})),
+        )
+
+    def connection(self, connection_id: str, connector_id: str = "acme", *, status: str = "active",
+                   source_kind: str = "account", source_binding: Any = None, created: str = "09:00",
+                   display_name: str | None = None, revoked: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO connector_instances (connector_instance_id, connector_id, display_name, status,"
+            " source_kind, source_binding, created_at, updated_at, revoked_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (connection_id, connector_id, display_name, status, source_kind,
+             Jsonb(source_binding if source_binding is not None else {}), at(created), at(created),
+             at(revoked) if revoked else None),
+        )
+
+    def siblings(self) -> None:
+        """The default world of SCENARIOS.md: connector acme, active cin_work (older) and cin_personal."""
+        self.connector("acme")
+        self.connection("cin_work", created="09:00")
+        self.connection("cin_personal", created="09:05")
+
+    def event(self, run_id: str | None, event_type: str, when: str, *, status: str = "ok",
+              connector: str | None = "acme", identity: str | None = None, data: Any = None,
+              source_kind: str | None = "connector") -> int:
+        row = self.db.execute(
+            "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
+            " connector_instance_id, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING event_seq",
+            (event_type, at(when), status, source_kind, connector, run_id, identity,
+             Jsonb(data if data is not None else {})),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def surface_failure(self, run_id: str, when: str, profile_key: str | None, *,
+                        wait_reason: str | None = None, surface_status: str | None = None,
+                        connector: str = "acme", identity: str | None = None) -> int:
+        surface: dict[str, Any] = {}
+        if profile_key is not None:
+            surface["browser_surface_profile_key"] = profile_key
+        if wait_reason is not None:
+            surface["browser_surface_wait_reason"] = wait_reason
+        if surface_status is not None:
+            surface["browser_surface_status"] = surface_status
+        return self.event(run_id, "run.browser_surface_failed", when, status="surface_failed",
+                          connector=connector, identity=identity, data={"browser_surface": surface})
+
+    def succeeded_run(self, run_id: str, identity: str, start: str, end: str, *,
+                      connector: str = "acme", data: Any = None) -> None:
+        self.event(run_id, "run.started", start, identity=identity, connector=connector)
+        self.event(run_id, "run.completed", end, status="succeeded", identity=identity,
+                   connector=connector, data=data)
+
+    def failed_run(self, run_id: str, identity: str, start: str, end: str, reason: str, *,
+                   connector: str = "acme") -> None:
+        self.event(run_id, "run.started", start, identity=identity, connector=connector)
+        self.event(run_id, "run.failed", end, status="failed", identity=identity, connector=connector,
+                   data={"reason": reason})
+
+    def active_run(self, connection_id: str, run_id: str, started: str, connector_id: str = "acme") -> None:
+        self.db.execute(
+            "INSERT INTO controller_active_runs (connector_instance_id, connector_id, run_id, started_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (connection_id, connector_id, run_id, at(started)),
+        )
+
+    # -- reading back ----------------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        row = self.db.execute("SELECT refreshed FROM refproj.refresh_connection_summary()").fetchone()
+        assert row is not None
+        return bool(row[0])
+
+    def overview(self, when: str | None = None, connector_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Overview rows by connection id, in the order the function returned them."""
+        rows = self.db.execute(
+            "SELECT to_jsonb(s) FROM refproj.connection_summaries(COALESCE(%s, now()), %s) AS s",
+            (at(when) if when else None, connector_id),
+        ).fetchall()
+        return {row[0]["connector_instance_id"]: row[0] for row in rows}
+
+    def overview_ids(self, connector_id: str | None = None) -> list[str]:
+        return list(self.overview(connector_id=connector_id))
+
+    def detail(self, connection: str, when: str | None = None, run_limit: int = 20) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT to_jsonb(d) FROM refproj.connection_detail(%s, %s, COALESCE(%s, now())) AS d",
+            (connection, run_limit, at(when) if when else None),
+        ).fetchone()
+        return None if row is None else dict(row[0])
+
+    def evidence(self, connection_id: str) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT to_jsonb(e) FROM refproj.connection_run_evidence(%s) AS e", (connection_id,)
+        ).fetchone()
+        assert row is not None
+        return dict(row[0])
+
+    def runs(self, connector_id: str = "acme") -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT to_jsonb(r) FROM refproj.run_summaries AS r WHERE r.connector_id = %s"
+            " ORDER BY r.run_id, r.connector_instance_id NULLS FIRST",
+            (connector_id,),
+        ).fetchall()
+        return [dict(row[0]) for row in rows]
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
