@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import psycopg
-
 from alembic import context
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool

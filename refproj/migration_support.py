@@ -24,7 +24,7 @@ def run_sql_file(name: str) -> None:
         return
     dbapi_connection = op.get_bind().connection.driver_connection
     assert dbapi_connection is not None
-    dbapi_connection.execute(sql)  # type: ignore[attr-defined]
+    dbapi_connection.execute(sql)
 
 
 def summary_index_state(connection: Connection) -> str:

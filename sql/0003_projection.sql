@@ -528,6 +528,7 @@ CREATE TRIGGER refproj_note_source_write
 -- arrived has committed), and otherwise refreshes. So a burst of N callers costs at most the
 -- refresh already running plus one more.
 CREATE FUNCTION refproj.refresh_connection_summary(
+    p_only_if_changed boolean DEFAULT false,
     OUT refreshed boolean, OUT as_of timestamptz, OUT refresh_ms double precision)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -550,7 +551,10 @@ BEGIN
     SELECT ps.refresh_ticket, ps.as_of
     INTO v_started_ticket, v_started
     FROM refproj.projection_state AS ps;
-    IF v_started_ticket > v_ticket THEN
+    -- p_only_if_changed is for watchers that saw source_changed: when another refresh has
+    -- already absorbed every write, there is nothing left to do.
+    IF v_started_ticket > v_ticket
+       OR (p_only_if_changed AND NOT EXISTS (SELECT 1 FROM refproj.source_writes)) THEN
         refreshed := false;
         as_of := v_started;
         refresh_ms := 0;
@@ -577,8 +581,8 @@ BEGIN
     as_of := v_started;
 END
 $$;
-COMMENT ON FUNCTION refproj.refresh_connection_summary() IS
-    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it.';
+COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean) IS
+    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending.';
 
 CREATE FUNCTION refproj.projection_status(
     OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,

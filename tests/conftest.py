@@ -22,9 +22,9 @@ _server = make_url(os.environ.get("REFPROJ_TEST_URL", "postgresql://postgres@127
 
 def _url_for(host: str, port: int | str, user: str, dbname: str, password: str | None) -> str:
     return str(
-        make_url("postgresql://").set(
-            host=host, port=int(port), username=user, password=password, database=dbname
-        ).render_as_string(hide_password=False)
+        make_url("postgresql://")
+        .set(host=host, port=int(port), username=user, password=password, database=dbname)
+        .render_as_string(hide_password=False)
     )
 
 
@@ -72,6 +72,9 @@ def empty_db_url(postgresql_proc: Any) -> Iterator[str]:
     janitor.drop()
     with janitor:
         yield _url_for(
-            postgresql_proc.host, postgresql_proc.port, postgresql_proc.user, "refproj_test_empty",
+            postgresql_proc.host,
+            postgresql_proc.port,
+            postgresql_proc.user,
+            "refproj_test_empty",
             postgresql_proc.password,
         )

@@ -35,23 +35,41 @@ class World:
 
     # -- source rows -----------------------------------------------------------------------------
 
-    def connector(self, connector_id: str = "acme", *, display_name: str | None = None,
-                  manifest: Any = None) -> None:
+    def connector(
+        self, connector_id: str = "acme", *, display_name: str | None = None, manifest: Any = None
+    ) -> None:
         self.db.execute(
             "INSERT INTO connectors (connector_id, display_name, manifest) VALUES (%s, %s, %s)",
             (connector_id, display_name, Jsonb(manifest if manifest is not None else {})),
         )
 
-    def connection(self, connection_id: str, connector_id: str = "acme", *, status: str = "active",
-                   source_kind: str = "account", source_binding: Any = None, created: str = "09:00",
-                   display_name: str | None = None, revoked: str | None = None) -> None:
+    def connection(
+        self,
+        connection_id: str,
+        connector_id: str = "acme",
+        *,
+        status: str = "active",
+        source_kind: str = "account",
+        source_binding: Any = None,
+        created: str = "09:00",
+        display_name: str | None = None,
+        revoked: str | None = None,
+    ) -> None:
         self.db.execute(
             "INSERT INTO connector_instances (connector_instance_id, connector_id, display_name, status,"
             " source_kind, source_binding, created_at, updated_at, revoked_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (connection_id, connector_id, display_name, status, source_kind,
-             Jsonb(source_binding if source_binding is not None else {}), at(created), at(created),
-             at(revoked) if revoked else None),
+            (
+                connection_id,
+                connector_id,
+                display_name,
+                status,
+                source_kind,
+                Jsonb(source_binding if source_binding is not None else {}),
+                at(created),
+                at(created),
+                at(revoked) if revoked else None,
+            ),
         )
 
     def siblings(self) -> None:
@@ -60,21 +78,46 @@ class World:
         self.connection("cin_work", created="09:00")
         self.connection("cin_personal", created="09:05")
 
-    def event(self, run_id: str | None, event_type: str, when: str, *, status: str = "ok",
-              connector: str | None = "acme", identity: str | None = None, data: Any = None,
-              source_kind: str | None = "connector") -> int:
+    def event(
+        self,
+        run_id: str | None,
+        event_type: str,
+        when: str,
+        *,
+        status: str = "ok",
+        connector: str | None = "acme",
+        identity: str | None = None,
+        data: Any = None,
+        source_kind: str | None = "connector",
+    ) -> int:
         row = self.db.execute(
             "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
             " connector_instance_id, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING event_seq",
-            (event_type, at(when), status, source_kind, connector, run_id, identity,
-             Jsonb(data if data is not None else {})),
+            (
+                event_type,
+                at(when),
+                status,
+                source_kind,
+                connector,
+                run_id,
+                identity,
+                Jsonb(data if data is not None else {}),
+            ),
         ).fetchone()
         assert row is not None
         return int(row[0])
 
-    def surface_failure(self, run_id: str, when: str, profile_key: str | None, *,
-                        wait_reason: str | None = None, surface_status: str | None = None,
-                        connector: str = "acme", identity: str | None = None) -> int:
+    def surface_failure(
+        self,
+        run_id: str,
+        when: str,
+        profile_key: str | None,
+        *,
+        wait_reason: str | None = None,
+        surface_status: str | None = None,
+        connector: str = "acme",
+        identity: str | None = None,
+    ) -> int:
         surface: dict[str, Any] = {}
         if profile_key is not None:
             surface["browser_surface_profile_key"] = profile_key
@@ -82,20 +125,43 @@ class World:
             surface["browser_surface_wait_reason"] = wait_reason
         if surface_status is not None:
             surface["browser_surface_status"] = surface_status
-        return self.event(run_id, "run.browser_surface_failed", when, status="surface_failed",
-                          connector=connector, identity=identity, data={"browser_surface": surface})
+        return self.event(
+            run_id,
+            "run.browser_surface_failed",
+            when,
+            status="surface_failed",
+            connector=connector,
+            identity=identity,
+            data={"browser_surface": surface},
+        )
 
-    def succeeded_run(self, run_id: str, identity: str, start: str, end: str, *,
-                      connector: str = "acme", data: Any = None) -> None:
+    def succeeded_run(
+        self, run_id: str, identity: str, start: str, end: str, *, connector: str = "acme", data: Any = None
+    ) -> None:
         self.event(run_id, "run.started", start, identity=identity, connector=connector)
-        self.event(run_id, "run.completed", end, status="succeeded", identity=identity,
-                   connector=connector, data=data)
+        self.event(
+            run_id,
+            "run.completed",
+            end,
+            status="succeeded",
+            identity=identity,
+            connector=connector,
+            data=data,
+        )
 
-    def failed_run(self, run_id: str, identity: str, start: str, end: str, reason: str, *,
-                   connector: str = "acme") -> None:
+    def failed_run(
+        self, run_id: str, identity: str, start: str, end: str, reason: str, *, connector: str = "acme"
+    ) -> None:
         self.event(run_id, "run.started", start, identity=identity, connector=connector)
-        self.event(run_id, "run.failed", end, status="failed", identity=identity, connector=connector,
-                   data={"reason": reason})
+        self.event(
+            run_id,
+            "run.failed",
+            end,
+            status="failed",
+            identity=identity,
+            connector=connector,
+            data={"reason": reason},
+        )
 
     def active_run(self, connection_id: str, run_id: str, started: str, connector_id: str = "acme") -> None:
         self.db.execute(

@@ -1,0 +1,42 @@
+# refproj: the two front-door commands are `make demo` and `make test`.
+# Both create .venv (Python >= 3.11) on first use and install the project into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/refproj_demo
+export DATABASE_URL
+
+.PHONY: demo test check lint typecheck install clean
+
+$(BIN)/refproj: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/refproj
+
+## demo: create the demo database, migrate, seed the tiny profile, refresh, print the overview
+demo: install
+	$(BIN)/refproj migrate --create-database
+	$(BIN)/refproj seed --profile tiny --replace
+	$(BIN)/refproj refresh
+	$(BIN)/refproj list
+
+## test: the test suite against the local PostgreSQL (REFPROJ_TEST_URL names another server)
+test: install
+	$(BIN)/pytest
+
+## check: ruff and mypy --strict on the package
+check: lint typecheck
+
+lint: install
+	$(BIN)/ruff check refproj migrations tests
+	$(BIN)/ruff format --check refproj migrations tests
+
+typecheck: install
+	$(BIN)/mypy refproj
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,277 @@
+"""``refproj``: the command line over the projection.
+
+Every command takes the database from ``--database-url``, else ``$DATABASE_URL``, else the local
+demo database. Expected failures print one line to stderr and exit non-zero:
+3 database unreachable, 4 migrations not applied, 5 connection not found, 6 ambiguous connector
+id, 7 invalid input, 1 anything else refproj reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from sqlalchemy import exc
+
+from refproj import migrate
+from refproj.errors import (
+    AmbiguousConnection,
+    ConnectionNotFound,
+    DatabaseUnavailable,
+    InvalidIdentifier,
+    MigrationsNotApplied,
+    RefprojError,
+)
+from refproj.projection import Projection
+from refproj.settings import database_url, libpq_url
+
+EXIT_CODES: list[tuple[type[RefprojError], int]] = [
+    (DatabaseUnavailable, 3),
+    (MigrationsNotApplied, 4),
+    (ConnectionNotFound, 5),
+    (AmbiguousConnection, 6),
+    (InvalidIdentifier, 7),
+    (RefprojError, 1),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.command(args))
+    except RefprojError as error:
+        print(f"refproj: {error}", file=sys.stderr)
+        return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refproj", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--database-url", help="postgresql:// URL (default: $DATABASE_URL, else the demo database)"
+    )
+    commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    def command(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(command=fn)
+        return sub
+
+    sub = command("migrate", cmd_migrate, "apply the migrations (alembic upgrade head)")
+    sub.add_argument(
+        "--create-database", action="store_true", help="create the database first if it is missing"
+    )
+    command("refresh", cmd_refresh, "refresh the overview; returns when it reflects every earlier write")
+    sub = command("status", cmd_status, "how current the overview is")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = command("list", cmd_list, "the overview: one row per visible connection")
+    sub.add_argument("--connector", metavar="ID", help="only this connector's connections")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = command("show", cmd_show, "live detail of one connection (or of a connector's only connection)")
+    sub.add_argument("connection", metavar="CONNECTION")
+    sub.add_argument("--runs", type=int, default=20, help="recent runs to include (default 20)")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = command("seed", cmd_seed, "load a synthetic workload into empty source tables")
+    sub.add_argument("--profile", default="tiny", help="tiny, S, M or L (default tiny)")
+    sub.add_argument("--history-factor", type=float, default=1.0, help="multiply runs per connection")
+    sub.add_argument("--seed", type=int, default=0, help="pseudo-random seed (default 0)")
+    sub.add_argument("--replace", action="store_true", help="delete every source row first")
+    return parser
+
+
+def _projection(args: argparse.Namespace) -> Projection:
+    return Projection(args.database_url, read_reuse=0, staleness_bound=None)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = database_url(args.database_url)
+    try:
+        if args.create_database:
+            _create_database(args.database_url)
+        migrate.upgrade(url)
+    except exc.OperationalError as error:
+        message = f"database unreachable at {_shown(url)}: {_first_line(error.orig)}"
+        raise DatabaseUnavailable(message) from error
+    print(f"migrated {_shown(url)} to head")
+    return 0
+
+
+def _create_database(url_text: str | None) -> None:
+    url = database_url(url_text)
+    name = url.database
+    if not name:
+        raise RefprojError(f"{_shown(url)} names no database")
+    maintenance = libpq_url(url.set(database="postgres"))
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(f"database unreachable at {_shown(url)}: {_first_line(error)}") from error
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    with _projection(args) as proj:
+        result = proj.refresh()
+    verb = "refreshed" if result.refreshed else "joined a concurrent refresh"
+    print(f"{verb}: overview as of {result.as_of.isoformat()} ({result.refresh_ms:.1f} ms)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _projection(args) as proj:
+        status = proj.status()
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+        return 0
+    last = "never" if status.last_refresh_ms is None else f"{status.last_refresh_ms:.1f} ms"
+    print(f"as of:          {status.as_of.isoformat()}")
+    print(f"source changed: {'yes' if status.source_changed else 'no'}")
+    print(f"last refresh:   {last}")
+    print(f"refreshes:      {status.refresh_count}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _projection(args) as proj:
+        overview = proj.list(args.connector)
+    if args.json:
+        print(json.dumps(overview.envelope(), indent=2))
+        return 0
+    header = ("CONNECTION", "CONNECTOR", "STATUS", "HEALTH", "LAST RUN", "LAST SUCCESS", "FAILS", "RECORDS")
+    rows = [
+        (
+            row["connector_instance_id"],
+            row["connector_id"],
+            row["status"],
+            _health(row["health"]),
+            _run(row["last_run"]),
+            _when(row["last_successful_run"]),
+            str(row["failures_since_last_success"]),
+            f"{row['total_records']:,}",
+        )
+        for row in overview
+    ]
+    _table(header, rows)
+    changed = ", source changed since" if overview.source_changed else ""
+    print(f"\n{len(overview)} connections, as of {overview.as_of.isoformat()}{changed}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _projection(args) as proj:
+        detail = proj.get(args.connection, run_limit=args.runs)
+    if args.json:
+        print(json.dumps(detail, indent=2))
+        return 0
+    fields = [
+        ("connection", detail["connector_instance_id"]),
+        ("name", detail["display_name"]),
+        ("connector", f"{detail['connector_id']} ({detail['connector_display_name']})"),
+        ("status", detail["status"]),
+        ("health", _health(detail["health"])),
+        ("freshness", detail["freshness"]["status"]),
+        ("last run", _run(detail["last_run"])),
+        ("last success", _run(detail["last_successful_run"])),
+        ("failures since success", detail["failures_since_last_success"]),
+        ("records", f"{detail['total_records']:,} in {detail['stream_count']} streams"),
+        ("retained bytes", f"{detail['total_retained_bytes']:,}"),
+        ("unattributed runs", f"{detail['unattributed_runs']} (connector-wide, matching no connection)"),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name + ':':<{width + 2}}{value}")
+    if detail["recent_runs"]:
+        print()
+        _table(
+            ("RUN", "STATUS", "STARTED", "LAST EVENT", "EVENTS", "FAILURE REASON"),
+            [
+                (
+                    run["run_id"],
+                    run["status"],
+                    run["started_at"],
+                    run["last_at"],
+                    str(run["event_count"]),
+                    run["failure_reason"] or "",
+                )
+                for run in detail["recent_runs"]
+            ],
+        )
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from refproj.seed import seed
+
+    url = database_url(args.database_url)
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            if args.replace:
+                conn.execute(
+                    "TRUNCATE spine_events, controller_active_runs, retained_size_stream,"
+                    " retained_size_connection, connector_instances, connectors"
+                )
+                conn.commit()
+            counts = seed(
+                conn,
+                args.profile,
+                history_factor=args.history_factor,
+                seed=args.seed,
+                progress=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
+            )
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(f"database unreachable at {_shown(url)}: {_first_line(error)}") from error
+    except psycopg.errors.UndefinedTable as error:
+        message = f"the source tables are missing in {_shown(url)}: run `refproj migrate`"
+        raise MigrationsNotApplied(message) from error
+    except ValueError as error:
+        raise RefprojError(str(error)) from error
+    summary = ", ".join(f"{value:,} {name}" for name, value in counts.items())
+    print(f"seeded profile {args.profile}: {summary}")
+    return 0
+
+
+# -- formatting ------------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _health(health: dict[str, Any]) -> str:
+    return health["state"] if not health.get("reason") else f"{health['state']} ({health['reason']})"
+
+
+def _run(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "-"
+    return f"{run['run_id']} {run['status']} {_short_time(run['last_at'])}"
+
+
+def _when(run: dict[str, Any] | None) -> str:
+    return "-" if run is None else _short_time(run["last_at"])
+
+
+def _short_time(iso: str) -> str:
+    return iso.replace("T", " ")[:16]
+
+
+def _shown(url: Any) -> str:
+    return str(url.set(drivername="postgresql").render_as_string(hide_password=True))
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
