@@ -13,6 +13,7 @@ from refproj.errors import (
     MigrationsNotApplied,
     PoolExhausted,
     RefprojError,
+    StatementCanceled,
 )
 from refproj.projection import Overview, Projection, RefreshResult, Status
 
@@ -27,5 +28,6 @@ __all__ = [
     "Projection",
     "RefprojError",
     "RefreshResult",
+    "StatementCanceled",
     "Status",
 ]

@@ -3,7 +3,7 @@
 Every command takes the database from ``--database-url``, else ``$DATABASE_URL``, else the local
 demo database. Expected failures print one line to stderr and exit non-zero:
 3 database unreachable, 4 migrations not applied, 5 connection not found, 6 ambiguous connector
-id, 7 invalid input, 1 anything else refproj reports.
+id, 7 invalid input, 8 statement canceled (timeout), 1 anything else refproj reports.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from refproj.errors import (
     InvalidIdentifier,
     MigrationsNotApplied,
     RefprojError,
+    StatementCanceled,
 )
 from refproj.projection import Projection
 from refproj.settings import database_url, libpq_url
@@ -35,6 +36,7 @@ EXIT_CODES: list[tuple[type[RefprojError], int]] = [
     (ConnectionNotFound, 5),
     (AmbiguousConnection, 6),
     (InvalidIdentifier, 7),
+    (StatementCanceled, 8),
     (RefprojError, 1),
 ]
 

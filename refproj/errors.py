@@ -38,5 +38,9 @@ class PoolExhausted(DatabaseUnavailable):
     """No pooled connection became free within the pool timeout."""
 
 
+class StatementCanceled(RefprojError):
+    """The database canceled the statement: a statement or lock timeout, or an operator's cancel."""
+
+
 class MigrationsNotApplied(RefprojError):
     """The database has no refproj schema (or an older one): run ``refproj migrate``."""

@@ -25,6 +25,7 @@ from refproj.errors import (
     InvalidIdentifier,
     MigrationsNotApplied,
     PoolExhausted,
+    StatementCanceled,
 )
 from refproj.queries import QUERIES
 from refproj.settings import database_url
@@ -217,6 +218,8 @@ class Projection:
                 call = _Call()
                 if not only_if_changed:
                     self._pending_refresh = call
+            else:
+                call.sharers += 1
         if not leader:
             return call.outcome()
         try:
@@ -326,6 +329,8 @@ def _translate(error: exc.DBAPIError, engine: Engine) -> Exception:
         return MigrationsNotApplied(
             f"refproj is not installed in {where} ({first_line}): run `refproj migrate`"
         )
+    if sqlstate in ("57014", "55P03"):
+        return StatementCanceled(f"the database canceled the statement: {first_line}")
     if error.connection_invalidated or sqlstate is None or sqlstate.startswith(("08", "57P")):
         return DatabaseUnavailable(f"database unreachable at {where}: {first_line}")
     return error

@@ -16,13 +16,14 @@ V = TypeVar("V")
 
 
 class _Call(Generic[V]):
-    __slots__ = ("done", "error", "finished_at", "value")
+    __slots__ = ("done", "error", "finished_at", "sharers", "value")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.value: V | None = None
         self.error: BaseException | None = None
         self.finished_at = 0.0
+        self.sharers = 0
 
     def outcome(self) -> V:
         self.done.wait()
@@ -46,6 +47,7 @@ class SingleFlight(Generic[V]):
                 call = self._calls[key] = _Call()
                 leader = True
             else:
+                call.sharers += 1
                 leader = False
         if not leader:
             return call.outcome()
@@ -60,6 +62,12 @@ class SingleFlight(Generic[V]):
                     del self._calls[key]
             call.done.set()
         return call.outcome()
+
+    def sharers(self, key: Hashable) -> int:
+        """How many callers joined the current call for ``key`` instead of running their own."""
+        with self._lock:
+            call = self._calls.get(key)
+            return 0 if call is None else call.sharers
 
     def forget(self, key: Hashable | None = None) -> None:
         """Stop reusing the result for ``key`` (every key when None); calls in flight finish."""

@@ -316,8 +316,9 @@ CREATE VIEW refproj.visible_connections AS
 SELECT ci.*
 FROM connector_instances AS ci
 WHERE NOT (ci.status = 'revoked'
-           AND ci.source_binding ->> 'kind' IN ('browser_enrollment_shell', 'static_secret_draft',
-                                                'manual_upload_draft'));
+           AND COALESCE(ci.source_binding ->> 'kind', '') IN ('browser_enrollment_shell',
+                                                              'static_secret_draft',
+                                                              'manual_upload_draft'));
 COMMENT ON VIEW refproj.visible_connections IS
     'Connections shown by the console: every connection except revoked retired setup attempts (source_binding.kind browser_enrollment_shell, static_secret_draft, manual_upload_draft).';
 

@@ -2,11 +2,15 @@
 
 The server is the local PostgreSQL (trust auth) unless REFPROJ_TEST_URL names another one, e.g.
 ``REFPROJ_TEST_URL=postgresql://me:secret@db.example:5433/postgres make test``.
+
+Database names carry the pytest process id, so two test runs can share a server; databases left
+behind by a run that died are dropped when the next run starts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +22,31 @@ from sqlalchemy.engine import make_url
 from refproj import migrate
 
 _server = make_url(os.environ.get("REFPROJ_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+DBNAME = f"refproj_test_{os.getpid()}"
+_OURS = re.compile(r"^refproj_test_(\d+)(_tmpl|_empty)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Drop test databases whose pytest process is gone (a crashed or killed earlier run)."""
+    with psycopg.connect(
+        _server.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+    ) as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+        for name in names:
+            match = _OURS.match(name)
+            if match and not _pid_alive(int(match.group(1))):
+                conn.execute(f'ALTER DATABASE "{name}" WITH is_template false')
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _url_for(host: str, port: int | str, user: str, dbname: str, password: str | None) -> str:
@@ -37,6 +66,7 @@ postgresql_proc = factories.postgresql_noproc(
     port=_server.port or 5432,
     user=_server.username,
     password=_server.password,
+    dbname=DBNAME,
     load=[migrate_template],
 )
 postgresql = factories.postgresql("postgresql_proc")
@@ -66,7 +96,7 @@ def empty_db_url(postgresql_proc: Any) -> Iterator[str]:
         user=postgresql_proc.user,
         host=postgresql_proc.host,
         port=postgresql_proc.port,
-        dbname="refproj_test_empty",
+        dbname=f"{DBNAME}_empty",
         password=postgresql_proc.password,
     )
     janitor.drop()
@@ -75,6 +105,6 @@ def empty_db_url(postgresql_proc: Any) -> Iterator[str]:
             postgresql_proc.host,
             postgresql_proc.port,
             postgresql_proc.user,
-            "refproj_test_empty",
+            f"{DBNAME}_empty",
             postgresql_proc.password,
         )

@@ -1,0 +1,181 @@
+"""The deterministic workload generator behind ``refproj seed`` (BENCHMARK.md "Workloads").
+
+All the work is the SQL of ``sql/seed.sql``: named set-based statements that this module runs in
+order, in one transaction. The same (profile, history factor, seed) always writes the same rows,
+event ids, event_seq values and timestamps included: every choice is a hash of the seed, and every
+timestamp is :data:`SEED_BASE_TIME` minus an offset.
+
+At ``SEED_BASE_TIME + 1 hour`` the demo connections (present in every profile) show each health
+state: amazon_work healthy, amazon_personal failing, github_personal running, laptop_home setup,
+chase_savings paused, chase_joint revoked, laptop_work idle; amazon_setup is a retired setup
+attempt and is not listed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from refproj._resources import read_sql
+
+__all__ = ["PROFILES", "SEED_BASE_TIME", "Profile", "load_queries", "seed"]
+
+SEED_BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+"""Every seeded timestamp lies before this instant; read the overview at it plus an hour."""
+
+# The demo set every profile starts with: 4 connectors and 8 connections.
+_DEMO_CONNECTORS = 4
+_DEMO_CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The size of a workload.
+
+    ``runs`` is the total at history factor 1 (exact); ``events_per_run`` is the mean number of
+    events of an ordinary run (started, progress, terminal). Besides those, one run in every
+    ``long_run_every`` (at least one) is a long run of 5,000 to 5,500 events.
+    """
+
+    connectors: int
+    connections: int
+    runs: int
+    events_per_run: int
+    long_run_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.connectors < _DEMO_CONNECTORS or self.connections < _DEMO_CONNECTIONS:
+            raise ValueError(
+                f"a profile needs at least {_DEMO_CONNECTORS} connectors and {_DEMO_CONNECTIONS} connections"
+            )
+        if self.connections - _DEMO_CONNECTIONS < self.connectors - _DEMO_CONNECTORS:
+            raise ValueError("a profile needs at least one connection per connector")
+        if self.events_per_run < 3 or self.long_run_every < 1 or self.runs < 1:
+            raise ValueError("a profile needs runs, at least 3 events per run and long_run_every >= 1")
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(connectors=4, connections=8, runs=200, events_per_run=10),
+    "S": Profile(connectors=25, connections=60, runs=40_000, events_per_run=15),
+    "M": Profile(connectors=200, connections=1_000, runs=300_000, events_per_run=10),
+    "L": Profile(connectors=1_000, connections=10_000, runs=1_000_000, events_per_run=10),
+}
+
+_HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$")
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split SQL text into ``{name: statement}`` on ``-- name: <name>`` headers.
+
+    The line after each header is its one-line description; text before the first header is the
+    file's preamble.
+    """
+    queries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    lines = iter(text.splitlines())
+    for line in lines:
+        header = _HEADER.match(line)
+        if header is None:
+            if current is not None:
+                current.append(line)
+            continue
+        name = header.group("name")
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        description = next(lines, "")
+        if not description.startswith("-- "):
+            raise ValueError(f"query {name!r} has no one-line description")
+        current = queries[name] = []
+    return {name: "\n".join(body).strip() for name, body in queries.items()}
+
+
+@cache
+def load_queries() -> dict[str, str]:
+    """The named queries of ``sql/seed.sql``."""
+    return parse_queries(read_sql("seed.sql"))
+
+
+def seed(
+    conn: psycopg.Connection[Any],
+    profile: str = "tiny",
+    *,
+    history_factor: float = 1.0,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Fill the empty source tables with the ``profile`` workload and return the row counts.
+
+    ``history_factor`` multiplies the runs (and so the events) per connection; connectors and
+    connections stay fixed. Raises ValueError for an unknown profile, a non-positive factor, or a
+    database whose source tables already hold connectors. Everything is written in one
+    transaction (a savepoint if ``conn`` is already in one).
+    """
+    sizes = PROFILES.get(profile)
+    if sizes is None:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if not history_factor > 0:
+        raise ValueError(f"history factor must be positive, not {history_factor}")
+    queries = load_queries()
+    say = progress if progress is not None else _quiet
+    params: dict[str, Any] = {
+        "seed": seed,
+        "base": SEED_BASE_TIME,
+        "connectors": sizes.connectors,
+        "connections": sizes.connections,
+        "runs": max(1, round(sizes.runs * history_factor)),
+        "events_per_run": sizes.events_per_run,
+        "long_run_every": sizes.long_run_every,
+    }
+
+    def run(name: str) -> psycopg.Cursor[dict[str, Any]]:
+        return conn.cursor(row_factory=dict_row).execute(queries[name], params)
+
+    with conn.transaction():
+        run("prepare_transaction")
+        if _one(run("refuse_populated"))["populated"]:
+            raise ValueError("the source tables already hold connectors; seed an empty database")
+        run("create_seed_unit")
+        run("create_seed_pick")
+
+        say(f"connectors and connections: {sizes.connectors:,} / {sizes.connections:,}")
+        for name in ("plan_connectors", "insert_connectors", "plan_connections", "insert_connections"):
+            run(name)
+
+        say(f"planning {params['runs']:,} runs")
+        run("plan_runs")
+
+        say(f"spine events for {params['runs']:,} runs (about {params['runs'] * sizes.events_per_run:,})")
+        params["first_event_seq"] = _one(run("next_event_seq"))["first_event_seq"]
+        lifecycle_events = run("insert_lifecycle_events").rowcount
+        params["run_event_seq"] = params["first_event_seq"] + lifecycle_events
+        run_events = run("insert_run_events").rowcount
+        params["last_event_seq"] = params["run_event_seq"] + run_events - 1
+        run("set_event_seq")
+
+        say("active runs and retained sizes")
+        for name in ("insert_active_runs", "insert_retained_streams", "insert_retained_connections"):
+            run(name)
+
+        say("analyzing and counting")
+        run("analyze_sources")
+        counts = {key: int(value) for key, value in _one(run("count_rows")).items()}
+        run("drop_helpers")
+    return counts
+
+
+def _one(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("seed query returned no row")
+    return row
+
+
+def _quiet(message: str) -> None:
+    del message

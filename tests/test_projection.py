@@ -1,0 +1,434 @@
+"""The Python API: scenarios 17-22 through ``Projection``, JSON readiness, errors, coalescing."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, event
+
+from refproj import (
+    AmbiguousConnection,
+    ConnectionNotFound,
+    DatabaseUnavailable,
+    InvalidIdentifier,
+    MigrationsNotApplied,
+    Projection,
+    StatementCanceled,
+)
+from tests.refresh_worker import refresh_worker
+from tests.world import World, at, iso
+
+OVERVIEW_MARK = "refproj.connection_summaries"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class StatementLog:
+    """Every statement a Projection's engine sends, as the database receives it."""
+
+    def __init__(self, proj: Projection) -> None:
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+        event.listen(proj.engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        with self._lock:
+            self.statements.append(statement)
+
+    def count(self, mark: str) -> int:
+        with self._lock:
+            return sum(mark in statement for statement in self.statements)
+
+
+@pytest.fixture
+def proj(db_url: str) -> Iterator[Projection]:
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as projection:
+        yield projection
+
+
+@pytest.fixture
+def world(db: psycopg.Connection[Any]) -> World:
+    w = World(db)
+    w.siblings()
+    return w
+
+
+def backends_waiting(db: psycopg.Connection[Any], wait_event_type: str, query_like: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND wait_event_type = %s AND query LIKE %s",
+        (wait_event_type, query_like),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# -- scenario 17: detail resolution ------------------------------------------------------------------
+
+
+def test_s17_get_resolution(world: World, proj: Projection) -> None:
+    world.connector("solo")
+    world.connection("solo_main", "solo")
+    world.connection(
+        "solo_shell", "solo", status="revoked", source_binding={"kind": "browser_enrollment_shell"}
+    )
+
+    assert proj.get("cin_work")["connector_instance_id"] == "cin_work"
+    with pytest.raises(AmbiguousConnection) as ambiguous:
+        proj.get("acme")
+    assert ambiguous.value.candidates == 2
+    assert str(ambiguous.value) == "'acme' is a connector with 2 connections; name one connection id"
+    # A connector whose only other connection is a retired shell resolves to its one visible connection.
+    assert proj.get("solo")["connector_instance_id"] == "solo_main"
+    with pytest.raises(ConnectionNotFound) as missing:
+        proj.get("nope")
+    assert str(missing.value) == "no connection 'nope'"
+    with pytest.raises(ConnectionNotFound):
+        proj.get("solo_shell")
+
+    world.db.execute(
+        "UPDATE connector_instances SET status = 'revoked' WHERE connector_instance_id = 'cin_work'"
+    )
+    with pytest.raises(AmbiguousConnection):
+        proj.get("acme")  # a revoked account connection is still visible, so still two
+    world.db.execute("DELETE FROM connector_instances WHERE connector_instance_id = 'cin_work'")
+    assert proj.get("acme")["connector_instance_id"] == "cin_personal"
+
+
+# -- scenario 18: overview row and detail agree after a refresh ----------------------------------------
+
+
+def test_s18_list_and_get_agree(world: World, proj: Projection) -> None:
+    world.succeeded_run("run_ok", "cin_work", "11:00", "11:05", data={"records_emitted": 3})
+    world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+    world.surface_failure("run_p", "12:02", "acme:cin_personal", wait_reason="capacity_full")
+    world.db.execute(
+        "INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id, record_count)"
+        " VALUES ('cin_work', 'messages', 'acme', 5)"
+    )
+    proj.refresh()
+    when = at("13:00")
+    rows = proj.list(at=when)
+    assert [row["connector_instance_id"] for row in rows] == ["cin_work", "cin_personal"]
+    for row in rows:
+        detail = proj.get(row["connector_instance_id"], at=when)
+        assert set(row) < set(detail)
+        assert {key: detail[key] for key in row} == row
+    work = rows[0]
+    assert work["last_run"]["run_id"] == "run_bad"
+    assert work["last_successful_run"]["run_id"] == "run_ok"
+    assert work["health"] == {"state": "failing", "reason": "connector_exit"}
+
+
+# -- JSON readiness --------------------------------------------------------------------------------
+
+
+def test_rows_are_json_ready(world: World, proj: Projection) -> None:
+    world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    proj.refresh()
+    rows = proj.list()
+    detail = proj.get("cin_work")
+    # No custom encoder: timestamps are ISO strings with an offset, numbers are int/float.
+    decoded_rows = json.loads(json.dumps(rows))
+    assert decoded_rows == list(rows)
+    assert json.loads(json.dumps(detail)) == detail
+    assert detail["last_run"]["last_at"] == iso("11:05")
+    assert detail["created_at"] == iso("09:00")
+    envelope = json.loads(json.dumps(rows.envelope()))
+    assert envelope["source_changed"] is False
+    assert envelope["as_of"] == rows.as_of.isoformat()
+    assert rows.as_of.utcoffset() is not None
+
+
+# -- scenario 19: read-your-writes and automatic freshness ------------------------------------------
+
+
+def test_s19_refresh_shows_a_new_run(world: World, proj: Projection) -> None:
+    proj.refresh()
+    assert proj.list()[0]["last_run"] is None
+    world.succeeded_run("run_new", "cin_work", "12:00", "12:05")
+    before = proj.list()
+    assert before.source_changed is True
+    assert before[0]["last_run"] is None
+    proj.refresh()
+    after = proj.list()
+    assert after.source_changed is False
+    assert after[0]["last_run"]["run_id"] == "run_new"
+    assert after.as_of > before.as_of
+
+
+def test_s19_write_reaches_readers_without_refresh(world: World, db_url: str) -> None:
+    with Projection(db_url, staleness_bound=0.6, read_reuse=0.1) as proj:
+        # The connections themselves were written after the last refresh: the watcher picks them up.
+        wait_for(lambda: len(proj.list()) == 2, what="the new connections to reach list()")
+        assert proj.list()[0]["last_run"] is None
+        refreshes_before = proj.status().refresh_count
+        world.succeeded_run("run_auto", "cin_work", "12:00", "12:05")
+        # Nobody calls refresh(): the watcher notices the write and refreshes.
+        rows = wait_for(
+            lambda: (r := proj.list()) and r[0]["last_run"] and r,
+            what="the new run to reach list()",
+        )
+        assert rows[0]["last_run"]["run_id"] == "run_auto"
+        assert rows.source_changed is False
+        assert proj.status().refresh_count == refreshes_before + 1
+
+
+# -- scenario 20: concurrent reads share one statement; errors are shared, never cached -----------------
+
+
+def test_s20_concurrent_list_calls_share_one_statement(
+    world: World, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    world.refresh()
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as proj:
+        log = StatementLog(proj)
+        results: list[Any] = [None] * 32
+        errors: list[BaseException | None] = [None] * 32
+
+        def read(i: int) -> None:
+            try:
+                results[i] = proj.list()
+            except BaseException as error:
+                errors[i] = error
+
+        def in_flight_with_31_sharers() -> bool:
+            return (
+                proj._reads.sharers((None, None)) == 31
+                and backends_waiting(db, "Lock", "%connection_summaries%") == 1
+            )
+
+        # Hold the refresh bookkeeping the overview statement reads, so it cannot finish until every reader
+        # has joined it.
+        locker = psycopg.connect(db_url, autocommit=False)
+        locker.execute("LOCK TABLE refproj.projection_state IN ACCESS EXCLUSIVE MODE")
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        wait_for(in_flight_with_31_sharers, what="32 readers on one statement")
+        locker.rollback()
+        for thread in threads:
+            thread.join()
+        assert errors == [None] * 32
+        assert log.count(OVERVIEW_MARK) == 1
+        assert all(result is results[0] for result in results)
+        assert results[0][0]["last_run"]["run_id"] == "run_ok"
+
+        # The same, but the shared statement fails: every reader gets the error.
+        locker.execute("LOCK TABLE refproj.projection_state IN ACCESS EXCLUSIVE MODE")
+        errors = [None] * 32
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        wait_for(in_flight_with_31_sharers, what="32 readers on the failing statement")
+        db.execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND query LIKE '%connection_summaries%'"
+        )
+        for thread in threads:
+            thread.join()
+        locker.rollback()
+        locker.close()
+        assert all(isinstance(error, StatementCanceled) for error in errors), errors
+        assert log.count(OVERVIEW_MARK) == 2
+        # The failure is not cached: the next call runs a new statement and succeeds.
+        assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+        assert log.count(OVERVIEW_MARK) == 3
+
+
+def test_read_reuse_window_and_forget(world: World, db_url: str) -> None:
+    with Projection(db_url, staleness_bound=None, read_reuse=1.0) as proj:
+        log = StatementLog(proj)
+        first = proj.list()
+        assert proj.list() is first  # within the reuse window: no new statement
+        assert log.count(OVERVIEW_MARK) == 1
+        assert proj.list("acme") is not first  # other arguments, other key
+        assert log.count(OVERVIEW_MARK) == 2
+        proj.refresh()  # a refresh ends reuse so the caller reads its own write
+        proj.list()
+        assert log.count(OVERVIEW_MARK) == 3
+        proj.get("cin_work")
+        proj.get("cin_work")
+        assert log.count("refproj.connection_detail") == 2  # detail is never cached
+
+
+# -- scenario 21: concurrent refreshes across processes -------------------------------------------------
+
+
+def test_s21_sixteen_refreshes_from_four_processes(
+    world: World, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    refreshes_before = world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert refreshes_before is not None
+    # Hold a source table so the first refresh stays in flight until every caller has queued.
+    locker = psycopg.connect(db_url, autocommit=False)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        results = manager.list()
+        go = manager.Event()
+        processes = [ctx.Process(target=refresh_worker, args=(db_url, 4, go, results)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        go.set()
+        wait_for(
+            lambda: backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16,
+            timeout=60,
+            what="16 refresh calls queued in the database",
+        )
+        locker.rollback()
+        locker.close()
+        for process in processes:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+        outcomes = list(results)
+    assert len(outcomes) == 16
+    assert all(error is None for _, _, error in outcomes), outcomes
+    # Every call returned after a refresh that started after the call did.
+    assert all(as_of > called_at for called_at, as_of, _ in outcomes)
+    row = world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert row is not None
+    assert 1 <= row[0] - refreshes_before[0] <= 2
+
+
+def test_refresh_callers_join_a_call_still_waiting_for_a_connection(world: World, db_url: str) -> None:
+    with Projection(db_url, staleness_bound=None, pool_size=1, max_overflow=0, pool_timeout=30) as proj:
+        log = StatementLog(proj)
+        refreshes_before = proj.status().refresh_count
+        held = proj.engine.connect()  # the only pooled connection: the next caller must wait for it
+        results: list[Any] = []
+        threads = [threading.Thread(target=lambda: results.append(proj.refresh())) for _ in range(8)]
+        threads[0].start()
+        wait_for(lambda: proj._pending_refresh is not None, what="a refresh waiting for a connection")
+        pending = proj._pending_refresh
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: pending.sharers == 7, what="seven callers to join the waiting refresh")
+        held.close()
+        for thread in threads:
+            thread.join()
+        # Callers that arrived before the leader reached the database shared its one call.
+        assert log.count("refresh_connection_summary") == 1
+        assert len(results) == 8
+        assert all(result is results[0] for result in results)
+        assert results[0].refreshed is True
+        assert proj.status().refresh_count == refreshes_before + 1
+
+
+# -- scenario 22: readers are never blocked by a refresh -------------------------------------------------
+
+
+def test_s22_list_answers_while_a_refresh_is_running(
+    world: World, db: psycopg.Connection[Any], db_url: str, proj: Projection
+) -> None:
+    world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    proj.refresh()
+    world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+    locker = psycopg.connect(db_url, autocommit=False)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    refresher = threading.Thread(target=proj.refresh)
+    refresher.start()
+    wait_for(
+        lambda: backends_waiting(db, "Lock", "%refresh_connection_summary%") == 1,
+        what="the refresh to hold its place mid-way",
+    )
+    # The refresh holds the view's refresh lock; readers still get the previous rows.
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as reader:
+        rows = reader.list()
+    assert backends_waiting(db, "Lock", "%refresh_connection_summary%") == 1
+    assert rows[0]["last_run"]["run_id"] == "run_ok"
+    assert rows.source_changed is True
+    locker.rollback()
+    locker.close()
+    refresher.join()
+    assert proj.list()[0]["last_run"]["run_id"] == "run_bad"
+
+
+# -- configuration and errors -------------------------------------------------------------------------
+
+
+def test_accepts_an_existing_engine(world: World, db_url: str) -> None:
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with Projection(engine, staleness_bound=None) as proj:
+        assert [row["connector_instance_id"] for row in proj.list()] == []
+        proj.refresh()
+        assert [row["connector_instance_id"] for row in proj.list()] == ["cin_work", "cin_personal"]
+    # The application's engine stays usable: Projection does not dispose what it did not create.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    engine.dispose()
+
+
+def test_reads_database_url_from_environment(
+    world: World, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    with Projection(staleness_bound=None) as proj:
+        proj.refresh()
+        assert proj.get("cin_personal")["connector_id"] == "acme"
+
+
+def test_unreachable_database_is_a_named_error() -> None:
+    with Projection("postgresql://postgres@127.0.0.1:1/nowhere", staleness_bound=None) as proj:
+        with pytest.raises(
+            DatabaseUnavailable, match=r"^database unreachable at postgresql://postgres@127\.0\.0\.1:1/"
+        ):
+            proj.list()
+        with pytest.raises(DatabaseUnavailable):
+            proj.refresh()
+
+
+def test_missing_migrations_is_a_named_error(empty_db_url: str) -> None:
+    with Projection(empty_db_url, staleness_bound=None) as proj:
+        with pytest.raises(MigrationsNotApplied, match="run `refproj migrate`"):
+            proj.list()
+        with pytest.raises(MigrationsNotApplied):
+            proj.get("cin_work")
+        with pytest.raises(MigrationsNotApplied):
+            proj.status()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "connection id must not be empty"),
+        ("cin\x00work", "connection id must not contain NUL characters"),
+        ("x" * 1001, "connection id is longer than 1000 characters"),
+        (42, "connection id must be a string, not int"),
+    ],
+)
+def test_bad_connection_ids_are_rejected(proj: Projection, value: Any, message: str) -> None:
+    with pytest.raises(InvalidIdentifier) as error:
+        proj.get(value)
+    assert str(error.value) == message
+
+
+def test_any_other_character_is_a_legal_id(db: psycopg.Connection[Any], proj: Projection) -> None:
+    w = World(db)
+    url_id = "https://example.com/connectors/acme?x=1&y='2'; DROP TABLE spine_events; --"
+    w.connector(url_id)
+    w.connection("naïve ☃ connection", url_id)
+    proj.refresh()
+    assert proj.get(url_id)["connector_instance_id"] == "naïve ☃ connection"
+    assert [row["connector_id"] for row in proj.list(url_id)] == [url_id]
+    assert db.execute("SELECT count(*) FROM spine_events").fetchone() == (0,)
