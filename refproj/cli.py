@@ -96,8 +96,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if args.create_database:
             _create_database(args.database_url)
         migrate.upgrade(url)
-    except exc.OperationalError as error:
-        message = f"database unreachable at {_shown(url)}: {_first_line(error.orig)}"
+    except (exc.OperationalError, psycopg.OperationalError) as error:
+        cause = error.orig if isinstance(error, exc.OperationalError) else error
+        message = f"database unreachable at {_shown(url)}: {_first_line(cause)}"
         raise DatabaseUnavailable(message) from error
     print(f"migrated {_shown(url)} to head")
     return 0

@@ -1,0 +1,150 @@
+"""The command line: readable tables, --json, and one-line errors with distinct exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from refproj.cli import main
+from tests.world import World
+
+
+@pytest.fixture
+def world(db: psycopg.Connection[Any]) -> World:
+    w = World(db)
+    w.siblings()
+    w.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    w.failed_run("run_bad", "cin_personal", "12:00", "12:01", "connector_exit")
+    return w
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_refresh_list_and_show(world: World, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--database-url", db_url, "refresh")
+    assert (code, err) == (0, "")
+    assert out.startswith("refreshed: overview as of ")
+
+    code, out, _ = run(capsys, "--database-url", db_url, "list")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == [
+        "CONNECTION",
+        "CONNECTOR",
+        "STATUS",
+        "HEALTH",
+        "LAST",
+        "RUN",
+        "LAST",
+        "SUCCESS",
+        "FAILS",
+        "RECORDS",
+    ]
+    assert lines[1].split()[:4] == ["cin_work", "acme", "active", "stale"]
+    assert "run_ok succeeded 2026-01-05 11:05" in lines[1]
+    assert lines[2].split()[:5] == ["cin_personal", "acme", "active", "failing", "(connector_exit)"]
+    assert lines[-1].startswith("2 connections, as of ")
+
+    code, out, _ = run(capsys, "--database-url", db_url, "list", "--json")
+    envelope = json.loads(out)
+    assert code == 0
+    assert envelope["source_changed"] is False
+    assert [row["connector_instance_id"] for row in envelope["connections"]] == ["cin_work", "cin_personal"]
+    assert envelope["connections"][1]["last_run"]["failure_reason"] == "connector_exit"
+
+    code, out, _ = run(capsys, "--database-url", db_url, "show", "cin_personal", "--json")
+    assert code == 0
+    detail = json.loads(out)
+    assert [run["run_id"] for run in detail["recent_runs"]] == ["run_bad"]
+
+    code, out, _ = run(capsys, "--database-url", db_url, "show", "cin_work")
+    assert code == 0
+    fields = {
+        name: value.strip()
+        for name, value in (line.split(":", 1) for line in out.split("\n\n")[0].splitlines())
+    }
+    assert fields["connection"] == "cin_work"
+    assert fields["last success"] == "run_ok succeeded 2026-01-05 11:05"
+    assert fields["unattributed runs"] == "0 (connector-wide, matching no connection)"
+    assert out.splitlines()[-1].split()[:3] == ["run_ok", "succeeded", "2026-01-05T11:00:00+00:00"]
+
+
+def test_status(world: World, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--database-url", db_url, "status", "--json")
+    status = json.loads(out)
+    assert code == 0
+    assert status["source_changed"] is True
+    assert status["refresh_count"] == 0
+    run(capsys, "--database-url", db_url, "refresh")
+    code, out, _ = run(capsys, "--database-url", db_url, "status")
+    assert code == 0
+    assert "source changed: no" in out
+    assert "refreshes:      1" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["show", "nope"], 5, "refproj: no connection 'nope'\n"),
+        (["show", "acme"], 6, "refproj: 'acme' is a connector with 2 connections; name one connection id\n"),
+        (["show", ""], 7, "refproj: connection id must not be empty\n"),
+        (["list", "--connector", "a\x00b"], 7, "refproj: connector id must not contain NUL characters\n"),
+    ],
+)
+def test_expected_failures_print_one_line(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
+) -> None:
+    assert run(capsys, "--database-url", db_url, *argv) == (code, "", message)
+
+
+def test_unreachable_and_unmigrated(empty_db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere", "list")
+    assert (code, out) == (3, "")
+    assert err.startswith("refproj: database unreachable at postgresql://postgres@127.0.0.1:1/nowhere: ")
+    assert err.count("\n") == 1
+    code, out, err = run(capsys, "--database-url", empty_db_url, "status")
+    assert (code, out) == (4, "")
+    assert err.endswith("run `refproj migrate`\n")
+    assert err.count("\n") == 1
+    code, _, err = run(capsys, "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere", "migrate")
+    assert code == 3
+    assert err.count("\n") == 1
+
+
+def test_migrate_creates_the_database(postgresql_proc: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    name = f"{postgresql_proc.template_dbname}_cli"
+    admin = f"postgresql://{postgresql_proc.user}@{postgresql_proc.host}:{postgresql_proc.port}/postgres"
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    try:
+        assert run(capsys, "--database-url", url, "migrate", "--create-database")[0] == 0
+        code, out, _ = run(capsys, "--database-url", url, "migrate", "--create-database")
+        assert (code, out) == (0, f"migrated {url} to head\n")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_console_script_has_no_traceback(db_url: str) -> None:
+    script = Path(sys.executable).parent / "refproj"
+    result = subprocess.run(
+        [str(script), "--database-url", db_url, "show", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (5, "", "refproj: no connection 'nope'\n")
