@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from logging.config import fileConfig
 from typing import Any
 
 import psycopg
@@ -24,6 +25,8 @@ MIGRATION_LOCK_KEY = 7418206610342958900
 LOCK_POLL_SECONDS = 0.05
 
 config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _url() -> str:
@@ -57,7 +60,10 @@ def _wait_for_migration_lock(lock_connection: psycopg.Connection[Any], timeout: 
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), literal_binds=True, transactional_ddl=True)
+    # Named paramstyle keeps literal "%" in plpgsql bodies (RAISE ... '%') from being doubled.
+    context.configure(
+        url=_url(), literal_binds=True, transactional_ddl=True, dialect_opts={"paramstyle": "named"}
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -17,9 +17,10 @@
 
 
 -- name: prepare_transaction
--- Pin the time zone (run ids are formatted from timestamps) and give the plan's sorts memory.
+-- Pin the time zone (run ids are formatted from timestamps), give sorts memory, skip JIT compiling.
 SELECT
     set_config('TimeZone', 'UTC', true),
+    set_config('jit', 'off', true),
     set_config('work_mem', '256MB', true),
     set_config('max_parallel_workers_per_gather', '0', true);
 
@@ -364,7 +365,7 @@ WITH params AS (
         %(long_run_every)s::int AS long_run_every
 ),
 -- j counts back from the connection's latest run (j = 0). run_key is unique per run.
-drawn AS (
+drawn AS MATERIALIZED (
     SELECT
         c.connection_no,
         c.connector_id,
@@ -413,7 +414,7 @@ ranked AS (
     FROM drawn AS d
     CROSS JOIN params AS p
 ),
-sized AS (
+sized AS MATERIALIZED (
     SELECT
         r.*,
         CASE
