@@ -53,6 +53,37 @@ $$;
 COMMENT ON FUNCTION refproj.run_brief(text, text, timestamptz, timestamptz, timestamptz, text, bigint, text) IS
     'The jsonb run object of last_run and last_successful_run.';
 
+-- The one match token a run offers (DOMAIN.md section 4, rule order): its browser profile key,
+-- else its identity, else "legacy" (a connector-wide run).
+CREATE FUNCTION refproj.run_match_token(p_browser_surface_profile_key text, p_identity text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_browser_surface_profile_key IS NOT NULL THEN 'key:' || p_browser_surface_profile_key
+        WHEN p_identity IS NOT NULL THEN 'id:' || p_identity
+        ELSE 'legacy'
+    END
+$$;
+COMMENT ON FUNCTION refproj.run_match_token(text, text) IS
+    'The match token of a run: key:<profile key>, else id:<identity>, else legacy.';
+
+-- The tokens a connection accepts: its expected profile key, its own id, and "legacy" when it is
+-- its connector's only active connection. A run belongs to the connection accepting its token.
+CREATE FUNCTION refproj.connection_match_tokens(
+    p_connector_instance_id text, p_expected_profile_key text, p_sole_active boolean)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT array_remove(
+        ARRAY['key:' || p_expected_profile_key,
+              'id:' || p_connector_instance_id,
+              CASE WHEN p_sole_active THEN 'legacy' END],
+        NULL)
+$$;
+COMMENT ON FUNCTION refproj.connection_match_tokens(text, text, boolean) IS
+    'The match tokens a connection accepts: key:<expected profile key>, id:<connection id>, and legacy when it is the only active connection of its connector.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Runs (DOMAIN.md section 3)
 -- ---------------------------------------------------------------------------------------------
@@ -246,30 +277,21 @@ COMMENT ON VIEW refproj.connection_keys IS
     'Every connection with its expected browser profile key (manifest profile_key or connector_id, plus '':'' || connector_instance_id unless they are equal) and whether it is the only active connection of its connector.';
 
 -- Each run with the connection it belongs to (attributed_to), or NULL when it matches nobody.
--- A run offers exactly one match token (its profile key, else its identity, else "legacy") and
--- each connection accepts up to three, so the rule order of DOMAIN.md section 4 is one equi-join.
+-- A run offers one match token and each connection accepts up to three, so the rule order of
+-- DOMAIN.md section 4 is one equi-join.
 CREATE VIEW refproj.attributed_runs AS
 SELECT
     r.*,
     accepting.connector_instance_id AS attributed_to
 FROM refproj.run_summaries AS r
 LEFT JOIN (
-    SELECT k.connector_id, k.connector_instance_id, 'key:' || k.expected_profile_key AS match_token
+    SELECT k.connector_id, k.connector_instance_id, token.match_token
     FROM refproj.connection_keys AS k
-    UNION ALL
-    SELECT k.connector_id, k.connector_instance_id, 'id:' || k.connector_instance_id
-    FROM refproj.connection_keys AS k
-    UNION ALL
-    SELECT k.connector_id, k.connector_instance_id, 'legacy'
-    FROM refproj.connection_keys AS k
-    WHERE k.sole_active
+    CROSS JOIN LATERAL unnest(refproj.connection_match_tokens(
+        k.connector_instance_id, k.expected_profile_key, k.sole_active)) AS token (match_token)
 ) AS accepting
     ON accepting.connector_id = r.connector_id
-   AND accepting.match_token = CASE
-           WHEN r.browser_surface_profile_key IS NOT NULL THEN 'key:' || r.browser_surface_profile_key
-           WHEN r.connector_instance_id IS NOT NULL THEN 'id:' || r.connector_instance_id
-           ELSE 'legacy'
-       END;
+   AND accepting.match_token = refproj.run_match_token(r.browser_surface_profile_key, r.connector_instance_id);
 COMMENT ON VIEW refproj.attributed_runs IS
     'Every run summary with attributed_to: the connection it belongs to under DOMAIN.md section 4 (profile key, else identity, else sole active connection), NULL when unattributed.';
 
@@ -328,9 +350,8 @@ FROM retained_size_stream AS s;
 COMMENT ON VIEW refproj.retained_streams IS
     'Retained size per (connection, stream), as the application reports it.';
 
--- The stored evidence of every visible connection, computed live. The materialized view below
--- stores exactly this; connection_detail reads it for one connection.
-CREATE VIEW refproj.connection_evidence AS
+-- What a connection row says apart from its runs, computed live.
+CREATE VIEW refproj.connection_profile AS
 SELECT
     ci.connector_instance_id,
     ci.connector_instance_id AS connection_id,
@@ -363,9 +384,6 @@ SELECT
     END AS retained_bytes,
     COALESCE(rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes, 0)::bigint
         AS total_retained_bytes,
-    rollup.last_run,
-    rollup.last_successful_run,
-    COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success,
     CASE WHEN jsonb_typeof(c.manifest #> '{refresh_policy,max_staleness_seconds}') = 'number'
               AND (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric
                   BETWEEN 0 AND 3153600000
@@ -375,9 +393,6 @@ SELECT
 FROM refproj.visible_connections AS ci
 JOIN connectors AS c
     ON c.connector_id = ci.connector_id
-LEFT JOIN refproj.connection_run_rollup AS rollup
-    ON rollup.connector_id = ci.connector_id
-   AND rollup.connector_instance_id = ci.connector_instance_id
 LEFT JOIN (
     SELECT
         s.connector_instance_id,
@@ -389,18 +404,168 @@ LEFT JOIN (
     ON retained_stream.connector_instance_id = ci.connector_instance_id
 LEFT JOIN retained_size_connection AS rc
     ON rc.connector_instance_id = ci.connector_instance_id;
+COMMENT ON VIEW refproj.connection_profile IS
+    'Every visible connection with the fields of DOMAIN.md section 5 that do not come from runs: names, status, streams, retained sizes, max_staleness.';
+-- The stored evidence of every visible connection, computed live from the source tables;
+-- connection_detail reads it for one connection.
+CREATE VIEW refproj.connection_evidence AS
+SELECT
+    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
+    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
+    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
+    rollup.last_run,
+    rollup.last_successful_run,
+    COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success,
+    p.max_staleness
+FROM refproj.connection_profile AS p
+LEFT JOIN refproj.connection_run_rollup AS rollup
+    ON rollup.connector_id = p.connector_id
+   AND rollup.connector_instance_id = p.connector_instance_id;
 COMMENT ON VIEW refproj.connection_evidence IS
-    'The stored evidence of every visible connection (DOMAIN.md section 5), computed live from the source tables. refproj.connection_summary materialises it.';
+    'The stored evidence of every visible connection (DOMAIN.md section 5), computed live from the source tables (refproj.connection_summary holds the same, maintained).';
+
+-- ---------------------------------------------------------------------------------------------
+-- The maintained overview (DOMAIN.md section 6: its cost must not grow with run history)
+--
+-- run_facts holds one row per run with its match token and brief, maintained by each refresh
+-- for exactly the runs whose events changed (refproj.dirty_runs, filled by statement triggers).
+-- The stored overview then costs a few index probes per connection, whatever the history.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TYPE refproj.run_key AS (connector_id text, run_id text);
+COMMENT ON TYPE refproj.run_key IS 'A run id of a connector: every identity of it is recomputed together.';
+
+CREATE TABLE refproj.run_facts (
+    connector_id text NOT NULL,
+    run_id text NOT NULL,
+    connector_instance_id text NULL,
+    match_token text NOT NULL,
+    status text NOT NULL,
+    last_at timestamptz NOT NULL,
+    last_event_seq bigint NOT NULL,
+    brief jsonb NOT NULL
+);
+-- The run_facts rows computed from the source tables; a refresh stores them for changed runs.
+CREATE VIEW refproj.run_facts_live AS
+SELECT
+    r.connector_id, r.run_id, r.connector_instance_id,
+    refproj.run_match_token(r.browser_surface_profile_key, r.connector_instance_id) AS match_token,
+    r.status, r.last_at, r.last_event_seq,
+    refproj.run_brief(r.run_id, r.status, r.started_at, r.last_at, r.finished_at, r.failure_reason,
+                      r.event_count, r.browser_surface_profile_key) AS brief
+FROM refproj.run_summaries AS r;
+COMMENT ON VIEW refproj.run_facts_live IS
+    'What refproj.run_facts holds for every run, computed live from the source tables.';
+
+INSERT INTO refproj.run_facts
+SELECT *
+FROM refproj.run_facts_live;
+CREATE INDEX run_facts_run_idx
+    ON refproj.run_facts (connector_id, run_id);
+CREATE INDEX run_facts_latest_idx
+    ON refproj.run_facts (connector_id, match_token, last_at DESC, last_event_seq DESC);
+CREATE INDEX run_facts_latest_success_idx
+    ON refproj.run_facts (connector_id, match_token, last_at DESC, last_event_seq DESC)
+    WHERE status = 'succeeded';
+CREATE INDEX run_facts_failures_idx
+    ON refproj.run_facts (connector_id, match_token, last_at)
+    WHERE status IN ('failed', 'surface_failed', 'abandoned');
+COMMENT ON TABLE refproj.run_facts IS
+    'One row per run as of the last refresh: match token, status, recency and the last_run object. Maintained incrementally by refproj.refresh_connection_summary(); equal to a rebuild from refproj.run_summaries.';
+
+-- run_facts_live for the given runs only. OFFSET 0 keeps the lateral subquery from being
+-- flattened, so each key becomes an index range scan on the source/run summary index.
+CREATE FUNCTION refproj.run_facts_of(p_keys refproj.run_key[])
+RETURNS SETOF refproj.run_facts
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+    SELECT f.*
+    FROM unnest(p_keys) AS k
+    CROSS JOIN LATERAL (
+        SELECT *
+        FROM refproj.run_facts_live AS live
+        WHERE live.connector_id = k.connector_id
+          AND live.run_id = k.run_id
+        OFFSET 0
+    ) AS f
+$$;
+COMMENT ON FUNCTION refproj.run_facts_of(refproj.run_key[]) IS
+    'refproj.run_facts_live rows of the given (connector_id, run_id) keys, each read through the source/run summary index.';
+
+-- Latest run, latest success and failures since, for one connection, from run_facts: one index
+-- probe per accepted token for each of the first two, one range scan for the count.
+CREATE FUNCTION refproj.stored_run_evidence(p_connector_id text, p_tokens text[])
+RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH latest AS (
+        SELECT newest.brief
+        FROM unnest(p_tokens) AS token (match_token)
+        CROSS JOIN LATERAL (
+            SELECT f.brief, f.last_at, f.last_event_seq
+            FROM refproj.run_facts AS f
+            WHERE f.connector_id = p_connector_id
+              AND f.match_token = token.match_token
+            ORDER BY f.last_at DESC, f.last_event_seq DESC
+            LIMIT 1
+        ) AS newest
+        ORDER BY newest.last_at DESC, newest.last_event_seq DESC
+        LIMIT 1
+    ),
+    latest_success AS (
+        SELECT newest.brief, newest.last_at
+        FROM unnest(p_tokens) AS token (match_token)
+        CROSS JOIN LATERAL (
+            SELECT f.brief, f.last_at, f.last_event_seq
+            FROM refproj.run_facts AS f
+            WHERE f.connector_id = p_connector_id
+              AND f.match_token = token.match_token
+              AND f.status = 'succeeded'
+            ORDER BY f.last_at DESC, f.last_event_seq DESC
+            LIMIT 1
+        ) AS newest
+        ORDER BY newest.last_at DESC, newest.last_event_seq DESC
+        LIMIT 1
+    )
+    SELECT
+        (SELECT brief FROM latest),
+        (SELECT brief FROM latest_success),
+        (SELECT count(*)::int
+         FROM unnest(p_tokens) AS token (match_token)
+         JOIN refproj.run_facts AS f
+             ON f.connector_id = p_connector_id
+            AND f.match_token = token.match_token
+         WHERE f.status IN ('failed', 'surface_failed', 'abandoned')
+           AND f.last_at > COALESCE((SELECT last_at FROM latest_success), '-infinity'))
+$$;
+COMMENT ON FUNCTION refproj.stored_run_evidence(text, text[]) IS
+    'last_run, last_successful_run and failures_since_last_success of a connection accepting p_tokens, from refproj.run_facts.';
 
 CREATE MATERIALIZED VIEW refproj.connection_summary AS
-SELECT *
-FROM refproj.connection_evidence;
+SELECT
+    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
+    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
+    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
+    evidence.last_run,
+    evidence.last_successful_run,
+    evidence.failures_since_last_success,
+    p.max_staleness
+FROM refproj.connection_profile AS p
+JOIN refproj.connection_keys AS k
+    ON k.connector_instance_id = p.connector_instance_id
+CROSS JOIN LATERAL refproj.stored_run_evidence(
+    p.connector_id,
+    refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key, k.sole_active)
+) AS evidence;
 CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx
     ON refproj.connection_summary (connector_instance_id);
 CREATE INDEX connection_summary_overview_order_idx
     ON refproj.connection_summary (connector_id, created_at, connector_instance_id);
 COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
-    'Stored evidence per visible connection (DOMAIN.md section 5). Never holds freshness or health: read it through refproj.connection_summaries(p_at). Refresh with refproj.refresh_connection_summary().';
+    'Stored evidence per visible connection (DOMAIN.md section 5), from refproj.run_facts. Never holds freshness or health: read it through refproj.connection_summaries(p_at). Refresh with refproj.refresh_connection_summary().';
 
 -- ---------------------------------------------------------------------------------------------
 -- Read-time state (DOMAIN.md section 5): computed from the stored evidence and the read's clock,
@@ -459,14 +624,27 @@ COMMENT ON FUNCTION refproj.health_at(text, jsonb, jsonb) IS
 -- Write detection and refresh bookkeeping (DOMAIN.md section 7, CONTRACT.md section 3)
 -- ---------------------------------------------------------------------------------------------
 
--- One row per writing transaction since the last refresh. Inserts never block each other (each
--- transaction has its own key), so concurrent writers do not serialise on a shared counter, and
--- a late-committing transaction stays visible here until a refresh whose snapshot includes it.
+-- One row per transaction that wrote connectors, connector_instances or the retained-size tables
+-- since the last refresh. Inserts never block each other (each transaction has its own key), so
+-- writers do not serialise on a shared counter, and a late-committing transaction stays here
+-- until a refresh whose snapshot includes it.
 CREATE TABLE refproj.source_writes (
     xid xid8 PRIMARY KEY
 );
 COMMENT ON TABLE refproj.source_writes IS
-    'Transactions that wrote a source table and are not yet reflected in refproj.connection_summary (one row per transaction). Non-empty means source_changed.';
+    'Transactions that wrote connectors, connector_instances or the retained-size tables and are not yet reflected in refproj.connection_summary.';
+
+-- Runs whose spine events or active-run rows changed since the last refresh; one row per
+-- statement and run id (a spine write that touches no run leaves one row of NULLs, so it still
+-- counts as a source write). The next refresh claims the committed rows and recomputes exactly
+-- those runs; rows of a transaction that commits later stay for the refresh after.
+CREATE TABLE refproj.dirty_runs (
+    connector_id text NULL,
+    run_id text NULL,
+    rebuild boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE refproj.dirty_runs IS
+    'Runs changed since the last refresh (connector_id, run_id); rebuild = true after a TRUNCATE. Claimed and emptied by refproj.refresh_connection_summary().';
 
 CREATE TABLE refproj.projection_state (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -485,7 +663,8 @@ CREATE SEQUENCE refproj.refresh_ticket;
 COMMENT ON SEQUENCE refproj.refresh_ticket IS
     'Orders refresh requests against refresh starts for read-your-writes coalescing.';
 
--- SECURITY DEFINER so the application's writers need no privilege on the refproj schema.
+-- Trigger functions are SECURITY DEFINER so the application's writers need no privilege on the
+-- refproj schema. All are statement-level: one small insert per writing statement.
 CREATE FUNCTION refproj.note_source_write()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -499,7 +678,77 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.note_source_write() IS
-    'Statement trigger on the source tables: records that the current transaction wrote source data.';
+    'Statement trigger: records that the current transaction wrote a source table.';
+
+-- The runs a spine_events statement touched, from its transition tables.
+CREATE FUNCTION refproj.note_spine_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO refproj.dirty_runs (rebuild) VALUES (true);
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT k.connector_id, k.run_id
+        FROM new_rows AS n
+        CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT k.connector_id, k.run_id
+        FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS n
+        CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k;
+    ELSE
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT k.connector_id, k.run_id
+        FROM old_rows AS n
+        CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_spine_write() IS
+    'Statement trigger on spine_events: records the (connector_id, run_id) of every run event the statement inserted, updated or deleted.';
+
+-- A spine row's run key, or NULLs when it is not a run event (refproj.run_events' filter).
+CREATE FUNCTION refproj.spine_run_key(p_source_kind text, p_source_id text, p_run_id text)
+RETURNS TABLE (connector_id text, run_id text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT
+        CASE WHEN p_source_kind = 'connector' AND p_run_id IS NOT NULL THEN p_source_id END,
+        CASE WHEN p_source_kind = 'connector' AND p_source_id IS NOT NULL THEN p_run_id END
+$$;
+COMMENT ON FUNCTION refproj.spine_run_key(text, text, text) IS
+    'The (connector_id, run_id) a spine row contributes to, or NULLs for a row that is no run event.';
+
+-- Whether the controller runs a run decides in_progress versus failed: its rows dirty their runs.
+CREATE FUNCTION refproj.note_active_run_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO refproj.dirty_runs (rebuild) VALUES (true);
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT n.connector_id, n.run_id FROM new_rows AS n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT n.connector_id, n.run_id FROM old_rows AS n
+        UNION
+        SELECT n.connector_id, n.run_id FROM new_rows AS n;
+    ELSE
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT n.connector_id, n.run_id FROM old_rows AS n;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_active_run_write() IS
+    'Statement trigger on controller_active_runs: records the runs whose in_progress status may have changed.';
 
 CREATE TRIGGER refproj_note_source_write
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connectors
@@ -508,17 +757,37 @@ CREATE TRIGGER refproj_note_source_write
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connector_instances
     FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
 CREATE TRIGGER refproj_note_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spine_events
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
-CREATE TRIGGER refproj_note_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON controller_active_runs
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
-CREATE TRIGGER refproj_note_source_write
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_connection
     FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
 CREATE TRIGGER refproj_note_source_write
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_stream
     FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+
+CREATE TRIGGER refproj_note_insert
+    AFTER INSERT ON spine_events REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+CREATE TRIGGER refproj_note_update
+    AFTER UPDATE ON spine_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+CREATE TRIGGER refproj_note_delete
+    AFTER DELETE ON spine_events REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+CREATE TRIGGER refproj_note_truncate
+    AFTER TRUNCATE ON spine_events
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+
+CREATE TRIGGER refproj_note_insert
+    AFTER INSERT ON controller_active_runs REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
+CREATE TRIGGER refproj_note_update
+    AFTER UPDATE ON controller_active_runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
+CREATE TRIGGER refproj_note_delete
+    AFTER DELETE ON controller_active_runs REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
+CREATE TRIGGER refproj_note_truncate
+    AFTER TRUNCATE ON controller_active_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
 
 -- Coalesced, read-your-writes refresh.
 --
@@ -540,6 +809,8 @@ DECLARE
     v_started_ticket bigint;
     v_started timestamptz;
     v_snapshot pg_snapshot;
+    v_rebuild boolean;
+    v_keys refproj.run_key[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
@@ -555,7 +826,9 @@ BEGIN
     -- p_only_if_changed is for watchers that saw source_changed: when another refresh has
     -- already absorbed every write, there is nothing left to do.
     IF v_started_ticket > v_ticket
-       OR (p_only_if_changed AND NOT EXISTS (SELECT 1 FROM refproj.source_writes)) THEN
+       OR (p_only_if_changed
+           AND NOT EXISTS (SELECT 1 FROM refproj.source_writes)
+           AND NOT EXISTS (SELECT 1 FROM refproj.dirty_runs)) THEN
         refreshed := false;
         as_of := v_started;
         refresh_ms := 0;
@@ -565,6 +838,33 @@ BEGIN
     v_started_ticket := nextval('refproj.refresh_ticket');
     v_started := clock_timestamp();
     v_snapshot := pg_current_snapshot();
+
+    -- Claim the changed runs committed so far and bring their run_facts up to date. A backlog
+    -- larger than a tenth of all runs (a bulk load, a TRUNCATE) is cheaper to rebuild whole.
+    WITH claimed AS (
+        DELETE FROM refproj.dirty_runs
+        RETURNING connector_id, run_id, rebuild
+    )
+    SELECT
+        COALESCE(bool_or(claimed.rebuild), false),
+        COALESCE(array_agg(DISTINCT ROW(claimed.connector_id, claimed.run_id)::refproj.run_key)
+                     FILTER (WHERE claimed.run_id IS NOT NULL), '{}')
+    INTO v_rebuild, v_keys
+    FROM claimed;
+
+    IF v_rebuild OR cardinality(v_keys) > GREATEST(1000, (
+        SELECT c.reltuples / 10 FROM pg_class AS c WHERE c.oid = 'refproj.run_facts'::regclass)) THEN
+        DELETE FROM refproj.run_facts;
+        INSERT INTO refproj.run_facts
+        SELECT * FROM refproj.run_facts_live;
+    ELSIF cardinality(v_keys) > 0 THEN
+        DELETE FROM refproj.run_facts AS f
+        USING unnest(v_keys) AS k
+        WHERE f.connector_id = k.connector_id
+          AND f.run_id = k.run_id;
+        INSERT INTO refproj.run_facts
+        SELECT * FROM refproj.run_facts_of(v_keys);
+    END IF;
 
     REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
 
@@ -593,7 +893,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT
         ps.as_of,
-        EXISTS (SELECT 1 FROM refproj.source_writes),
+        EXISTS (SELECT 1 FROM refproj.source_writes) OR EXISTS (SELECT 1 FROM refproj.dirty_runs),
         ps.last_refresh_ms,
         ps.refresh_count
     FROM refproj.projection_state AS ps

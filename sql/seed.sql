@@ -364,7 +364,9 @@ WITH params AS (
         %(events_per_run)s::int AS events_per_run,
         %(long_run_every)s::int AS long_run_every
 ),
--- j counts back from the connection's latest run (j = 0). run_key is unique per run.
+-- j counts back from the connection's latest run (j = 0); run_key is unique per run. Earlier
+-- runs draw their outcome; the latest has its connection's. Legacy runs (no identity) are the
+-- oldest legacy_share of a connection's runs.
 drawn AS MATERIALIZED (
     SELECT
         c.connection_no,
@@ -374,138 +376,135 @@ drawn AS MATERIALIZED (
         c.browser,
         c.profile_key,
         c.streams,
-        c.run_count,
         c.cadence_minutes,
         c.quiet_minutes,
         j,
-        c.connection_no::bigint * 16777216 + j AS run_key,
+        k.run_key,
         CASE
             WHEN j = 0 THEN c.last_outcome
             WHEN c.browser THEN CASE
-                WHEN pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 30) < 0.78 THEN 'succeeded'
-                WHEN pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 30) < 0.86 THEN 'failed'
-                WHEN pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 30) < 0.95
-                    THEN 'surface_failed'
+                WHEN k.outcome_draw < 0.78 THEN 'succeeded'
+                WHEN k.outcome_draw < 0.86 THEN 'failed'
+                WHEN k.outcome_draw < 0.95 THEN 'surface_failed'
                 ELSE 'orphaned' END
             ELSE CASE
-                WHEN pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 30) < 0.85 THEN 'succeeded'
-                WHEN pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 30) < 0.95 THEN 'failed'
+                WHEN k.outcome_draw < 0.85 THEN 'succeeded'
+                WHEN k.outcome_draw < 0.95 THEN 'failed'
                 ELSE 'orphaned' END
         END AS outcome,
         CASE
             WHEN j > 0 AND j >= c.run_count * (1 - c.legacy_share) THEN 'legacy'
-            WHEN pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 31) < c.data_id_share
-                THEN 'data'
+            WHEN pg_temp.seed_unit(p.seed, k.run_key, 31) < c.data_id_share THEN 'data'
             ELSE 'column'
         END AS identity_mode
     FROM seed_connections AS c
     CROSS JOIN params AS p
     CROSS JOIN LATERAL generate_series(0, c.run_count - 1) AS j
+    CROSS JOIN LATERAL (
+        SELECT
+            c.connection_no::bigint * 16777216 + j AS run_key,
+            pg_temp.seed_unit(p.seed, c.connection_no::bigint * 16777216 + j, 30) AS outcome_draw
+    ) AS k
 ),
--- The long runs: a fixed number of earlier succeeded runs of active connections, drawn by hash.
-ranked AS (
-    SELECT
-        d.*,
-        d.j > 0 AND d.outcome = 'succeeded' AND d.status = 'active'
-            AND row_number() OVER (
-                ORDER BY d.j > 0 AND d.outcome = 'succeeded' AND d.status = 'active' DESC,
-                         pg_temp.seed_unit(p.seed, d.run_key, 32), d.run_key)
-                <= greatest(1, round(p.runs::numeric / p.long_run_every)) AS is_long
+-- The long runs: one per long_run_every runs (at least one), drawn among the earlier succeeded
+-- runs of active connections.
+long_runs AS (
+    SELECT d.run_key
     FROM drawn AS d
     CROSS JOIN params AS p
+    WHERE d.j > 0
+      AND d.outcome = 'succeeded'
+      AND d.status = 'active'
+    ORDER BY pg_temp.seed_unit(p.seed, d.run_key, 32), d.run_key
+    LIMIT (SELECT greatest(1, round(p.runs::numeric / p.long_run_every)) FROM params AS p)
 ),
+-- Sizes and times. last_at is when the run's last event happened (for a run in progress: its
+-- newest event so far); the earlier runs of a connection end one cadence apart, jittered.
 sized AS MATERIALIZED (
     SELECT
-        r.*,
+        d.*,
+        l.run_key IS NOT NULL AS is_long,
+        size.middle_events,
+        1 + size.middle_events + (d.outcome IN ('succeeded', 'failed', 'surface_failed'))::int AS event_count,
         CASE
-            WHEN r.is_long THEN 5000 + pg_temp.seed_pick(p.seed, r.run_key, 33, 500)
-            WHEN r.browser THEN greatest(2, 1 + pg_temp.seed_pick(p.seed, r.run_key, 33, 2 * p.events_per_run - 5))
-            ELSE 1 + pg_temp.seed_pick(p.seed, r.run_key, 33, 2 * p.events_per_run - 5)
-        END AS middle_events,
-        r.outcome IN ('succeeded', 'failed', 'surface_failed') AS has_terminal,
-        -- When the run's last event happened (for a run in progress: its newest event so far).
-        CASE
-            WHEN r.outcome = 'in_progress'
-                THEN p.base - interval '1 millisecond' * (300000 + pg_temp.seed_pick(p.seed, r.run_key, 34, 1200000))
+            WHEN d.outcome = 'in_progress'
+                THEN p.base - interval '1 millisecond' * (300000 + pg_temp.seed_pick(p.seed, d.run_key, 34, 1200000))
             ELSE p.base - interval '1 millisecond' * round(60000 * (
-                r.quiet_minutes + r.j * r.cadence_minutes
-                + 0.1 * r.cadence_minutes * pg_temp.seed_unit(p.seed, r.run_key, 34)))
-        END AS last_at
-    FROM ranked AS r
+                d.quiet_minutes + d.j * d.cadence_minutes
+                + 0.1 * d.cadence_minutes * pg_temp.seed_unit(p.seed, d.run_key, 34)))
+        END AS last_at,
+        CASE
+            WHEN l.run_key IS NOT NULL THEN interval '500 milliseconds' * (size.middle_events + 1)
+            WHEN d.outcome = 'in_progress' THEN interval '10 minutes'
+            ELSE interval '1 millisecond' * (60000 + pg_temp.seed_pick(p.seed, d.run_key, 35, 1140000))
+        END AS duration
+    FROM drawn AS d
     CROSS JOIN params AS p
-),
-timed AS (
-    SELECT
-        s.*,
-        1 + s.middle_events + s.has_terminal::int AS event_count,
-        s.last_at - CASE
-            WHEN s.is_long THEN interval '500 milliseconds' * (s.middle_events + 1)
-            WHEN s.outcome = 'in_progress' THEN interval '10 minutes'
-            ELSE interval '1 millisecond' * (60000 + pg_temp.seed_pick(p.seed, s.run_key, 35, 1140000))
-        END AS started_at
-    FROM sized AS s
-    CROSS JOIN params AS p
+    LEFT JOIN long_runs AS l
+        ON l.run_key = d.run_key
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN l.run_key IS NOT NULL THEN 5000 + pg_temp.seed_pick(p.seed, d.run_key, 33, 500)
+            WHEN d.browser THEN greatest(2, 1 + pg_temp.seed_pick(p.seed, d.run_key, 33, 2 * p.events_per_run - 5))
+            ELSE 1 + pg_temp.seed_pick(p.seed, d.run_key, 33, 2 * p.events_per_run - 5)
+        END AS middle_events
+    ) AS size
 )
 SELECT
     row_number() OVER run_order AS run_no,
-    sum(1 + t.middle_events + t.has_terminal::int) OVER run_order
-        - (1 + t.middle_events + t.has_terminal::int) AS events_before,
-    'run_' || to_char(t.started_at, 'YYYYMMDD"T"HH24MISS') || '_' || to_hex(t.run_key) AS run_id,
-    t.connection_no,
-    t.connector_id,
-    t.connector_instance_id,
-    t.j,
-    t.run_key,
-    t.outcome,
-    t.identity_mode,
-    t.is_long,
-    t.browser,
-    t.profile_key,
-    t.streams,
-    t.event_count,
-    t.started_at,
-    t.last_at,
-    CASE WHEN t.identity_mode = 'data'
-         THEN jsonb_build_object('connection_id', t.connector_instance_id)
+    sum(s.event_count) OVER run_order - s.event_count AS events_before,
+    'run_' || to_char(s.last_at - s.duration, 'YYYYMMDD"T"HH24MISS') || '_' || to_hex(s.run_key) AS run_id,
+    s.connection_no,
+    s.connector_id,
+    s.connector_instance_id,
+    s.j,
+    s.run_key,
+    s.outcome,
+    s.identity_mode,
+    s.is_long,
+    s.browser,
+    s.profile_key,
+    s.streams,
+    s.event_count,
+    s.last_at - s.duration AS started_at,
+    s.last_at,
+    CASE WHEN s.identity_mode = 'data'
+         THEN jsonb_build_object('connection_id', s.connector_instance_id)
          ELSE '{}'::jsonb END AS identity_data,
-    CASE t.outcome
+    CASE s.outcome
         WHEN 'succeeded' THEN 'run.completed'
         WHEN 'failed' THEN 'run.failed'
         WHEN 'surface_failed' THEN 'run.browser_surface_failed'
     END AS terminal_type,
-    CASE t.outcome
-        WHEN 'succeeded' THEN 'succeeded'
-        WHEN 'failed' THEN 'failed'
-        WHEN 'surface_failed' THEN 'surface_failed'
-    END AS terminal_status,
-    CASE t.outcome
+    CASE WHEN s.outcome IN ('succeeded', 'failed', 'surface_failed') THEN s.outcome END AS terminal_status,
+    CASE s.outcome
         WHEN 'succeeded' THEN jsonb_build_object(
-            'records_emitted', t.middle_events * (3 + pg_temp.seed_pick(p.seed, t.run_key, 36, 40)),
-            'known_gaps', CASE WHEN pg_temp.seed_unit(p.seed, t.run_key, 37) < 0.1
-                               THEN jsonb_build_array(t.streams[1] || ':rate_limited')
+            'records_emitted', s.middle_events * (3 + pg_temp.seed_pick(p.seed, s.run_key, 36, 40)),
+            'known_gaps', CASE WHEN pg_temp.seed_unit(p.seed, s.run_key, 37) < 0.1
+                               THEN jsonb_build_array(s.streams[1] || ':rate_limited')
                                ELSE '[]'::jsonb END,
             'collection_facts', jsonb_build_object(
-                'streams_collected', cardinality(t.streams),
-                'pages_fetched', t.middle_events + pg_temp.seed_pick(p.seed, t.run_key, 38, 20),
-                'duration_seconds', round(extract(epoch FROM t.last_at - t.started_at))))
+                'streams_collected', cardinality(s.streams),
+                'pages_fetched', s.middle_events + pg_temp.seed_pick(p.seed, s.run_key, 38, 20),
+                'duration_seconds', round(extract(epoch FROM s.duration))))
         WHEN 'failed' THEN jsonb_build_object(
             'reason', (ARRAY['auth_expired', 'rate_limited', 'upstream_unavailable', 'timeout',
-                             'schema_mismatch'])[1 + pg_temp.seed_pick(p.seed, t.run_key, 39, 5)])
+                             'schema_mismatch'])[1 + pg_temp.seed_pick(p.seed, s.run_key, 39, 5)])
         WHEN 'surface_failed' THEN jsonb_build_object(
             'browser_surface', jsonb_build_object(
-                'browser_surface_profile_key', t.profile_key,
+                'browser_surface_profile_key', s.profile_key,
                 'browser_surface_status', 'login_required',
                 'browser_surface_wait_reason',
                 (ARRAY['mfa_timeout', 'captcha_required', 'password_changed'])
-                    [1 + pg_temp.seed_pick(p.seed, t.run_key, 39, 3)]))
+                    [1 + pg_temp.seed_pick(p.seed, s.run_key, 39, 3)]))
     END AS terminal_data,
     jsonb_build_object(
-        'trigger', CASE WHEN pg_temp.seed_unit(p.seed, t.run_key, 40) < 0.9 THEN 'schedule' ELSE 'manual' END,
-        'connector_version', '1.' || pg_temp.seed_pick(p.seed, t.connection_no, 41, 9)) AS started_data
-FROM timed AS t
+        'trigger', CASE WHEN pg_temp.seed_unit(p.seed, s.run_key, 40) < 0.9 THEN 'schedule' ELSE 'manual' END,
+        'connector_version', '1.' || pg_temp.seed_pick(p.seed, s.connection_no, 41, 9)) AS started_data
+FROM sized AS s
 CROSS JOIN params AS p
-WINDOW run_order AS (ORDER BY t.started_at, t.run_key)
-ORDER BY t.started_at, t.run_key;
+WINDOW run_order AS (ORDER BY s.last_at - s.duration, s.run_key)
+ORDER BY s.last_at - s.duration, s.run_key;
 
 
 -- name: next_event_seq
@@ -545,11 +544,11 @@ ORDER BY 1;
 
 -- name: insert_run_events
 -- Every run's events: run.started, progress and sub-resource events, then its terminal event.
--- Browser runs open a surface under their profile key first. A quarter of the progress events
--- carry no identity, as older writers did; the run still owns them through its single identity.
 INSERT INTO spine_events (
     event_seq, event_id, event_type, occurred_at, recorded_at, status, actor_type, actor_id,
     source_kind, source_id, run_id, connector_instance_id, data)
+-- Browser runs open a surface under their profile key first. A quarter of the progress events
+-- carry no identity, as older writers did; the run still owns them through its single identity.
 SELECT
     %(run_event_seq)s::bigint + r.events_before + e.n,
     r.run_id || '.' || e.n,
