@@ -443,7 +443,8 @@ CREATE TABLE refproj.run_facts (
     status text NOT NULL,
     last_at timestamptz NOT NULL,
     last_event_seq bigint NOT NULL,
-    brief jsonb NOT NULL
+    brief jsonb NOT NULL,
+    details jsonb NOT NULL
 );
 -- The run_facts rows computed from the source tables; a refresh stores them for changed runs.
 CREATE VIEW refproj.run_facts_live AS
@@ -452,7 +453,14 @@ SELECT
     refproj.run_match_token(r.browser_surface_profile_key, r.connector_instance_id) AS match_token,
     r.status, r.last_at, r.last_event_seq,
     refproj.run_brief(r.run_id, r.status, r.started_at, r.last_at, r.finished_at, r.failure_reason,
-                      r.event_count, r.browser_surface_profile_key) AS brief
+                      r.event_count, r.browser_surface_profile_key) AS brief,
+    jsonb_build_object(
+        'connector_instance_id', r.connector_instance_id,
+        'browser_surface_status', r.browser_surface_status,
+        'browser_surface_wait_reason', r.browser_surface_wait_reason,
+        'known_gaps', r.known_gaps,
+        'collection_facts', r.collection_facts,
+        'records_emitted', r.records_emitted) AS details
 FROM refproj.run_summaries AS r;
 COMMENT ON VIEW refproj.run_facts_live IS
     'What refproj.run_facts holds for every run, computed live from the source tables.';
@@ -471,7 +479,7 @@ CREATE INDEX run_facts_failures_idx
     ON refproj.run_facts (connector_id, match_token, last_at)
     WHERE status IN ('failed', 'surface_failed', 'abandoned');
 COMMENT ON TABLE refproj.run_facts IS
-    'One row per run as of the last refresh: match token, status, recency and the last_run object. Maintained incrementally by refproj.refresh_connection_summary(); equal to a rebuild from refproj.run_summaries.';
+    'One row per run as of the last refresh: match token, status, recency, the last_run object (brief) and the rest of the run summary (details). Maintained incrementally by refproj.refresh_connection_summary(); always equal to refproj.run_facts_live once dirty_runs is empty.';
 
 -- run_facts_live for the given runs only. OFFSET 0 keeps the lateral subquery from being
 -- flattened, so each key becomes an index range scan on the source/run summary index.
@@ -480,6 +488,7 @@ RETURNS SETOF refproj.run_facts
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
+SET jit = off
 AS $$
     SELECT f.*
     FROM unnest(p_keys) AS k
@@ -494,12 +503,55 @@ $$;
 COMMENT ON FUNCTION refproj.run_facts_of(refproj.run_key[]) IS
     'refproj.run_facts_live rows of the given (connector_id, run_id) keys, each read through the source/run summary index.';
 
+-- A connector's run facts as the source tables say right now: the stored rows of runs that did
+-- not change since the last refresh, and the changed ones recomputed. Equal to
+-- run_facts_live filtered to the connector, at the cost of its changed runs only.
+CREATE FUNCTION refproj.current_run_facts(p_connector_id text)
+RETURNS SETOF refproj.run_facts
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+DECLARE
+    v_rebuild boolean;
+    v_changed refproj.run_key[];
+BEGIN
+    SELECT
+        COALESCE(bool_or(d.rebuild), false),
+        COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key)
+                     FILTER (WHERE d.connector_id = p_connector_id AND d.run_id IS NOT NULL), '{}')
+    INTO v_rebuild, v_changed
+    FROM refproj.dirty_runs AS d
+    WHERE d.rebuild
+       OR d.connector_id = p_connector_id;
+
+    IF v_rebuild THEN
+        RETURN QUERY
+        SELECT * FROM refproj.run_facts_live AS live WHERE live.connector_id = p_connector_id;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT f.*
+    FROM refproj.run_facts AS f
+    WHERE f.connector_id = p_connector_id
+      AND NOT (ROW(f.connector_id, f.run_id)::refproj.run_key = ANY (v_changed))
+    UNION ALL
+    SELECT * FROM refproj.run_facts_of(v_changed);
+END
+$$;
+COMMENT ON FUNCTION refproj.current_run_facts(text) IS
+    'The run facts of one connector as of the caller''s snapshot (stored rows of unchanged runs plus changed runs recomputed): equal to refproj.run_facts_live for that connector.';
+
 -- Latest run, latest success and failures since, for one connection, from run_facts: one index
 -- probe per accepted token for each of the first two, one range scan for the count.
 CREATE FUNCTION refproj.stored_run_evidence(p_connector_id text, p_tokens text[])
 RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)
 LANGUAGE sql STABLE
+ROWS 1
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
     WITH latest AS (
         SELECT newest.brief
@@ -803,6 +855,7 @@ CREATE FUNCTION refproj.refresh_connection_summary(
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
+SET jit = off
 AS $$
 DECLARE
     v_ticket bigint := nextval('refproj.refresh_ticket');
@@ -930,6 +983,7 @@ RETURNS TABLE (
     health jsonb)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
     SELECT
         s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
@@ -985,6 +1039,7 @@ RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_su
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
+SET jit = off
 AS $$
 DECLARE
     v_connector_id text;
@@ -1037,6 +1092,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
+SET jit = off
 AS $$
 DECLARE
     v_connection text;
@@ -1049,36 +1105,60 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Every query is filtered by the constant connector id, which the views push down to the
-    -- source/run summary index: the cost is this connector's history, not everyone's.
+    -- Everything is read for this connector only: its current run facts (stored rows of
+    -- unchanged runs, changed runs recomputed from spine_events) and its connections' tokens.
     RETURN QUERY
+    WITH facts AS MATERIALIZED (
+        SELECT * FROM refproj.current_run_facts(v_connector_id)
+    ),
+    accepting AS MATERIALIZED (
+        SELECT
+            k.connector_instance_id,
+            refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key,
+                                            k.sole_active) AS tokens
+        FROM refproj.connection_keys AS k
+        WHERE k.connector_id = v_connector_id
+    ),
+    mine AS MATERIALIZED (
+        SELECT f.*
+        FROM facts AS f
+        WHERE f.match_token = ANY ((SELECT a.tokens FROM accepting AS a
+                                    WHERE a.connector_instance_id = v_connection)::text[])
+    ),
+    latest_success AS (
+        SELECT m.brief, m.last_at
+        FROM mine AS m
+        WHERE m.status = 'succeeded'
+        ORDER BY m.last_at DESC, m.last_event_seq DESC
+        LIMIT 1
+    ),
+    evidence AS (
+        SELECT
+            (SELECT m.brief FROM mine AS m ORDER BY m.last_at DESC, m.last_event_seq DESC LIMIT 1)
+                AS last_run,
+            (SELECT ls.brief FROM latest_success AS ls) AS last_successful_run,
+            (SELECT count(*)::int
+             FROM mine AS m
+             WHERE m.status IN ('failed', 'surface_failed', 'abandoned')
+               AND m.last_at > COALESCE((SELECT ls.last_at FROM latest_success AS ls), '-infinity'))
+                AS failures_since_last_success
+    )
     SELECT
-        e.connector_instance_id, e.connection_id, e.connector_id, e.display_name,
-        e.connector_display_name, e.status, e.source_kind, e.created_at, e.revoked_at, e.streams,
-        e.stream_count, e.total_records, e.retained_bytes, e.total_retained_bytes, e.last_run,
-        e.last_successful_run, e.failures_since_last_success, e.max_staleness,
+        p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
+        p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
+        p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
+        ev.last_run, ev.last_successful_run, ev.failures_since_last_success, p.max_staleness,
         read_time.freshness,
-        refproj.health_at(e.status, e.last_run, read_time.freshness),
+        refproj.health_at(p.status, ev.last_run, read_time.freshness),
         COALESCE((
-            SELECT jsonb_agg(
-                refproj.run_brief(ar.run_id, ar.status, ar.started_at, ar.last_at, ar.finished_at,
-                                  ar.failure_reason, ar.event_count, ar.browser_surface_profile_key)
-                || jsonb_build_object(
-                    'connector_instance_id', ar.connector_instance_id,
-                    'browser_surface_status', ar.browser_surface_status,
-                    'browser_surface_wait_reason', ar.browser_surface_wait_reason,
-                    'known_gaps', ar.known_gaps,
-                    'collection_facts', ar.collection_facts,
-                    'records_emitted', ar.records_emitted)
-                ORDER BY ar.last_at DESC, ar.last_event_seq DESC)
+            SELECT jsonb_agg(recent.brief || recent.details
+                             ORDER BY recent.last_at DESC, recent.last_event_seq DESC)
             FROM (
-                SELECT *
-                FROM refproj.attributed_runs AS a
-                WHERE a.connector_id = v_connector_id
-                  AND a.attributed_to = v_connection
-                ORDER BY a.last_at DESC, a.last_event_seq DESC
+                SELECT m.brief, m.details, m.last_at, m.last_event_seq
+                FROM mine AS m
+                ORDER BY m.last_at DESC, m.last_event_seq DESC
                 LIMIT GREATEST(p_run_limit, 0)
-            ) AS ar), '[]'::jsonb),
+            ) AS recent), '[]'::jsonb),
         COALESCE((
             SELECT jsonb_agg(jsonb_build_object(
                     'stream', s.stream,
@@ -1091,16 +1171,16 @@ BEGIN
             FROM refproj.retained_streams AS s
             WHERE s.connector_instance_id = v_connection), '[]'::jsonb),
         (SELECT count(*)::int
-         FROM refproj.attributed_runs AS a
-         WHERE a.connector_id = v_connector_id
-           AND a.attributed_to IS NULL)
-    FROM refproj.connection_evidence AS e
+         FROM facts AS f
+         WHERE NOT EXISTS (SELECT 1 FROM accepting AS a WHERE f.match_token = ANY (a.tokens)))
+    FROM refproj.connection_profile AS p
+    CROSS JOIN evidence AS ev
     CROSS JOIN LATERAL (
-        SELECT refproj.freshness_at(e.last_run, e.last_successful_run, e.max_staleness, p_at) AS freshness
+        SELECT refproj.freshness_at(ev.last_run, ev.last_successful_run, p.max_staleness, p_at) AS freshness
     ) AS read_time
-    WHERE e.connector_id = v_connector_id
-      AND e.connector_instance_id = v_connection;
+    WHERE p.connector_id = v_connector_id
+      AND p.connector_instance_id = v_connection;
 END
 $$;
 COMMENT ON FUNCTION refproj.connection_detail(text, int, timestamptz) IS
-    'Live detail of one connection, resolved by exact connection id or by a connector id with exactly one visible connection (zero rows otherwise): every overview field plus recent_runs (up to p_run_limit latest runs, full summaries), streams_retained and unattributed_runs (the connector''s runs that match no connection).';
+    'Live detail (as of the caller''s snapshot, whatever the last refresh) of one connection, resolved by exact connection id or by a connector id with exactly one visible connection (zero rows otherwise): every overview field plus recent_runs (up to p_run_limit latest runs, full summaries), streams_retained and unattributed_runs (the connector''s runs that match no connection).';

@@ -158,8 +158,9 @@ WITH params AS (
 -- retired browser enrollment shell, chase_savings paused (half its runs name the connection only
 -- in data.connection_id), chase_joint revoked, github_personal running (its older half is legacy
 -- runs without identity), laptop_home a draft (setup) and laptop_work idle (never run).
--- weight shares the runs; fixed_runs overrides it. quiet_minutes: how long before the base time
--- the latest run ended. role is the connection's status, with idle and shell set apart.
+-- role is the connection's status with idle (active, never run) and shell (a retired setup
+-- attempt, always exactly one run) set apart. weight is the connection's share of the runs (0:
+-- none); quiet_minutes is how long before the base time its latest run ended.
 demo_connections (connection_no, connector_no, connector_instance_id, display_name, role, source_kind,
                   binding_kind, weight, cadence_minutes, quiet_minutes, last_outcome, legacy_share,
                   data_id_share) AS (

@@ -228,3 +228,61 @@ def test_stored_evidence_probes_run_facts_indexes(world: World) -> None:
         "id:cin_work",
     )
     assert "run_facts_latest_success_idx" in success
+
+
+# -- the detail is live: it equals the from-scratch views whether or not a refresh ran ------------
+
+
+def assert_detail_matches_live_views(db: psycopg.Connection[Any], connection: str) -> None:
+    detail = db.execute(
+        "SELECT to_jsonb(d) FROM refproj.connection_detail(%s, 1000) AS d", (connection,)
+    ).fetchone()[0]
+    live = db.execute(
+        "SELECT to_jsonb(e) FROM refproj.connection_evidence AS e WHERE connector_instance_id = %s",
+        (connection,),
+    ).fetchone()[0]
+    assert {key: detail[key] for key in live} == live
+    runs = db.execute(
+        "SELECT run_id, status, event_count, known_gaps, records_emitted FROM refproj.attributed_runs"
+        " WHERE attributed_to = %s ORDER BY last_at DESC, last_event_seq DESC",
+        (connection,),
+    ).fetchall()
+    assert [
+        (r["run_id"], r["status"], r["event_count"], r["known_gaps"], r["records_emitted"])
+        for r in detail["recent_runs"]
+    ] == [tuple(run) for run in runs]
+    unattributed = db.execute(
+        "SELECT count(*) FROM refproj.attributed_runs WHERE connector_id = %s AND attributed_to IS NULL",
+        (detail["connector_id"],),
+    ).fetchone()[0]
+    assert detail["unattributed_runs"] == unattributed
+
+
+def test_detail_is_live_before_and_after_refresh(world: World) -> None:
+    world.event("run_c", "run.started", "11:00", identity="cin_work")
+    world.event(
+        "run_c",
+        "run.completed",
+        "11:30",
+        status="succeeded",
+        identity="cin_work",
+        data={"known_gaps": ["inbox"], "records_emitted": 12},
+    )
+    world.event("run_legacy", "run.failed", "11:40", status="failed", identity=None, data={"reason": "x"})
+    world.db.execute(
+        "UPDATE spine_events SET status = 'cancelled', event_type = 'run.cancelled'"
+        " WHERE run_id = 'run_b' AND event_type = 'run.failed'"
+    )
+    for connection in ("cin_work", "cin_personal"):
+        assert_detail_matches_live_views(world.db, connection)  # changes not yet refreshed
+    detail = world.detail("cin_work")
+    assert detail["last_run"]["run_id"] == "run_c"
+    assert detail["recent_runs"][0]["known_gaps"] == ["inbox"]
+    assert detail["unattributed_runs"] == 1
+    assert_incremental_equals_rebuild(world.db)
+    for connection in ("cin_work", "cin_personal"):
+        assert_detail_matches_live_views(world.db, connection)
+    assert world.detail("cin_work") == detail
+    world.db.execute("TRUNCATE spine_events")  # a pending rebuild: the detail reads everything live
+    assert_detail_matches_live_views(world.db, "cin_work")
+    assert world.detail("cin_work")["last_run"] is None
