@@ -166,8 +166,9 @@ def test_truncate_rebuilds(world: World) -> None:
 def test_large_backlog_rebuilds_whole(world: World) -> None:
     world.db.execute(
         "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
-        " connector_instance_id) SELECT 'run.completed', timestamptz '2026-01-05 08:00+00' + i * interval '1 s',"
-        " 'succeeded', 'connector', 'acme', 'bulk_' || i, 'cin_personal' FROM generate_series(1, 1500) AS i"
+        " connector_instance_id) SELECT 'run.completed',"
+        " timestamptz '2026-01-05 08:00+00' + i * interval '1 s', 'succeeded', 'connector', 'acme',"
+        " 'bulk_' || i, 'cin_personal' FROM generate_series(1, 1500) AS i"
     )
     assert world.db.execute("SELECT count(*) FROM refproj.dirty_runs").fetchone() == (1500,)
     assert_incremental_equals_rebuild(world.db)

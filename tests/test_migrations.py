@@ -23,32 +23,74 @@ ALEMBIC = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
 # The same alembic command line with INFO logging on stderr (env.py does not load alembic.ini's
 # logging), so a test can see which process ran which revision.
 LOGGED_ALEMBIC = [
-    sys.executable, "-c",
+    sys.executable,
+    "-c",
     "import logging; logging.basicConfig(level=logging.INFO);"
     " from alembic.config import main; main(prog='alembic')",
-    "-c", str(ROOT / "alembic.ini"),
+    "-c",
+    str(ROOT / "alembic.ini"),
 ]
 INDEX = "spine_events_source_run_summary_idx"
-SOURCE_TABLES = ["connectors", "connector_instances", "spine_events", "controller_active_runs",
-                 "retained_size_connection", "retained_size_stream"]
-CONTRACT_FUNCTIONS = ["connection_run_evidence", "connection_summaries", "connection_detail",
-                      "refresh_connection_summary", "projection_status", "resolve_connection"]
+SOURCE_TABLES = [
+    "connectors",
+    "connector_instances",
+    "spine_events",
+    "controller_active_runs",
+    "retained_size_connection",
+    "retained_size_stream",
+]
+CONTRACT_FUNCTIONS = [
+    "connection_run_evidence",
+    "connection_summaries",
+    "connection_detail",
+    "refresh_connection_summary",
+    "projection_status",
+    "resolve_connection",
+]
 SUMMARY_FIELDS = [
-    "connector_instance_id", "connection_id", "connector_id", "display_name", "connector_display_name",
-    "status", "source_kind", "created_at", "revoked_at", "streams", "stream_count", "total_records",
-    "retained_bytes", "total_retained_bytes", "last_run", "last_successful_run",
-    "failures_since_last_success", "max_staleness",
+    "connector_instance_id",
+    "connection_id",
+    "connector_id",
+    "display_name",
+    "connector_display_name",
+    "status",
+    "source_kind",
+    "created_at",
+    "revoked_at",
+    "streams",
+    "stream_count",
+    "total_records",
+    "retained_bytes",
+    "total_retained_bytes",
+    "last_run",
+    "last_successful_run",
+    "failures_since_last_success",
+    "max_staleness",
 ]
 RUN_SUMMARY_FIELDS = [
-    "connector_id", "run_id", "connector_instance_id", "status", "started_at", "last_at", "finished_at",
-    "failure_reason", "event_count", "browser_surface_profile_key", "browser_surface_status",
-    "browser_surface_wait_reason", "known_gaps", "collection_facts", "records_emitted",
+    "connector_id",
+    "run_id",
+    "connector_instance_id",
+    "status",
+    "started_at",
+    "last_at",
+    "finished_at",
+    "failure_reason",
+    "event_count",
+    "browser_surface_profile_key",
+    "browser_surface_status",
+    "browser_surface_wait_reason",
+    "known_gaps",
+    "collection_facts",
+    "records_emitted",
 ]
 USER_NAMESPACES = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(migrate.alembic_config("postgresql://unused/unused")).get_current_head()
+    head = ScriptDirectory.from_config(
+        migrate.alembic_config("postgresql://unused/unused")
+    ).get_current_head()
     assert head is not None
     return head
 
@@ -63,12 +105,12 @@ def catalog(url: str) -> dict[str, set[tuple[Any, ...]]]:
         "schemas": f"SELECT n.nspname FROM pg_namespace AS n WHERE {USER_NAMESPACES}",
         "relations": f"SELECT n.nspname, c.relname, c.relkind FROM pg_class AS c {IN_CLASS_NS}",
         "functions": "SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)"
-                     f" FROM pg_proc AS p {IN_PROC_NS}",
+        f" FROM pg_proc AS p {IN_PROC_NS}",
         "triggers": "SELECT n.nspname, c.relname, t.tgname FROM pg_trigger AS t"
-                    f" JOIN pg_class AS c ON c.oid = t.tgrelid {IN_CLASS_NS} AND NOT t.tgisinternal",
+        f" JOIN pg_class AS c ON c.oid = t.tgrelid {IN_CLASS_NS} AND NOT t.tgisinternal",
         "sequences": "SELECT schemaname, sequencename FROM pg_sequences",
         "types": "SELECT n.nspname, t.typname FROM pg_type AS t"
-                 f" JOIN pg_namespace AS n ON n.oid = t.typnamespace WHERE {USER_NAMESPACES}",
+        f" JOIN pg_namespace AS n ON n.oid = t.typnamespace WHERE {USER_NAMESPACES}",
         "extensions": "SELECT extname FROM pg_extension",
         "event_triggers": "SELECT evtname FROM pg_event_trigger",
     }
@@ -80,10 +122,10 @@ def catalog_rows(url: str) -> dict[str, set[tuple[Any, ...]]]:
     """User rows of pg_class, pg_proc, pg_trigger with oid, file node and row version (DDL changes them)."""
     queries = {
         "pg_class": "SELECT c.oid::int8, c.relname, c.relkind, c.relfilenode::int8, c.xmin::text"
-                    f" FROM pg_class AS c {IN_CLASS_NS}",
+        f" FROM pg_class AS c {IN_CLASS_NS}",
         "pg_proc": f"SELECT p.oid::int8, p.proname, p.xmin::text FROM pg_proc AS p {IN_PROC_NS}",
         "pg_trigger": "SELECT t.oid::int8, t.tgname, t.xmin::text FROM pg_trigger AS t"
-                      " WHERE NOT t.tgisinternal",
+        " WHERE NOT t.tgisinternal",
     }
     with psycopg.connect(url) as conn:
         return {name: set(conn.execute(query).fetchall()) for name, query in queries.items()}
@@ -118,11 +160,14 @@ def assert_everything_exists(url: str) -> None:
         for table in SOURCE_TABLES:
             row = conn.execute(
                 "SELECT c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = 'public' AND c.relname = %s", (table,)).fetchone()
+                " WHERE n.nspname = 'public' AND c.relname = %s",
+                (table,),
+            ).fetchone()
             assert row == ("r",), table
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'refproj'").fetchone() == (1,)
-        assert conn.execute("SELECT relkind FROM pg_class WHERE oid = 'refproj.connection_summary'::regclass"
-                            ).fetchone() == ("m",)
+        assert conn.execute(
+            "SELECT relkind FROM pg_class WHERE oid = 'refproj.connection_summary'::regclass"
+        ).fetchone() == ("m",)
         unique_indexes = conn.execute(
             "SELECT array_agg(a.attname ORDER BY k.ordinality)"
             " FROM pg_index AS i"
@@ -130,15 +175,19 @@ def assert_everything_exists(url: str) -> None:
             " JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
             " WHERE i.indrelid = 'refproj.connection_summary'::regclass AND i.indisunique AND i.indisvalid"
             "   AND i.indpred IS NULL"
-            " GROUP BY i.indexrelid").fetchall()
+            " GROUP BY i.indexrelid"
+        ).fetchall()
         assert (["connector_instance_id"],) in unique_indexes
-        assert conn.execute("SELECT c.relkind IN ('v', 'r', 'm') FROM pg_class AS c"
-                            " WHERE c.oid = 'refproj.run_summaries'::regclass").fetchone() == (True,)
+        assert conn.execute(
+            "SELECT c.relkind IN ('v', 'r', 'm') FROM pg_class AS c"
+            " WHERE c.oid = 'refproj.run_summaries'::regclass"
+        ).fetchone() == (True,)
         for function in CONTRACT_FUNCTIONS:
             languages = conn.execute(
                 "SELECT l.lanname FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
                 " JOIN pg_language AS l ON l.oid = p.prolang WHERE n.nspname = 'refproj' AND p.proname = %s",
-                (function,)).fetchall()
+                (function,),
+            ).fetchall()
             assert len(languages) == 1, function
             if function == "connection_run_evidence":
                 assert languages == [("plpgsql",)]
@@ -146,11 +195,14 @@ def assert_everything_exists(url: str) -> None:
         comments = conn.execute(
             "SELECT p.proname, obj_description(p.oid, 'pg_proc') IS NOT NULL FROM pg_proc AS p"
             " JOIN pg_namespace AS n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = 'refproj' AND p.proname = ANY(%s)", (CONTRACT_FUNCTIONS,)).fetchall()
+            " WHERE n.nspname = 'refproj' AND p.proname = ANY(%s)",
+            (CONTRACT_FUNCTIONS,),
+        ).fetchall()
         assert sorted(comments) == sorted((f, True) for f in CONTRACT_FUNCTIONS)
         for relation in ("refproj.connection_summary", "refproj.run_summaries"):
-            assert conn.execute("SELECT obj_description(%s::regclass, 'pg_class') IS NOT NULL",
-                                (relation,)).fetchone() == (True,), relation
+            assert conn.execute(
+                "SELECT obj_description(%s::regclass, 'pg_class') IS NOT NULL", (relation,)
+            ).fetchone() == (True,), relation
         # Row shapes named by the contract, called as the contract writes them.
         columns = {
             "summaries": "SELECT * FROM refproj.connection_summaries() LIMIT 0",
@@ -175,7 +227,8 @@ def assert_everything_exists(url: str) -> None:
         definition = conn.execute("SELECT pg_get_indexdef(%s::regclass)", (INDEX,)).fetchone()
         assert definition == (
             f"CREATE INDEX {INDEX} ON public.spine_events USING btree"
-            " (source_kind, source_id, run_id, occurred_at DESC) WHERE (run_id IS NOT NULL)",)
+            " (source_kind, source_id, run_id, occurred_at DESC) WHERE (run_id IS NOT NULL)",
+        )
     state = index_state(url)
     assert state is not None and state[1:] == (True, True)
     assert alembic_version(url) == [head_revision()]
@@ -204,13 +257,26 @@ def test_s23_upgrade_noop_downgrade_and_offline_script(empty_db_url):
     assert alembic_version(url) == []
 
     # Offline mode prints a script that psql applies cleanly to the empty database.
-    offline = subprocess.run([*ALEMBIC, "upgrade", "head", "--sql"], cwd=ROOT, env=alembic_env(url),
-                             capture_output=True, text=True, timeout=120, check=False)
+    offline = subprocess.run(
+        [*ALEMBIC, "upgrade", "head", "--sql"],
+        cwd=ROOT,
+        env=alembic_env(url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert offline.returncode == 0, offline.stderr
     assert "CREATE INDEX CONCURRENTLY" in offline.stdout
     assert catalog(url) == empty, "--sql must not touch the database"
-    applied = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url], input=offline.stdout,
-                             capture_output=True, text=True, timeout=120, check=False)
+    applied = subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
+        input=offline.stdout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert applied.returncode == 0, applied.stderr
     assert catalog(url) == migrated
     assert_everything_exists(url)
@@ -224,8 +290,14 @@ def test_s23_upgrade_noop_downgrade_and_offline_script(empty_db_url):
 def test_s24_two_concurrent_upgrades(empty_db_url):
     url = empty_db_url
     processes = [
-        subprocess.Popen([*LOGGED_ALEMBIC, "upgrade", "head"], cwd=ROOT, env=alembic_env(url),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*LOGGED_ALEMBIC, "upgrade", "head"],
+            cwd=ROOT,
+            env=alembic_env(url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=180) for p in processes]
@@ -268,8 +340,15 @@ def test_upgrade_at_head_keeps_a_valid_index(empty_db_url):
     before = index_state(url)
     assert before is not None and before[1:] == (True, True)
 
-    cli = subprocess.run([*ALEMBIC, "upgrade", "head"], cwd=ROOT, env=alembic_env(url),
-                         capture_output=True, text=True, timeout=120, check=False)
+    cli = subprocess.run(
+        [*ALEMBIC, "upgrade", "head"],
+        cwd=ROOT,
+        env=alembic_env(url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert cli.returncode == 0, cli.stderr
     assert "Running upgrade" not in cli.stderr
     migrate.upgrade(url)

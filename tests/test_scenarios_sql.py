@@ -22,8 +22,17 @@ from tests.world import World, at, iso
 # --------------------------------------------------------------------------------------------------
 
 
-def brief(run_id: str, status: str, start: str, last: str, *, reason: str | None = None,
-          events: int = 1, key: str | None = None, finished: bool = True) -> dict[str, Any]:
+def brief(
+    run_id: str,
+    status: str,
+    start: str,
+    last: str,
+    *,
+    reason: str | None = None,
+    events: int = 1,
+    key: str | None = None,
+    finished: bool = True,
+) -> dict[str, Any]:
     """The run object of last_run / last_successful_run (DOMAIN.md section 5)."""
     return {
         "run_id": run_id,
@@ -58,8 +67,9 @@ def resolve(db: psycopg.Connection[Any], connection: str) -> tuple[Any, ...]:
     return tuple(rows[0])
 
 
-def retained_stream(db: psycopg.Connection[Any], connection: str, stream: str, records: int,
-                    connector: str = "acme") -> None:
+def retained_stream(
+    db: psycopg.Connection[Any], connection: str, stream: str, records: int, connector: str = "acme"
+) -> None:
     db.execute(
         "INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id, record_count)"
         " VALUES (%s, %s, %s, %s)",
@@ -67,8 +77,14 @@ def retained_stream(db: psycopg.Connection[Any], connection: str, stream: str, r
     )
 
 
-def retained_connection(db: psycopg.Connection[Any], connection: str, record_bytes: int,
-                        history_bytes: int, blob_bytes: int, connector: str = "acme") -> None:
+def retained_connection(
+    db: psycopg.Connection[Any],
+    connection: str,
+    record_bytes: int,
+    history_bytes: int,
+    blob_bytes: int,
+    connector: str = "acme",
+) -> None:
     db.execute(
         "INSERT INTO retained_size_connection (connector_instance_id, connector_id, record_count,"
         " current_record_json_bytes, record_history_json_bytes, blob_bytes) VALUES (%s, %s, 0, %s, %s, %s)",
@@ -98,10 +114,12 @@ def test_s01_sibling_browser_runs(db):
     w.surface_failure("run_p", "12:02", "acme:cin_personal", wait_reason="capacity_full")
     assert w.refresh() is True
 
-    work_run = brief("run_w", "surface_failed", "12:01", "12:01", reason="surface_unhealthy",
-                     key="acme:cin_work")
-    personal_run = brief("run_p", "surface_failed", "12:02", "12:02", reason="capacity_full",
-                         key="acme:cin_personal")
+    work_run = brief(
+        "run_w", "surface_failed", "12:01", "12:01", reason="surface_unhealthy", key="acme:cin_work"
+    )
+    personal_run = brief(
+        "run_p", "surface_failed", "12:02", "12:02", reason="capacity_full", key="acme:cin_personal"
+    )
     overview = w.overview("12:05")
     assert overview["cin_work"]["last_run"] == work_run
     assert overview["cin_personal"]["last_run"] == personal_run
@@ -112,10 +130,16 @@ def test_s01_sibling_browser_runs(db):
     assert overview["cin_work"]["health"] == {"state": "failing", "reason": "surface_unhealthy"}
     assert overview["cin_personal"]["health"] == {"state": "failing", "reason": "capacity_full"}
 
-    assert w.evidence("cin_work") == {"last_run": work_run, "last_successful_run": None,
-                                      "failures_since_last_success": 1}
-    assert w.evidence("cin_personal") == {"last_run": personal_run, "last_successful_run": None,
-                                          "failures_since_last_success": 1}
+    assert w.evidence("cin_work") == {
+        "last_run": work_run,
+        "last_successful_run": None,
+        "failures_since_last_success": 1,
+    }
+    assert w.evidence("cin_personal") == {
+        "last_run": personal_run,
+        "last_successful_run": None,
+        "failures_since_last_success": 1,
+    }
     work = w.detail("cin_work")
     personal = w.detail("cin_personal")
     assert work is not None and personal is not None
@@ -128,8 +152,13 @@ def test_s01_sibling_browser_runs(db):
 def test_s02_stale_setup_shell(db):
     w = World(db)
     w.siblings()
-    w.connection("cin_old_shell", status="revoked", source_binding={"kind": "browser_enrollment_shell"},
-                 created="08:00", revoked="08:30")
+    w.connection(
+        "cin_old_shell",
+        status="revoked",
+        source_binding={"kind": "browser_enrollment_shell"},
+        created="08:00",
+        revoked="08:30",
+    )
     w.surface_failure("run_w", "12:00", "acme:cin_work", wait_reason="surface_unhealthy")
     w.surface_failure("run_p", "12:05", "acme:cin_personal", wait_reason="capacity_full")
     # The shell's run is the newest run of the connector.
@@ -163,9 +192,15 @@ def test_s03_explicit_identity(db):
     expected = brief("run_e", "succeeded", "12:00", "12:04", events=2)
     [row] = run_rows(w, "run_e")
     assert {k: v for k, v in row.items() if k != "last_event_seq"} == {
-        **expected, "connector_id": "acme", "connector_instance_id": "cin_work",
-        "browser_surface_status": None, "browser_surface_wait_reason": None,
-        "known_gaps": [], "collection_facts": None, "records_emitted": None}
+        **expected,
+        "connector_id": "acme",
+        "connector_instance_id": "cin_work",
+        "browser_surface_status": None,
+        "browser_surface_wait_reason": None,
+        "known_gaps": [],
+        "collection_facts": None,
+        "records_emitted": None,
+    }
     overview = w.overview("12:10")
     assert overview["cin_work"]["last_run"] == expected
     assert overview["cin_work"]["last_successful_run"] == expected
@@ -173,8 +208,11 @@ def test_s03_explicit_identity(db):
     assert overview["cin_personal"]["last_run"] is None
     assert overview["cin_personal"]["last_successful_run"] is None
     assert overview["cin_personal"]["health"] == {"state": "idle", "reason": "never_run"}
-    assert w.evidence("cin_work") == {"last_run": expected, "last_successful_run": expected,
-                                      "failures_since_last_success": 0}
+    assert w.evidence("cin_work") == {
+        "last_run": expected,
+        "last_successful_run": expected,
+        "failures_since_last_success": 0,
+    }
     assert w.evidence("cin_personal") == NO_EVIDENCE
     personal = w.detail("cin_personal")
     assert personal is not None
@@ -216,20 +254,25 @@ def test_s04_legacy_run(db):
     # Two active siblings: nobody's run, unattributed in both details.
     check(None, True, 1)
     # Pause personal: work is the only active connection.
-    db.execute("UPDATE connector_instances SET status = 'paused'"
-               " WHERE connector_instance_id = 'cin_personal'")
+    db.execute(
+        "UPDATE connector_instances SET status = 'paused' WHERE connector_instance_id = 'cin_personal'"
+    )
     check(legacy, True, 0)
     assert w.overview("12:10")["cin_personal"]["health"]["state"] == "paused"
     # Back to two active siblings: nobody's again.
-    db.execute("UPDATE connector_instances SET status = 'active'"
-               " WHERE connector_instance_id = 'cin_personal'")
+    db.execute(
+        "UPDATE connector_instances SET status = 'active' WHERE connector_instance_id = 'cin_personal'"
+    )
     check(None, True, 1)
     # Delete personal instead: the same as pausing it.
     db.execute("DELETE FROM connector_instances WHERE connector_instance_id = 'cin_personal'")
     check(legacy, False, 0)
     # Revoke work too: no active connection is left, so nobody's.
-    db.execute("UPDATE connector_instances SET status = 'revoked', revoked_at = %s"
-               " WHERE connector_instance_id = 'cin_work'", (at("12:05"),))
+    db.execute(
+        "UPDATE connector_instances SET status = 'revoked', revoked_at = %s"
+        " WHERE connector_instance_id = 'cin_work'",
+        (at("12:05"),),
+    )
     check(None, False, 1)
     assert w.overview("12:10")["cin_work"]["health"]["state"] == "revoked"
 
@@ -242,8 +285,9 @@ def test_s05_same_run_id_on_two_identities(db):
     assert w.refresh() is True
 
     rows = run_rows(w, "run_x")
-    assert [(r["connector_instance_id"], r["status"], r["event_count"], r["failure_reason"])
-            for r in rows] == [
+    assert [
+        (r["connector_instance_id"], r["status"], r["event_count"], r["failure_reason"]) for r in rows
+    ] == [
         ("cin_personal", "failed", 2, "connector_exit"),
         ("cin_work", "succeeded", 2, None),
     ]
@@ -300,8 +344,14 @@ def test_s07_failed_then_later_completed_sub_event(db):
     w = World(db)
     w.siblings()
     w.event("run_f", "run.started", "12:00", identity="cin_work")
-    w.event("run_f", "run.failed", "12:02", status="failed", identity="cin_work",
-            data={"reason": "connector_exit"})
+    w.event(
+        "run_f",
+        "run.failed",
+        "12:02",
+        status="failed",
+        identity="cin_work",
+        data={"reason": "connector_exit"},
+    )
     w.event("run_f", "run.resource_synced", "12:04", status="completed", identity="cin_work")
     assert w.refresh() is True
 
@@ -353,18 +403,30 @@ def test_s09_surface_failure_reason_fallbacks(db):
 
     [with_status] = run_rows(w, "run_st")
     [with_neither] = run_rows(w, "run_none")
-    assert (with_status["status"], with_status["failure_reason"], with_status["browser_surface_status"],
-            with_status["browser_surface_wait_reason"]) == (
-        "surface_failed", "surface_failed", "surface_failed", None)
-    assert (with_neither["status"], with_neither["failure_reason"], with_neither["browser_surface_status"],
-            with_neither["browser_surface_wait_reason"]) == (
-        "surface_failed", "browser_surface_failed", None, None)
+    assert (
+        with_status["status"],
+        with_status["failure_reason"],
+        with_status["browser_surface_status"],
+        with_status["browser_surface_wait_reason"],
+    ) == ("surface_failed", "surface_failed", "surface_failed", None)
+    assert (
+        with_neither["status"],
+        with_neither["failure_reason"],
+        with_neither["browser_surface_status"],
+        with_neither["browser_surface_wait_reason"],
+    ) == ("surface_failed", "browser_surface_failed", None, None)
     overview = w.overview("12:10")
     assert overview["cin_work"]["last_run"] == brief(
-        "run_st", "surface_failed", "12:00", "12:00", reason="surface_failed", key="acme:cin_work")
+        "run_st", "surface_failed", "12:00", "12:00", reason="surface_failed", key="acme:cin_work"
+    )
     assert overview["cin_personal"]["last_run"] == brief(
-        "run_none", "surface_failed", "12:01", "12:01", reason="browser_surface_failed",
-        key="acme:cin_personal")
+        "run_none",
+        "surface_failed",
+        "12:01",
+        "12:01",
+        reason="browser_surface_failed",
+        key="acme:cin_personal",
+    )
     assert overview["cin_personal"]["health"] == {"state": "failing", "reason": "browser_surface_failed"}
 
 
@@ -373,8 +435,9 @@ def test_s10_two_terminal_events_highest_seq_wins(db):
     w.siblings()
     w.event("run_t", "run.started", "12:00", identity="cin_work")
     completed = w.event("run_t", "run.completed", "12:05", status="succeeded", identity="cin_work")
-    failed = w.event("run_t", "run.failed", "12:05", status="failed", identity="cin_work",
-                     data={"reason": "late_failure"})
+    failed = w.event(
+        "run_t", "run.failed", "12:05", status="failed", identity="cin_work", data={"reason": "late_failure"}
+    )
     assert failed > completed
     assert w.refresh() is True
 
@@ -401,8 +464,9 @@ def test_s11_long_run_of_progress_events(db):
         (at("12:00"),),
     )
     assert inserted.rowcount == 6000
-    w.event("run_long", "run.failed", "13:00", status="failed", identity="cin_work",
-            data={"reason": "timeout"})
+    w.event(
+        "run_long", "run.failed", "13:00", status="failed", identity="cin_work", data={"reason": "timeout"}
+    )
     assert w.refresh() is True
 
     expected = brief("run_long", "failed", "12:00", "13:00", events=6002, reason="timeout")
@@ -429,8 +493,14 @@ def test_s12_garbage_payloads(db):
     assert personal_before["last_run"]["run_id"] == "run_pk"
 
     # data.browser_surface is a string (so the event is not a browser-surface event).
-    w.event("g_surface", "run.browser_surface_failed", "12:10", status="surface_failed", identity="cin_work",
-            data={"browser_surface": "acme:cin_personal"})
+    w.event(
+        "g_surface",
+        "run.browser_surface_failed",
+        "12:10",
+        status="surface_failed",
+        identity="cin_work",
+        data={"browser_surface": "acme:cin_personal"},
+    )
     # data.reason is a number.
     w.event("g_reason", "run.failed", "12:20", status="failed", identity="cin_work", data={"reason": 42})
     # data is an array.
@@ -441,12 +511,28 @@ def test_s12_garbage_payloads(db):
         (at("12:30"),),
     )
     # occurred_at in 2999, with huge and mistyped terminal facts.
-    w.event("g_future", "run.completed", "2999-01-01T00:00:00+00:00", status="succeeded", identity="cin_work",
-            data={"records_emitted": 1e300, "known_gaps": "none", "collection_facts": [1, 2],
-                  "connection_id": 17})
+    w.event(
+        "g_future",
+        "run.completed",
+        "2999-01-01T00:00:00+00:00",
+        status="succeeded",
+        identity="cin_work",
+        data={
+            "records_emitted": 1e300,
+            "known_gaps": "none",
+            "collection_facts": [1, 2],
+            "connection_id": 17,
+        },
+    )
     # A connector whose manifest is garbage too.
-    w.connector("junk", manifest={"streams": "messages", "refresh_policy": {"max_staleness_seconds": 1e300},
-                                  "capabilities": {"browser_surface": {"profile_key": 42}}})
+    w.connector(
+        "junk",
+        manifest={
+            "streams": "messages",
+            "refresh_policy": {"max_staleness_seconds": 1e300},
+            "capabilities": {"browser_surface": {"profile_key": 42}},
+        },
+    )
     w.connection("junk", "junk", created="09:30")
     w.surface_failure("g_junk", "12:40", "junk", connector="junk", wait_reason="w")
 
@@ -460,16 +546,27 @@ def test_s12_garbage_payloads(db):
     assert w.evidence("cin_personal") == personal_evidence_before
 
     runs = {r["run_id"]: r for r in w.runs("acme")}
-    assert (runs["g_surface"]["status"], runs["g_surface"]["browser_surface_profile_key"],
-            runs["g_surface"]["failure_reason"]) == ("surface_failed", None, "browser_surface_failed")
+    assert (
+        runs["g_surface"]["status"],
+        runs["g_surface"]["browser_surface_profile_key"],
+        runs["g_surface"]["failure_reason"],
+    ) == ("surface_failed", None, "browser_surface_failed")
     assert (runs["g_reason"]["status"], runs["g_reason"]["failure_reason"]) == ("failed", None)
     g_array = runs["g_array"]
-    assert (g_array["status"], g_array["connector_instance_id"], g_array["known_gaps"],
-            g_array["collection_facts"], g_array["records_emitted"]) == (
-        "succeeded", "cin_work", [], None, None)
-    assert (runs["g_future"]["last_at"], runs["g_future"]["records_emitted"], runs["g_future"]["known_gaps"],
-            runs["g_future"]["collection_facts"], runs["g_future"]["connector_instance_id"]) == (
-        iso("2999-01-01T00:00:00+00:00"), None, [], None, "cin_work")
+    assert (
+        g_array["status"],
+        g_array["connector_instance_id"],
+        g_array["known_gaps"],
+        g_array["collection_facts"],
+        g_array["records_emitted"],
+    ) == ("succeeded", "cin_work", [], None, None)
+    assert (
+        runs["g_future"]["last_at"],
+        runs["g_future"]["records_emitted"],
+        runs["g_future"]["known_gaps"],
+        runs["g_future"]["collection_facts"],
+        runs["g_future"]["connector_instance_id"],
+    ) == (iso("2999-01-01T00:00:00+00:00"), None, [], None, "cin_work")
 
     work = w.overview("12:00")["cin_work"]
     future = brief("g_future", "succeeded", "2999-01-01T00:00:00+00:00", "2999-01-01T00:00:00+00:00")
@@ -498,17 +595,26 @@ def test_s13_retained_size(db):
     overview = w.overview("12:00")
     work = overview["cin_work"]
     assert (work["total_records"], work["stream_count"], work["total_retained_bytes"]) == (7, 2, 4120)
-    assert work["retained_bytes"] == {"record_json_bytes": 100, "record_changes_json_bytes": 20,
-                                      "blob_bytes": 4000, "total_bytes": 4120}
+    assert work["retained_bytes"] == {
+        "record_json_bytes": 100,
+        "record_changes_json_bytes": 20,
+        "blob_bytes": 4000,
+        "total_bytes": 4120,
+    }
     personal = overview["cin_personal"]
-    assert (personal["total_records"], personal["stream_count"],
-            personal["total_retained_bytes"]) == (0, 0, 0)
+    assert (personal["total_records"], personal["stream_count"], personal["total_retained_bytes"]) == (
+        0,
+        0,
+        0,
+    )
     assert personal["retained_bytes"] is None
 
     work_detail = w.detail("cin_work")
     assert work_detail is not None
     assert [(s["stream"], s["record_count"]) for s in work_detail["streams_retained"]] == [
-        ("files", 2), ("messages", 5)]
+        ("files", 2),
+        ("messages", 5),
+    ]
     personal_detail = w.detail("cin_personal")
     assert personal_detail is not None
     assert personal_detail["streams_retained"] == []
@@ -519,19 +625,39 @@ def test_s14_visibility(db):
     w = World(db)
     w.connector("acme")
     w.connection("cin_draft", status="draft", created="09:00")
-    w.connection("cin_revoked", status="revoked", source_binding={"kind": "oauth"}, created="09:01",
-                 revoked="10:00")
+    w.connection(
+        "cin_revoked", status="revoked", source_binding={"kind": "oauth"}, created="09:01", revoked="10:00"
+    )
     # An ordinary revoked account connection with the default (empty) source_binding.
     w.connection("cin_revoked_plain", status="revoked", created="09:01", revoked="10:30")
-    w.connection("cin_shell", status="revoked", source_binding={"kind": "browser_enrollment_shell"},
-                 created="09:02", revoked="10:01")
-    w.connection("cin_secret", status="revoked", source_binding={"kind": "static_secret_draft"},
-                 created="09:03", revoked="10:02")
-    w.connection("cin_upload", status="revoked", source_binding={"kind": "manual_upload_draft"},
-                 created="09:04", revoked="10:03")
+    w.connection(
+        "cin_shell",
+        status="revoked",
+        source_binding={"kind": "browser_enrollment_shell"},
+        created="09:02",
+        revoked="10:01",
+    )
+    w.connection(
+        "cin_secret",
+        status="revoked",
+        source_binding={"kind": "static_secret_draft"},
+        created="09:03",
+        revoked="10:02",
+    )
+    w.connection(
+        "cin_upload",
+        status="revoked",
+        source_binding={"kind": "manual_upload_draft"},
+        created="09:04",
+        revoked="10:03",
+    )
     # Not revoked, so not retired even with a setup-attempt binding.
-    w.connection("cin_shell_live", status="active", source_binding={"kind": "browser_enrollment_shell"},
-                 created="09:05")
+    w.connection(
+        "cin_shell_live",
+        status="active",
+        source_binding={"kind": "browser_enrollment_shell"},
+        created="09:05",
+    )
     assert w.refresh() is True
 
     overview = w.overview("12:00")
@@ -582,8 +708,9 @@ def test_s15_freshness_moves_with_the_clock(db):
     assert late["health"] == {"state": "stale", "reason": "past_max_staleness"}
     # Apart from the read-time fields the two reads are the same stored row.
     strip = {"freshness", "health"}
-    assert ({k: v for k, v in early.items() if k not in strip}
-            == {k: v for k, v in late.items() if k not in strip})
+    assert {k: v for k, v in early.items() if k not in strip} == {
+        k: v for k, v in late.items() if k not in strip
+    }
     # The live detail agrees at both instants.
     detail_early = w.detail("cin_work", "12:30")
     detail_late = w.detail("cin_work", "13:30")
@@ -618,8 +745,14 @@ def test_s17_detail_resolution(db):
     w.siblings()
     w.connector("solo")
     w.connection("cin_solo", "solo", created="09:00")
-    w.connection("cin_solo_shell", "solo", status="revoked",
-                 source_binding={"kind": "browser_enrollment_shell"}, created="08:00", revoked="08:30")
+    w.connection(
+        "cin_solo_shell",
+        "solo",
+        status="revoked",
+        source_binding={"kind": "browser_enrollment_shell"},
+        created="08:00",
+        revoked="08:30",
+    )
     assert w.refresh() is True
 
     assert resolve(db, "cin_work") == ("cin_work", "acme", "exact", 1)
@@ -639,9 +772,12 @@ def test_s17_detail_resolution(db):
     assert w.detail("cin_solo_shell") is None
 
     # Personal becomes a retired setup attempt: acme now has one visible connection.
-    db.execute("UPDATE connector_instances SET status = 'revoked', revoked_at = %s,"
-               " source_binding = '{\"kind\": \"browser_enrollment_shell\"}'"
-               " WHERE connector_instance_id = 'cin_personal'", (at("10:00"),))
+    db.execute(
+        "UPDATE connector_instances SET status = 'revoked', revoked_at = %s,"
+        ' source_binding = \'{"kind": "browser_enrollment_shell"}\''
+        " WHERE connector_instance_id = 'cin_personal'",
+        (at("10:00"),),
+    )
     assert resolve(db, "acme") == ("cin_work", "acme", "connector", 1)
     one = w.detail("acme")
     assert one is not None and one["connector_instance_id"] == "cin_work"
@@ -651,15 +787,27 @@ def test_s17_detail_resolution(db):
 
 def test_s18_overview_and_detail_agree(db):
     w = World(db)
-    w.connector("acme", display_name="Acme", manifest={
-        "streams": ["messages", {"name": "files"}], "refresh_policy": {"max_staleness_seconds": 7200}})
+    w.connector(
+        "acme",
+        display_name="Acme",
+        manifest={
+            "streams": ["messages", {"name": "files"}],
+            "refresh_policy": {"max_staleness_seconds": 7200},
+        },
+    )
     w.connection("cin_work", created="09:00", display_name="Work")
     w.connection("cin_personal", created="09:05")
     w.connection("cin_draft", status="draft", created="09:06")
-    w.connection("cin_revoked", status="revoked", source_binding={"kind": "oauth"}, created="09:07",
-                 revoked="11:00")
-    w.connection("cin_shell", status="revoked", source_binding={"kind": "browser_enrollment_shell"},
-                 created="09:08", revoked="11:00")
+    w.connection(
+        "cin_revoked", status="revoked", source_binding={"kind": "oauth"}, created="09:07", revoked="11:00"
+    )
+    w.connection(
+        "cin_shell",
+        status="revoked",
+        source_binding={"kind": "browser_enrollment_shell"},
+        created="09:08",
+        revoked="11:00",
+    )
     w.connector("other", manifest={"capabilities": {"browser_surface": {"profile_key": "shop"}}})
     w.connection("other", "other", created="08:00")
     w.connection("cin_paused", "other", status="paused", created="08:30")
@@ -901,10 +1049,11 @@ def test_run_evidence_unknown_connection_and_terminal_facts(db):
     w.siblings()
     with pytest.raises(psycopg.errors.NoDataFound):
         w.evidence("cin_missing")
-    db.execute("INSERT INTO spine_events (event_type, source_kind, source_id, run_id, connector_instance_id,"
-               " status, occurred_at, data) VALUES ('run.completed', 'connector', 'acme', 'r1', 'cin_work',"
-               " 'succeeded', %s, %s)",
-               (at("12:00"),
-                Jsonb({"known_gaps": ["g"], "collection_facts": {"n": 1}, "records_emitted": 9})))
+    db.execute(
+        "INSERT INTO spine_events (event_type, source_kind, source_id, run_id, connector_instance_id,"
+        " status, occurred_at, data) VALUES ('run.completed', 'connector', 'acme', 'r1', 'cin_work',"
+        " 'succeeded', %s, %s)",
+        (at("12:00"), Jsonb({"known_gaps": ["g"], "collection_facts": {"n": 1}, "records_emitted": 9})),
+    )
     [row] = run_rows(w, "r1")
     assert (row["known_gaps"], row["collection_facts"], row["records_emitted"]) == (["g"], {"n": 1}, 9)
