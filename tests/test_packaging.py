@@ -46,7 +46,8 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
         [
             sys.executable,
             "-c",
-            "import refproj, sys; print(refproj.__file__); from refproj.cli import main; sys.exit(main(['migrate']))",
+            "import refproj, sys; print(refproj.__file__);"
+            " from refproj.cli import main; sys.exit(main(['migrate']))",
         ],
         cwd=tmp_path,
         env=env,
