@@ -113,6 +113,11 @@ class Projection:
     concurrent identical calls still share one statement). ``staleness_bound``: seconds within
     which a committed source write reaches ``list()`` readers without an explicit ``refresh()``;
     None disables the watcher that guarantees it.
+
+    Every wait is bounded: ``pool_timeout`` for a pooled connection, ``connect_timeout`` to
+    connect, ``statement_timeout`` for reads (set on connections of the engine refproj creates;
+    an application's engine keeps its own settings) and ``refresh_timeout`` for a refresh,
+    waiting behind other refreshes and for table locks included.
     """
 
     def __init__(
@@ -125,6 +130,8 @@ class Projection:
         max_overflow: int = 10,
         pool_timeout: float = 10.0,
         connect_timeout: int = 5,
+        statement_timeout: float = 30.0,
+        refresh_timeout: float = 120.0,
     ) -> None:
         if read_reuse < 0 or read_reuse > 1:
             raise ValueError("read_reuse must be between 0 and 1 second")
@@ -140,7 +147,10 @@ class Projection:
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_timeout=pool_timeout,
-                connect_args={"connect_timeout": connect_timeout, "options": "-c TimeZone=UTC"},
+                connect_args={
+                    "connect_timeout": connect_timeout,
+                    "options": f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout * 1000)}",
+                },
             )
             self._owns_engine = True
         self._read_reuse = read_reuse
@@ -148,6 +158,7 @@ class Projection:
         self._refresh_lock = threading.Lock()
         self._pending_refresh: _Call[RefreshResult] | None = None
         self._staleness_bound = staleness_bound
+        self._refresh_timeout_ms = str(int(refresh_timeout * 1000))
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -227,6 +238,7 @@ class Projection:
                 with self._refresh_lock:
                     if self._pending_refresh is call:
                         self._pending_refresh = None
+                conn.execute(QUERIES["refresh_timeout"], {"milliseconds": self._refresh_timeout_ms})
                 row = conn.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed}).one()
                 conn.commit()
             data = row[0]

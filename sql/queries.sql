@@ -1,16 +1,19 @@
 -- Queries the Python shim sends. Each starts with "-- name: NAME" and a one-line description;
 -- refproj/queries.py parses this file into a dict. Values are bound parameters (:name), never
--- assembled into the text.
+-- assembled into the text; built-ins are qualified with pg_catalog so no object on the caller's
+-- search_path can stand in for them.
 
 -- name: overview
 -- The overview and how current it is, in one statement and therefore one snapshot.
 SELECT
-    to_jsonb(status) AS status,
+    pg_catalog.to_jsonb(status) AS status,
     COALESCE(
-        (SELECT jsonb_agg(to_jsonb(s) ORDER BY s.connector_id, s.created_at, s.connector_instance_id)
-         FROM refproj.connection_summaries(COALESCE(CAST(:at AS timestamptz), now()),
-                                           CAST(:connector_id AS text)) AS s),
-        '[]'::jsonb) AS connections
+        (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s)
+                                     ORDER BY s.connector_id, s.created_at, s.connector_instance_id)
+         FROM refproj.connection_summaries(
+             COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now()),
+             CAST(:connector_id AS pg_catalog.text)) AS s),
+        '[]'::pg_catalog.jsonb) AS connections
 FROM refproj.projection_status() AS status;
 
 -- name: detail
@@ -18,18 +21,24 @@ FROM refproj.projection_status() AS status;
 SELECT
     resolved.resolution,
     resolved.candidates,
-    to_jsonb(detail) AS detail
-FROM refproj.resolve_connection(CAST(:connection AS text)) AS resolved
+    pg_catalog.to_jsonb(detail) AS detail
+FROM refproj.resolve_connection(CAST(:connection AS pg_catalog.text)) AS resolved
 LEFT JOIN LATERAL refproj.connection_detail(
-    CAST(:connection AS text), CAST(:run_limit AS int), COALESCE(CAST(:at AS timestamptz), now())) AS detail
+    CAST(:connection AS pg_catalog.text),
+    CAST(:run_limit AS pg_catalog.int4),
+    COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now())) AS detail
     ON true;
+
+-- name: refresh_timeout
+-- Bounds the refresh about to run in this transaction, waiting for other refreshes included.
+SELECT pg_catalog.set_config('statement_timeout', CAST(:milliseconds AS pg_catalog.text), true);
 
 -- name: refresh
 -- A coalesced, read-your-writes refresh (see refproj.refresh_connection_summary).
-SELECT to_jsonb(r)
-FROM refproj.refresh_connection_summary(CAST(:only_if_changed AS boolean)) AS r;
+SELECT pg_catalog.to_jsonb(r)
+FROM refproj.refresh_connection_summary(CAST(:only_if_changed AS pg_catalog.bool)) AS r;
 
 -- name: status
 -- When the stored evidence was computed and whether a source write happened since.
-SELECT to_jsonb(s)
+SELECT pg_catalog.to_jsonb(s)
 FROM refproj.projection_status() AS s;
