@@ -102,8 +102,8 @@ def test_dropped_connections_are_replaced_transparently(
         pids = [
             row[0]
             for row in db.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND backend_type = 'client backend'"
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
             ).fetchall()
         ]
         assert pids  # the pooled connection of proj
