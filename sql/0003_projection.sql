@@ -15,10 +15,12 @@ COMMENT ON SCHEMA refproj IS
     'refproj: the connection-summary projection over connectors, connector_instances and spine_events.';
 
 -- ---------------------------------------------------------------------------------------------
--- Small pure helpers. They are deliberately plain IMMUTABLE/STABLE SQL without SET clauses so
--- that PostgreSQL inlines them into the queries that use them (a SET clause forbids inlining and
--- would cost a function call per row). They call only built-in functions and operators, which
--- PostgreSQL resolves from pg_catalog before any other schema.
+-- Small pure helpers. They are deliberately plain SQL without SET clauses so that PostgreSQL
+-- inlines them into the queries that use them (a SET clause forbids inlining and would cost a
+-- function call per row). Those that build jsonb are STABLE, not IMMUTABLE: jsonb_build_object
+-- is STABLE, and PostgreSQL refuses to inline a function declared stricter than its body. They
+-- call only built-in functions and operators, which PostgreSQL resolves from pg_catalog before
+-- any other schema.
 -- ---------------------------------------------------------------------------------------------
 
 -- A payload field as text, only when it is a non-empty JSON string; anything else is NULL.
@@ -38,7 +40,7 @@ CREATE FUNCTION refproj.run_brief(
     p_finished_at timestamptz, p_failure_reason text, p_event_count bigint,
     p_browser_surface_profile_key text)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT jsonb_build_object(
         'run_id', p_run_id,
@@ -517,14 +519,12 @@ DECLARE
     v_rebuild boolean;
     v_changed refproj.run_key[];
 BEGIN
-    SELECT
-        COALESCE(bool_or(d.rebuild), false),
-        COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key)
-                     FILTER (WHERE d.connector_id = p_connector_id AND d.run_id IS NOT NULL), '{}')
-    INTO v_rebuild, v_changed
+    SELECT ps.rebuild_requests > ps.rebuild_done INTO v_rebuild FROM refproj.projection_state AS ps;
+    SELECT COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key), '{}')
+    INTO v_changed
     FROM refproj.dirty_runs AS d
-    WHERE d.rebuild
-       OR d.connector_id = p_connector_id;
+    WHERE d.connector_id = p_connector_id
+      AND d.run_id IS NOT NULL;
 
     IF v_rebuild THEN
         RETURN QUERY
@@ -536,9 +536,12 @@ BEGIN
     SELECT f.*
     FROM refproj.run_facts AS f
     WHERE f.connector_id = p_connector_id
-      AND NOT (ROW(f.connector_id, f.run_id)::refproj.run_key = ANY (v_changed))
-    UNION ALL
-    SELECT * FROM refproj.run_facts_of(v_changed);
+      AND NOT (ROW(f.connector_id, f.run_id)::refproj.run_key = ANY (v_changed));
+    -- Planning the recomputation costs milliseconds: only when there is something to recompute.
+    IF cardinality(v_changed) > 0 THEN
+        RETURN QUERY
+        SELECT * FROM refproj.run_facts_of(v_changed);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION refproj.current_run_facts(text) IS
@@ -624,33 +627,45 @@ COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
 -- never stored, so a stored row can never claim "healthy" after it went stale.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION refproj.freshness_at(
+-- Each helper takes plain values so it inlines with no argument evaluated twice: callers
+-- compute the freshness status once (OFFSET 0 keeps it a column) and pass it on.
+CREATE FUNCTION refproj.freshness_status(
     p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval, p_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+             AND (p_last_successful_run IS NULL
+                  OR (p_last_run ->> 'last_at')::timestamptz
+                     >= (p_last_successful_run ->> 'last_at')::timestamptz)
+            THEN 'stale'
+        WHEN p_last_successful_run IS NOT NULL
+            THEN CASE WHEN p_at - (p_last_successful_run ->> 'last_at')::timestamptz <= p_max_staleness
+                      THEN 'current' ELSE 'stale' END
+        ELSE 'unknown'
+    END
+$$;
+COMMENT ON FUNCTION refproj.freshness_status(jsonb, jsonb, interval, timestamptz) IS
+    'current, stale or unknown for a connection read at p_at (DOMAIN.md section 5).';
+
+CREATE FUNCTION refproj.freshness_object(
+    p_status text, p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval)
 RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT jsonb_build_object(
-        'status', CASE
-            WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
-                 AND (p_last_successful_run IS NULL
-                      OR (p_last_run ->> 'last_at')::timestamptz
-                         >= (p_last_successful_run ->> 'last_at')::timestamptz)
-                THEN 'stale'
-            WHEN p_last_successful_run IS NOT NULL
-                THEN CASE WHEN p_at - (p_last_successful_run ->> 'last_at')::timestamptz <= p_max_staleness
-                          THEN 'current' ELSE 'stale' END
-            ELSE 'unknown'
-        END,
+        'status', p_status,
         'captured_at', p_last_successful_run -> 'last_at',
         'last_attempted_at', p_last_run -> 'last_at',
         'max_staleness_seconds', extract(epoch FROM p_max_staleness))
 $$;
-COMMENT ON FUNCTION refproj.freshness_at(jsonb, jsonb, interval, timestamptz) IS
-    'Freshness {status current|stale|unknown, captured_at, last_attempted_at, max_staleness_seconds} of a connection at time p_at (DOMAIN.md section 5).';
+COMMENT ON FUNCTION refproj.freshness_object(text, jsonb, jsonb, interval) IS
+    'The freshness object {status, captured_at, last_attempted_at, max_staleness_seconds}.';
 
-CREATE FUNCTION refproj.health_at(p_status text, p_last_run jsonb, p_freshness jsonb)
+CREATE FUNCTION refproj.health_at(p_status text, p_last_run jsonb, p_freshness_status text)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE
         WHEN p_status = 'revoked' THEN jsonb_build_object('state', 'revoked', 'reason', 'connection_revoked')
@@ -662,15 +677,15 @@ AS $$
         WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
             THEN jsonb_build_object('state', 'failing',
                                     'reason', COALESCE(p_last_run ->> 'failure_reason', p_last_run ->> 'status'))
-        WHEN p_freshness ->> 'status' = 'stale'
+        WHEN p_freshness_status = 'stale'
             THEN jsonb_build_object('state', 'stale', 'reason', 'past_max_staleness')
-        WHEN p_freshness ->> 'status' = 'current'
+        WHEN p_freshness_status = 'current'
             THEN jsonb_build_object('state', 'healthy', 'reason', NULL)
         ELSE jsonb_build_object('state', 'unknown', 'reason', 'no_successful_run')
     END
 $$;
-COMMENT ON FUNCTION refproj.health_at(text, jsonb, jsonb) IS
-    'Health {state, reason} from connection status, last run and freshness; first rule that applies (DOMAIN.md section 5).';
+COMMENT ON FUNCTION refproj.health_at(text, jsonb, text) IS
+    'Health {state, reason} from connection status, last run and freshness status; first rule that applies (DOMAIN.md section 5).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Write detection and refresh bookkeeping (DOMAIN.md section 7, CONTRACT.md section 3)
@@ -683,6 +698,7 @@ COMMENT ON FUNCTION refproj.health_at(text, jsonb, jsonb) IS
 CREATE TABLE refproj.source_writes (
     xid xid8 PRIMARY KEY
 );
+ALTER TABLE refproj.source_writes SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 COMMENT ON TABLE refproj.source_writes IS
     'Transactions that wrote connectors, connector_instances or the retained-size tables and are not yet reflected in refproj.connection_summary.';
 
@@ -692,18 +708,24 @@ COMMENT ON TABLE refproj.source_writes IS
 -- those runs; rows of a transaction that commits later stay for the refresh after.
 CREATE TABLE refproj.dirty_runs (
     connector_id text NULL,
-    run_id text NULL,
-    rebuild boolean NOT NULL DEFAULT false
+    run_id text NULL
 );
+-- A detail reads its connector's rows.
+CREATE INDEX dirty_runs_connector_idx ON refproj.dirty_runs (connector_id);
+-- Every refresh deletes what it claimed: vacuum soon after, not after a fifth of the table died.
+ALTER TABLE refproj.dirty_runs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 COMMENT ON TABLE refproj.dirty_runs IS
-    'Runs changed since the last refresh (connector_id, run_id); rebuild = true after a TRUNCATE. Claimed and emptied by refproj.refresh_connection_summary().';
+    'Runs changed since the last refresh (connector_id, run_id). Claimed and emptied by refproj.refresh_connection_summary(). A TRUNCATE counts in projection_state.rebuild_requests instead.';
 
 CREATE TABLE refproj.projection_state (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     as_of timestamptz NOT NULL,
     refresh_ticket bigint NOT NULL DEFAULT 0,
     last_refresh_ms double precision NULL,
-    refresh_count bigint NOT NULL DEFAULT 0
+    refresh_count bigint NOT NULL DEFAULT 0,
+    -- TRUNCATEs of spine_events or controller_active_runs seen, and handled by a full rebuild.
+    rebuild_requests bigint NOT NULL DEFAULT 0,
+    rebuild_done bigint NOT NULL DEFAULT 0
 );
 INSERT INTO refproj.projection_state (as_of) VALUES (now());
 COMMENT ON TABLE refproj.projection_state IS
@@ -740,7 +762,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO refproj.dirty_runs (rebuild) VALUES (true);
+        -- A TRUNCATE has no transition table: ask the next refresh to rebuild everything.
+        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
     ELSIF TG_OP = 'INSERT' THEN
         INSERT INTO refproj.dirty_runs (connector_id, run_id)
         SELECT DISTINCT k.connector_id, k.run_id
@@ -783,7 +806,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO refproj.dirty_runs (rebuild) VALUES (true);
+        -- A TRUNCATE has no transition table: ask the next refresh to rebuild everything.
+        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
     ELSIF TG_OP = 'INSERT' THEN
         INSERT INTO refproj.dirty_runs (connector_id, run_id)
         SELECT DISTINCT n.connector_id, n.run_id FROM new_rows AS n;
@@ -863,6 +887,7 @@ DECLARE
     v_started timestamptz;
     v_snapshot pg_snapshot;
     v_rebuild boolean;
+    v_rebuild_requests bigint;
     v_keys refproj.run_key[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -880,8 +905,7 @@ BEGIN
     -- already absorbed every write, there is nothing left to do.
     IF v_started_ticket > v_ticket
        OR (p_only_if_changed
-           AND NOT EXISTS (SELECT 1 FROM refproj.source_writes)
-           AND NOT EXISTS (SELECT 1 FROM refproj.dirty_runs)) THEN
+           AND NOT (SELECT ps.source_changed FROM refproj.projection_status() AS ps)) THEN
         refreshed := false;
         as_of := v_started;
         refresh_ms := 0;
@@ -896,14 +920,15 @@ BEGIN
     -- larger than a tenth of all runs (a bulk load, a TRUNCATE) is cheaper to rebuild whole.
     WITH claimed AS (
         DELETE FROM refproj.dirty_runs
-        RETURNING connector_id, run_id, rebuild
+        RETURNING connector_id, run_id
     )
-    SELECT
-        COALESCE(bool_or(claimed.rebuild), false),
-        COALESCE(array_agg(DISTINCT ROW(claimed.connector_id, claimed.run_id)::refproj.run_key)
-                     FILTER (WHERE claimed.run_id IS NOT NULL), '{}')
-    INTO v_rebuild, v_keys
+    SELECT COALESCE(array_agg(DISTINCT ROW(claimed.connector_id, claimed.run_id)::refproj.run_key)
+                        FILTER (WHERE claimed.run_id IS NOT NULL), '{}')
+    INTO v_keys
     FROM claimed;
+    SELECT ps.rebuild_requests, ps.rebuild_requests > ps.rebuild_done
+    INTO v_rebuild_requests, v_rebuild
+    FROM refproj.projection_state AS ps;
 
     IF v_rebuild OR cardinality(v_keys) > GREATEST(1000, (
         SELECT c.reltuples / 10 FROM pg_class AS c WHERE c.oid = 'refproj.run_facts'::regclass)) THEN
@@ -930,7 +955,8 @@ BEGIN
     SET as_of = v_started,
         refresh_ticket = v_started_ticket,
         last_refresh_ms = refresh_ms,
-        refresh_count = projection_state.refresh_count + 1;
+        refresh_count = projection_state.refresh_count + 1,
+        rebuild_done = CASE WHEN v_rebuild THEN v_rebuild_requests ELSE projection_state.rebuild_done END;
     refreshed := true;
     as_of := v_started;
 END
@@ -946,7 +972,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT
         ps.as_of,
-        EXISTS (SELECT 1 FROM refproj.source_writes) OR EXISTS (SELECT 1 FROM refproj.dirty_runs),
+        EXISTS (SELECT 1 FROM refproj.source_writes)
+            OR EXISTS (SELECT 1 FROM refproj.dirty_runs)
+            OR ps.rebuild_requests > ps.rebuild_done,
         ps.last_refresh_ms,
         ps.refresh_count
     FROM refproj.projection_state AS ps
@@ -990,11 +1018,12 @@ AS $$
         s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
         s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes, s.last_run,
         s.last_successful_run, s.failures_since_last_success, s.max_staleness,
-        read_time.freshness,
+        refproj.freshness_object(read_time.freshness, s.last_run, s.last_successful_run, s.max_staleness),
         refproj.health_at(s.status, s.last_run, read_time.freshness)
     FROM refproj.connection_summary AS s
     CROSS JOIN LATERAL (
-        SELECT refproj.freshness_at(s.last_run, s.last_successful_run, s.max_staleness, p_at) AS freshness
+        SELECT refproj.freshness_status(s.last_run, s.last_successful_run, s.max_staleness, p_at) AS freshness
+        OFFSET 0
     ) AS read_time
     WHERE p_connector_id IS NULL
        OR s.connector_id = p_connector_id
@@ -1148,7 +1177,7 @@ BEGIN
         p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
         p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
         ev.last_run, ev.last_successful_run, ev.failures_since_last_success, p.max_staleness,
-        read_time.freshness,
+        refproj.freshness_object(read_time.freshness, ev.last_run, ev.last_successful_run, p.max_staleness),
         refproj.health_at(p.status, ev.last_run, read_time.freshness),
         COALESCE((
             SELECT jsonb_agg(recent.brief || recent.details
@@ -1176,7 +1205,8 @@ BEGIN
     FROM refproj.connection_profile AS p
     CROSS JOIN evidence AS ev
     CROSS JOIN LATERAL (
-        SELECT refproj.freshness_at(ev.last_run, ev.last_successful_run, p.max_staleness, p_at) AS freshness
+        SELECT refproj.freshness_status(ev.last_run, ev.last_successful_run, p.max_staleness, p_at) AS freshness
+        OFFSET 0
     ) AS read_time
     WHERE p.connector_id = v_connector_id
       AND p.connector_instance_id = v_connection;
@@ -1224,8 +1254,9 @@ BEGIN
         'refproj.refresh_connection_summary(boolean)',
         'refproj.current_run_facts(text)',
         'refproj.run_facts_of(refproj.run_key[])',
-        'refproj.freshness_at(jsonb, jsonb, interval, timestamptz)',
-        'refproj.health_at(text, jsonb, jsonb)',
+        'refproj.freshness_status(jsonb, jsonb, interval, timestamptz)',
+        'refproj.freshness_object(text, jsonb, jsonb, interval)',
+        'refproj.health_at(text, jsonb, text)',
         'refproj.jsonb_text(jsonb, text)',
         'refproj.run_brief(text, text, timestamptz, timestamptz, timestamptz, text, bigint, text)',
         'refproj.run_match_token(text, text)',

@@ -4,16 +4,16 @@
 -- search_path can stand in for them.
 
 -- name: overview
--- The overview and how current it is, in one statement and therefore one snapshot.
+-- The overview and how current it is, in one statement and therefore one snapshot. json (not
+-- jsonb) aggregation: the rows are only serialised, and json skips jsonb's parse-and-sort.
 SELECT
     pg_catalog.to_jsonb(status) AS status,
     COALESCE(
-        (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s)
-                                     ORDER BY s.connector_id, s.created_at, s.connector_instance_id)
+        (SELECT pg_catalog.json_agg(s ORDER BY s.connector_id, s.created_at, s.connector_instance_id)
          FROM refproj.connection_summaries(
              COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now()),
              CAST(:connector_id AS pg_catalog.text)) AS s),
-        '[]'::pg_catalog.jsonb) AS connections
+        '[]'::pg_catalog.json) AS connections
 FROM refproj.projection_status() AS status;
 
 -- name: detail

@@ -158,8 +158,11 @@ def test_connection_changes_reattribute_without_run_changes(world: World) -> Non
 
 def test_truncate_rebuilds(world: World) -> None:
     world.db.execute("TRUNCATE spine_events")
-    assert world.db.execute("SELECT rebuild FROM refproj.dirty_runs").fetchall() == [(True,)]
+    pending = "SELECT rebuild_requests - rebuild_done FROM refproj.projection_state"
+    assert world.db.execute(pending).fetchone() == (1,)
+    assert world.db.execute("SELECT source_changed FROM refproj.projection_status()").fetchone() == (True,)
     assert_incremental_equals_rebuild(world.db)
+    assert world.db.execute(pending).fetchone() == (0,)
     assert world.db.execute("SELECT count(*) FROM refproj.run_facts").fetchone() == (0,)
 
 
