@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Connection, Engine
 
@@ -181,7 +182,8 @@ class Projection:
     def _fetch_overview(self, connector_id: str | None, at: datetime | None) -> Overview:
         row = self._one("overview", {"at": at, "connector_id": connector_id})
         status = row[0]
-        return Overview(row[1], datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
+        rows = orjson.loads(row[1])
+        return Overview(rows, datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
 
     def get(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> dict[str, Any]:
         """Live detail of one connection, by connection id or by a connector id with exactly one

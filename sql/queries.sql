@@ -4,16 +4,17 @@
 -- search_path can stand in for them.
 
 -- name: overview
--- The overview and how current it is, in one statement and therefore one snapshot. json (not
--- jsonb) aggregation: the rows are only serialised, and json skips jsonb's parse-and-sort.
+-- The overview and how current it is, in one statement and therefore one snapshot. The rows
+-- travel as one JSON text (json, not jsonb: serialising needs no parse-and-sort) that the shim
+-- parses once.
 SELECT
     pg_catalog.to_jsonb(status) AS status,
-    COALESCE(
+    CAST(COALESCE(
         (SELECT pg_catalog.json_agg(s ORDER BY s.connector_id, s.created_at, s.connector_instance_id)
          FROM refproj.connection_summaries(
              COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now()),
              CAST(:connector_id AS pg_catalog.text)) AS s),
-        '[]'::pg_catalog.json) AS connections
+        '[]'::pg_catalog.json) AS pg_catalog.text) AS connections
 FROM refproj.projection_status() AS status;
 
 -- name: detail
