@@ -300,11 +300,12 @@ class Projection:
         self.close()
 
     def _one(self, query: str, params: dict[str, Any]) -> Any:
+        """One read statement, in autocommit mode: a single round trip, no BEGIN/ROLLBACK."""
+
         def run() -> Any:
             with self._connection() as conn:
-                row = conn.execute(QUERIES[query], params).one()
-                conn.rollback()
-                return row
+                reader = conn.execution_options(isolation_level="AUTOCOMMIT")
+                return reader.execute(QUERIES[query], params).one()
 
         return _retry_once_if_reconnected(run)
 
