@@ -1126,6 +1126,13 @@ AS $$
 DECLARE
     v_connection text;
     v_connector_id text;
+    v_tokens text[];
+    v_connector_tokens text[];
+    v_last_run jsonb;
+    v_last_successful_run jsonb;
+    v_failures int;
+    v_recent_runs jsonb;
+    v_unattributed int;
 BEGIN
     SELECT r.connector_instance_id, r.connector_id
     INTO v_connection, v_connector_id
@@ -1134,60 +1141,93 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Everything is read for this connector only: its current run facts (stored rows of
-    -- unchanged runs, changed runs recomputed from spine_events) and its connections' tokens.
-    RETURN QUERY
-    WITH facts AS MATERIALIZED (
-        SELECT * FROM refproj.current_run_facts(v_connector_id)
-    ),
-    accepting AS MATERIALIZED (
+    -- The tokens this connection accepts, and those any connection of its connector accepts.
+    WITH accepting AS (
         SELECT
             k.connector_instance_id,
             refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key,
                                             k.sole_active) AS tokens
         FROM refproj.connection_keys AS k
         WHERE k.connector_id = v_connector_id
-    ),
-    mine AS MATERIALIZED (
-        SELECT f.*
-        FROM facts AS f
-        WHERE f.match_token = ANY ((SELECT a.tokens FROM accepting AS a
-                                    WHERE a.connector_instance_id = v_connection)::text[])
-    ),
-    latest_success AS (
-        SELECT m.brief, m.last_at
-        FROM mine AS m
-        WHERE m.status = 'succeeded'
-        ORDER BY m.last_at DESC, m.last_event_seq DESC
-        LIMIT 1
-    ),
-    evidence AS (
+    )
+    SELECT
+        (SELECT a.tokens FROM accepting AS a WHERE a.connector_instance_id = v_connection),
+        ARRAY(SELECT token FROM accepting AS a CROSS JOIN LATERAL unnest(a.tokens) AS token)
+    INTO v_tokens, v_connector_tokens;
+
+    IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
+       AND (SELECT ps.rebuild_requests = ps.rebuild_done FROM refproj.projection_state AS ps) THEN
+        -- Nothing of this connector changed since the last refresh: run_facts is current for it,
+        -- and the stored rows answer with the same index probes as the overview.
+        SELECT ev.last_run, ev.last_successful_run, ev.failures_since_last_success
+        INTO v_last_run, v_last_successful_run, v_failures
+        FROM refproj.stored_run_evidence(v_connector_id, v_tokens) AS ev;
+        SELECT COALESCE(jsonb_agg(recent.brief || recent.details
+                                  ORDER BY recent.last_at DESC, recent.last_event_seq DESC), '[]')
+        INTO v_recent_runs
+        FROM (
+            SELECT newest.*
+            FROM unnest(v_tokens) AS token (match_token)
+            CROSS JOIN LATERAL (
+                SELECT f.brief, f.details, f.last_at, f.last_event_seq
+                FROM refproj.run_facts AS f
+                WHERE f.connector_id = v_connector_id
+                  AND f.match_token = token.match_token
+                ORDER BY f.last_at DESC, f.last_event_seq DESC
+                LIMIT GREATEST(p_run_limit, 0)
+            ) AS newest
+            ORDER BY newest.last_at DESC, newest.last_event_seq DESC
+            LIMIT GREATEST(p_run_limit, 0)
+        ) AS recent;
+        SELECT count(*)::int
+        INTO v_unattributed
+        FROM refproj.run_facts AS f
+        WHERE f.connector_id = v_connector_id
+          AND f.match_token <> ALL (v_connector_tokens);
+    ELSE
+        -- Some runs changed: read the connector's current facts (changed runs recomputed).
+        WITH facts AS MATERIALIZED (
+            SELECT * FROM refproj.current_run_facts(v_connector_id)
+        ),
+        mine AS MATERIALIZED (
+            SELECT f.* FROM facts AS f WHERE f.match_token = ANY (v_tokens)
+        ),
+        latest_success AS (
+            SELECT m.brief, m.last_at
+            FROM mine AS m
+            WHERE m.status = 'succeeded'
+            ORDER BY m.last_at DESC, m.last_event_seq DESC
+            LIMIT 1
+        )
         SELECT
-            (SELECT m.brief FROM mine AS m ORDER BY m.last_at DESC, m.last_event_seq DESC LIMIT 1)
-                AS last_run,
-            (SELECT ls.brief FROM latest_success AS ls) AS last_successful_run,
+            (SELECT m.brief FROM mine AS m ORDER BY m.last_at DESC, m.last_event_seq DESC LIMIT 1),
+            (SELECT ls.brief FROM latest_success AS ls),
             (SELECT count(*)::int
              FROM mine AS m
              WHERE m.status IN ('failed', 'surface_failed', 'abandoned')
-               AND m.last_at > COALESCE((SELECT ls.last_at FROM latest_success AS ls), '-infinity'))
-                AS failures_since_last_success
-    )
+               AND m.last_at > COALESCE((SELECT ls.last_at FROM latest_success AS ls), '-infinity')),
+            COALESCE((
+                SELECT jsonb_agg(recent.brief || recent.details
+                                 ORDER BY recent.last_at DESC, recent.last_event_seq DESC)
+                FROM (
+                    SELECT m.brief, m.details, m.last_at, m.last_event_seq
+                    FROM mine AS m
+                    ORDER BY m.last_at DESC, m.last_event_seq DESC
+                    LIMIT GREATEST(p_run_limit, 0)
+                ) AS recent), '[]'),
+            (SELECT count(*)::int FROM facts AS f WHERE f.match_token <> ALL (v_connector_tokens))
+        INTO v_last_run, v_last_successful_run, v_failures, v_recent_runs, v_unattributed;
+    END IF;
+
+    RETURN QUERY
     SELECT
         p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
         p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
         p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-        ev.last_run, ev.last_successful_run, ev.failures_since_last_success, p.max_staleness,
-        refproj.freshness_object(read_time.freshness, ev.last_run, ev.last_successful_run, p.max_staleness),
-        refproj.health_at(p.status, ev.last_run, read_time.freshness),
-        COALESCE((
-            SELECT jsonb_agg(recent.brief || recent.details
-                             ORDER BY recent.last_at DESC, recent.last_event_seq DESC)
-            FROM (
-                SELECT m.brief, m.details, m.last_at, m.last_event_seq
-                FROM mine AS m
-                ORDER BY m.last_at DESC, m.last_event_seq DESC
-                LIMIT GREATEST(p_run_limit, 0)
-            ) AS recent), '[]'::jsonb),
+        v_last_run, v_last_successful_run, v_failures, p.max_staleness,
+        refproj.freshness_object(read_time.freshness, v_last_run, v_last_successful_run, p.max_staleness),
+        refproj.health_at(p.status, v_last_run, read_time.freshness),
+        v_recent_runs,
         COALESCE((
             SELECT jsonb_agg(jsonb_build_object(
                     'stream', s.stream,
@@ -1199,13 +1239,10 @@ BEGIN
                 ORDER BY s.stream)
             FROM refproj.retained_streams AS s
             WHERE s.connector_instance_id = v_connection), '[]'::jsonb),
-        (SELECT count(*)::int
-         FROM facts AS f
-         WHERE NOT EXISTS (SELECT 1 FROM accepting AS a WHERE f.match_token = ANY (a.tokens)))
+        v_unattributed
     FROM refproj.connection_profile AS p
-    CROSS JOIN evidence AS ev
     CROSS JOIN LATERAL (
-        SELECT refproj.freshness_status(ev.last_run, ev.last_successful_run, p.max_staleness, p_at) AS freshness
+        SELECT refproj.freshness_status(v_last_run, v_last_successful_run, p.max_staleness, p_at) AS freshness
         OFFSET 0
     ) AS read_time
     WHERE p.connector_id = v_connector_id
@@ -1253,6 +1290,7 @@ BEGIN
         'refproj.projection_status()',
         'refproj.refresh_connection_summary(boolean)',
         'refproj.current_run_facts(text)',
+        'refproj.stored_run_evidence(text, text[])',
         'refproj.run_facts_of(refproj.run_key[])',
         'refproj.freshness_status(jsonb, jsonb, interval, timestamptz)',
         'refproj.freshness_object(text, jsonb, jsonb, interval)',

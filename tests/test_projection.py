@@ -291,11 +291,13 @@ def test_s21_sixteen_refreshes_from_four_processes(
         for process in processes:
             process.start()
         go.set()
-        wait_for(
-            lambda: backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16,
-            timeout=60,
-            what="16 refresh calls queued in the database",
-        )
+
+        def all_queued() -> bool:
+            early = list(results)
+            assert not early, f"a refresh returned while the table was locked: {early}"
+            return backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16
+
+        wait_for(all_queued, timeout=120, what="16 refresh calls queued in the database")
         locker.rollback()
         locker.close()
         for process in processes:
