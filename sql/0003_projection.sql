@@ -56,19 +56,20 @@ COMMENT ON FUNCTION refproj.run_brief(text, text, timestamptz, timestamptz, time
     'The jsonb run object of last_run and last_successful_run.';
 
 -- The one match token a run offers (DOMAIN.md section 4, rule order): its browser profile key,
--- else its identity, else "legacy" (a connector-wide run).
+-- else its identity, else "legacy" (a connector-wide run). Keys and identities are hashed so a
+-- token always fits in an index entry, however long the value a payload carried.
 CREATE FUNCTION refproj.run_match_token(p_browser_surface_profile_key text, p_identity text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-        WHEN p_browser_surface_profile_key IS NOT NULL THEN 'key:' || p_browser_surface_profile_key
-        WHEN p_identity IS NOT NULL THEN 'id:' || p_identity
+        WHEN p_browser_surface_profile_key IS NOT NULL THEN 'key:' || md5(p_browser_surface_profile_key)
+        WHEN p_identity IS NOT NULL THEN 'id:' || md5(p_identity)
         ELSE 'legacy'
     END
 $$;
 COMMENT ON FUNCTION refproj.run_match_token(text, text) IS
-    'The match token of a run: key:<profile key>, else id:<identity>, else legacy.';
+    'The match token of a run: key:<md5 of its profile key>, else id:<md5 of its identity>, else legacy.';
 
 -- The tokens a connection accepts: its expected profile key, its own id, and "legacy" when it is
 -- its connector's only active connection. A run belongs to the connection accepting its token.
@@ -78,13 +79,13 @@ RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT array_remove(
-        ARRAY['key:' || p_expected_profile_key,
-              'id:' || p_connector_instance_id,
+        ARRAY['key:' || md5(p_expected_profile_key),
+              'id:' || md5(p_connector_instance_id),
               CASE WHEN p_sole_active THEN 'legacy' END],
         NULL)
 $$;
 COMMENT ON FUNCTION refproj.connection_match_tokens(text, text, boolean) IS
-    'The match tokens a connection accepts: key:<expected profile key>, id:<connection id>, and legacy when it is the only active connection of its connector.';
+    'The match tokens a connection accepts: key:<md5 of its expected profile key>, id:<md5 of its id>, and legacy when it is the only active connection of its connector.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Runs (DOMAIN.md section 3)
@@ -272,7 +273,8 @@ JOIN connectors AS c
 CROSS JOIN LATERAL (
     SELECT COALESCE(
         NULLIF(btrim(CASE WHEN jsonb_typeof(c.manifest #> '{capabilities,browser_surface,profile_key}') = 'string'
-                          THEN c.manifest #>> '{capabilities,browser_surface,profile_key}' END), ''),
+                          THEN c.manifest #>> '{capabilities,browser_surface,profile_key}' END,
+                     E' \t\n\r\f\v'), ''),
         c.connector_id) AS base
 ) AS profile;
 COMMENT ON VIEW refproj.connection_keys IS
