@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -27,7 +28,7 @@ from refproj.errors import (
     RefprojError,
     StatementCanceled,
 )
-from refproj.projection import Projection
+from refproj.projection import Projection, check_identifier
 from refproj.settings import database_url, libpq_url
 
 EXIT_CODES: list[tuple[type[RefprojError], int]] = [
@@ -83,6 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--history-factor", type=float, default=1.0, help="multiply runs per connection")
     sub.add_argument("--seed", type=int, default=0, help="pseudo-random seed (default 0)")
     sub.add_argument("--replace", action="store_true", help="delete every source row first")
+    sub.add_argument(
+        "--recent",
+        action="store_true",
+        help="end the workload an hour ago instead of at its fixed base time (the demo's states show now)",
+    )
+    sub = command(
+        "grant-reader", cmd_grant_reader, "let ROLE read the overview, detail, status and request refreshes"
+    )
+    sub.add_argument("role", metavar="ROLE")
+    sub = command("bench", cmd_bench, "measure the projection against its baselines (bench/README.md)")
+    sub.add_argument("--profiles", default="S,M", help="comma-separated workload profiles (default S,M)")
+    sub.add_argument("--quick", action="store_true", help="a fast pass with fewer samples")
+    sub.add_argument("--output", default="bench", metavar="DIR", help="where results/ and README.md go")
+    sub.add_argument("--history-profile", help="profile of the history series (default: smallest but tiny)")
     return parser
 
 
@@ -209,8 +224,29 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grant_reader(args: argparse.Namespace) -> int:
+    """Runs refproj.grant_reader(ROLE); see README, "Least privilege"."""
+    url = database_url(args.database_url)
+    role = check_identifier(args.role, "role")
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            conn.execute("SELECT refproj.grant_reader(%s)", (role,))
+    except psycopg.OperationalError as error:
+        message = f"database unreachable at {_shown(url)}: {_first_line(error)}"
+        raise DatabaseUnavailable(message) from error
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as error:
+        message = f"refproj is not installed in {_shown(url)}: run `refproj migrate`"
+        raise MigrationsNotApplied(message) from error
+    except psycopg.errors.UndefinedObject as error:
+        raise RefprojError(_first_line(error)) from error
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise RefprojError(f"{_first_line(error)} (run it as the projection's owner)") from error
+    print(f"granted {role} read access to the refproj overview, detail and status, and refreshes")
+    return 0
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
-    from refproj.seed import seed
+    from refproj.seed import SEED_BASE_TIME, seed
 
     url = database_url(args.database_url)
     try:
@@ -226,6 +262,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
                 args.profile,
                 history_factor=args.history_factor,
                 seed=args.seed,
+                base_time=datetime.now(UTC) - timedelta(hours=1) if args.recent else SEED_BASE_TIME,
                 progress=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
             )
     except psycopg.OperationalError as error:
@@ -237,6 +274,44 @@ def cmd_seed(args: argparse.Namespace) -> int:
         raise RefprojError(str(error)) from error
     summary = ", ".join(f"{value:,} {name}" for name, value in counts.items())
     print(f"seeded profile {args.profile}: {summary}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Creates and drops its own databases on the server of --database-url / $DATABASE_URL."""
+    import shlex
+    from pathlib import Path
+
+    from refproj import bench
+
+    profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
+    command = ["refproj"]
+    if args.database_url:
+        command += ["--database-url", _shown(database_url(args.database_url))]
+    command += ["bench", "--profiles", args.profiles] + (["--quick"] if args.quick else [])
+    if args.output != "bench":
+        command += ["--output", args.output]
+    if args.history_profile:
+        command += ["--history-profile", args.history_profile]
+    config = bench.BenchConfig(
+        profiles=profiles,
+        server_url=args.database_url,
+        output_dir=Path(args.output),
+        iterations=bench.QUICK if args.quick else bench.FULL,
+        quick=args.quick,
+        history_profile=args.history_profile,
+        command=shlex.join(command),
+    )
+    try:
+        results = bench.run_bench(config)
+    except (exc.OperationalError, psycopg.OperationalError) as error:
+        cause = error.orig if isinstance(error, exc.OperationalError) else error
+        raise DatabaseUnavailable(f"database unreachable: {_first_line(cause)}") from error
+    except ValueError as error:
+        raise RefprojError(str(error)) from error
+    path = bench.write_outputs(results, Path(args.output))
+    print(bench.render_markdown(results))
+    print(f"results: {path}; {Path(args.output) / 'README.md'} regenerated", file=sys.stderr)
     return 0
 
 

@@ -148,3 +148,26 @@ def test_console_script_has_no_traceback(db_url: str) -> None:
         check=False,
     )
     assert (result.returncode, result.stdout, result.stderr) == (5, "", "refproj: no connection 'nope'\n")
+
+
+def test_grant_reader(db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    role = f"{db.info.dbname}_cli_reader"
+    db.execute(f'DROP ROLE IF EXISTS "{role}"')
+    db.execute(f'CREATE ROLE "{role}"')
+    try:
+        code, out, err = run(capsys, "--database-url", db_url, "grant-reader", role)
+        assert (code, err) == (0, "")
+        assert (
+            out == f"granted {role} read access to the refproj overview, detail and status, and refreshes\n"
+        )
+        assert db.execute(
+            "SELECT has_function_privilege(%s, 'refproj.refresh_connection_summary(boolean)', 'EXECUTE'),"
+            " has_table_privilege(%s, 'spine_events', 'SELECT')",
+            (role, role),
+        ).fetchone() == (True, False)
+        code, out, err = run(capsys, "--database-url", db_url, "grant-reader", "no_such_role_anywhere")
+        assert (code, out) == (1, "")
+        assert err == 'refproj: role "no_such_role_anywhere" does not exist\n'
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
