@@ -134,3 +134,24 @@ def test_exhausted_pool_is_a_clear_error(world: World, db_url: str) -> None:
         finally:
             held.close()
         assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+
+
+def test_database_down_then_back(world: World, db_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from tests.tcp_proxy import Proxy
+
+    url = make_url(db_url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
+    through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
+    with Projection(through_proxy, staleness_bound=None, read_reuse=0, connect_timeout=2) as proj:
+        assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+        proxy.down()
+        for call in (proj.list, lambda: proj.get("cin_work"), proj.refresh, proj.status):
+            with pytest.raises(DatabaseUnavailable, match=r"^database unreachable at "):
+                call()
+        proxy.up()
+        # Same Projection, no restart of the application: calls succeed again.
+        assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+        assert proj.refresh().refreshed is True
+        assert proj.get("cin_work")["connector_instance_id"] == "cin_work"
