@@ -1011,10 +1011,13 @@ RETURNS TABLE (
     max_staleness interval,
     freshness jsonb,
     health jsonb)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+-- plpgsql rather than SQL: the session keeps the plan instead of planning on every read.
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT
         s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
         s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
@@ -1029,7 +1032,8 @@ AS $$
     ) AS read_time
     WHERE p_connector_id IS NULL
        OR s.connector_id = p_connector_id
-    ORDER BY s.connector_id, s.created_at, s.connector_instance_id
+    ORDER BY s.connector_id, s.created_at, s.connector_instance_id;
+END
 $$;
 COMMENT ON FUNCTION refproj.connection_summaries(timestamptz, text) IS
     'The overview: stored evidence of every visible connection plus freshness and health computed for p_at, ordered by (connector_id, created_at, connector_instance_id), optionally for one connector. Only as current as the last refresh: see refproj.projection_status().';
