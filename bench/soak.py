@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = local_errors + writer_errors + [e for report in reports for e in report["errors"]]
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "make soak " + " ".join(sys.argv[1:]),
+        "command": "python bench/soak.py " + " ".join(sys.argv[1:]),
         "seconds": args.seconds,
         "reader_processes": args.processes,
         "threads_per_process": args.threads,
