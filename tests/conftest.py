@@ -108,3 +108,16 @@ def empty_db_url(postgresql_proc: Any) -> Iterator[str]:
             f"{DBNAME}_empty",
             postgresql_proc.password,
         )
+
+
+@pytest.fixture
+def refreshed_siblings(db: psycopg.Connection[Any]) -> Any:
+    """SCENARIOS.md's default world (acme: cin_work, cin_personal) with one succeeded run of
+    cin_work at 11:05, refreshed."""
+    from tests.world import World
+
+    world = World(db)
+    world.siblings()
+    world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    world.refresh()
+    return world

@@ -16,12 +16,8 @@ from tests.world import World
 
 
 @pytest.fixture
-def world(db: psycopg.Connection[Any]) -> World:
-    w = World(db)
-    w.siblings()
-    w.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
-    w.refresh()
-    return w
+def world(refreshed_siblings: World) -> World:
+    return refreshed_siblings
 
 
 def refresh_in_thread(proj: Projection) -> tuple[threading.Thread, list[Any]]:

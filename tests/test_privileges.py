@@ -33,12 +33,8 @@ def roles(db: psycopg.Connection[Any]) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def world(db: psycopg.Connection[Any]) -> World:
-    w = World(db)
-    w.siblings()
-    w.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
-    w.refresh()
-    return w
+def world(refreshed_siblings: World) -> World:
+    return refreshed_siblings
 
 
 def as_role(db: psycopg.Connection[Any], role: str) -> None:
