@@ -11,8 +11,7 @@ import psycopg
 import pytest
 
 from refproj import DatabaseUnavailable, PoolExhausted, Projection, StatementCanceled
-from tests.test_projection import backends_waiting, wait_for
-from tests.world import World
+from tests.world import World, backends_waiting, wait_for
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -23,21 +22,9 @@ from refproj import (
     StatementCanceled,
 )
 from tests.refresh_worker import refresh_worker
-from tests.world import World, at, iso
+from tests.world import World, at, backends_waiting, iso, wait_for
 
 OVERVIEW_MARK = "refproj.connection_summaries"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class StatementLog:
@@ -68,17 +55,6 @@ def world(db: psycopg.Connection[Any]) -> World:
     w = World(db)
     w.siblings()
     return w
-
-
-def backends_waiting(db: psycopg.Connection[Any], wait_event_type: str, query_like: str) -> int:
-    row = db.execute(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        " AND wait_event_type = %s AND query LIKE %s",
-        (wait_event_type, query_like),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # -- scenario 17: detail resolution ------------------------------------------------------------------

@@ -8,14 +8,13 @@ live run evidence (refproj.connection_run_evidence) and the run summaries as JSO
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.world import World, at, iso
+from tests.world import World, at, backends_waiting, iso, wait_for
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -959,17 +958,11 @@ def test_refresh_bookkeeping(db):
 
 
 def _wait_for_advisory_waiters(db: psycopg.Connection[Any], count: int) -> None:
-    """Poll until `count` sessions wait on an advisory lock (a condition, not a guess)."""
-    deadline = time.monotonic() + 10
-    while True:
-        row = db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-        ).fetchone()
-        if row is not None and row[0] >= count:
-            return
-        assert time.monotonic() < deadline, "refresh callers never queued on the advisory lock"
-        time.sleep(0.01)
+    """Until `count` sessions wait on an advisory lock (a condition, not a guess)."""
+    wait_for(
+        lambda: backends_waiting(db, "Lock", "%", wait_event="advisory") >= count,
+        what="refresh callers queued on the advisory lock",
+    )
 
 
 def test_refresh_coalesces_queued_callers(db, db_url):

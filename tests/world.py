@@ -8,6 +8,8 @@ serves them.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -213,3 +215,29 @@ class World:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def backends_waiting(
+    db: psycopg.Connection[Any], wait_event_type: str, query_like: str, wait_event: str | None = None
+) -> int:
+    """Other sessions of this database waiting on a lock of that type, running a matching query."""
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND wait_event_type = %s AND query LIKE %s AND (%s::text IS NULL OR wait_event = %s)",
+        (wait_event_type, query_like, wait_event, wait_event),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
