@@ -629,11 +629,14 @@ COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
 -- never stored, so a stored row can never claim "healthy" after it went stale.
 -- ---------------------------------------------------------------------------------------------
 
--- Each helper takes plain values so it inlines with no argument evaluated twice: callers
--- compute the freshness status once (OFFSET 0 keeps it a column) and pass it on.
-CREATE FUNCTION refproj.freshness_status(
-    p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval, p_at timestamptz)
-RETURNS text
+-- Freshness is a step in read time (DOMAIN.md section 5): a connection reads current up to one
+-- moment and not after it. fresh_until computes that moment once from the stored evidence, so
+-- the read itself is one comparison. Each helper takes plain values so it inlines with no
+-- argument evaluated twice: callers compute fresh_until and the status once (OFFSET 0 keeps
+-- each a column) and pass them on.
+CREATE FUNCTION refproj.fresh_until(
+    p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval)
+RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE
@@ -641,15 +644,32 @@ AS $$
              AND (p_last_successful_run IS NULL
                   OR (p_last_run ->> 'last_at')::timestamptz
                      >= (p_last_successful_run ->> 'last_at')::timestamptz)
-            THEN 'stale'
-        WHEN p_last_successful_run IS NOT NULL
-            THEN CASE WHEN p_at - (p_last_successful_run ->> 'last_at')::timestamptz <= p_max_staleness
-                      THEN 'current' ELSE 'stale' END
-        ELSE 'unknown'
+            THEN timestamptz '-infinity'
+        WHEN p_last_successful_run IS NULL
+            THEN NULL
+        -- Past this bound the sum would leave the timestamp range; such a connection is current
+        -- at any read time that fits in it.
+        WHEN (p_last_successful_run ->> 'last_at')::timestamptz
+             < timestamptz '294000-01-01 00:00:00+00' - p_max_staleness
+            THEN (p_last_successful_run ->> 'last_at')::timestamptz + p_max_staleness
+        ELSE timestamptz 'infinity'
     END
 $$;
-COMMENT ON FUNCTION refproj.freshness_status(jsonb, jsonb, interval, timestamptz) IS
-    'current, stale or unknown for a connection read at p_at (DOMAIN.md section 5).';
+COMMENT ON FUNCTION refproj.fresh_until(jsonb, jsonb, interval) IS
+    'The last read time at which a connection is current: -infinity when its last run failed after its last success, NULL when nothing succeeded (unknown), else the last success plus max_staleness (DOMAIN.md section 5).';
+
+CREATE FUNCTION refproj.freshness_status(p_fresh_until timestamptz, p_at timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_at <= p_fresh_until THEN 'current'
+        WHEN p_fresh_until IS NULL THEN 'unknown'
+        ELSE 'stale'
+    END
+$$;
+COMMENT ON FUNCTION refproj.freshness_status(timestamptz, timestamptz) IS
+    'current, stale or unknown for a connection read at p_at, from its refproj.fresh_until (DOMAIN.md section 5).';
 
 CREATE FUNCTION refproj.freshness_object(
     p_status text, p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval)
@@ -688,6 +708,83 @@ AS $$
 $$;
 COMMENT ON FUNCTION refproj.health_at(text, jsonb, text) IS
     'Health {state, reason} from connection status, last run and freshness status; first rule that applies (DOMAIN.md section 5).';
+
+-- ---------------------------------------------------------------------------------------------
+-- The overview as JSON text, serialised at refresh rather than on every read
+--
+-- Serialising a thousand rows of jsonb costs more than everything else a read does, and the
+-- stored part of a row only changes at a refresh. Since freshness is a step in read time (see
+-- refproj.fresh_until), a row's freshness and health take one of two values: one for read times
+-- up to fresh_until, one after. connection_summary_json keeps each row's stored fields as JSON
+-- text and both endings, so a read picks an ending per row and concatenates. It lives beside
+-- refproj.connection_summary, not in it, so the contract's view keeps its columns.
+-- ---------------------------------------------------------------------------------------------
+
+-- The end of a row's JSON object: freshness and health for one freshness status.
+CREATE FUNCTION refproj.overview_row_ending(
+    p_freshness text, p_status text, p_last_run jsonb, p_last_successful_run jsonb,
+    p_max_staleness interval)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT ',"freshness":'
+        || refproj.freshness_object(p_freshness, p_last_run, p_last_successful_run, p_max_staleness)::text
+        || ',"health":' || refproj.health_at(p_status, p_last_run, p_freshness)::text
+        || '}'
+$$;
+COMMENT ON FUNCTION refproj.overview_row_ending(text, text, jsonb, jsonb, interval) IS
+    'The JSON text that closes an overview row: its freshness and health objects for freshness status p_freshness.';
+
+-- Timestamps and intervals are written in one fixed style (UTC, postgres intervals), whatever
+-- the settings of the session that refreshes.
+CREATE FUNCTION refproj.connection_summary_json_rows()
+RETURNS TABLE (
+    connector_instance_id text,
+    connector_id text,
+    created_at timestamptz,
+    stored_fields text,
+    fresh_until timestamptz,
+    ending_until text,
+    ending_after text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET "IntervalStyle" = 'postgres'
+SET jit = off
+AS $$
+    SELECT
+        s.connector_instance_id, s.connector_id, s.created_at,
+        -- The object without its closing brace: an ending closes it.
+        left(to_json(stored)::text, -1),
+        step.fresh_until,
+        refproj.overview_row_ending(
+            refproj.freshness_status(step.fresh_until, timestamptz '-infinity'),
+            s.status, s.last_run, s.last_successful_run, s.max_staleness),
+        refproj.overview_row_ending(
+            refproj.freshness_status(step.fresh_until, timestamptz 'infinity'),
+            s.status, s.last_run, s.last_successful_run, s.max_staleness)
+    FROM refproj.connection_summary AS s
+    CROSS JOIN LATERAL (
+        SELECT
+            s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
+            s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at,
+            s.streams, s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
+            s.last_run, s.last_successful_run, s.failures_since_last_success, s.max_staleness
+    ) AS stored
+    CROSS JOIN LATERAL (
+        SELECT refproj.fresh_until(s.last_run, s.last_successful_run, s.max_staleness) AS fresh_until
+        OFFSET 0
+    ) AS step
+$$;
+COMMENT ON FUNCTION refproj.connection_summary_json_rows() IS
+    'Each row of refproj.connection_summary as overview JSON text: the stored fields, fresh_until, and the two possible endings (freshness and health) for read times up to fresh_until and after it.';
+
+CREATE MATERIALIZED VIEW refproj.connection_summary_json AS
+SELECT * FROM refproj.connection_summary_json_rows();
+CREATE UNIQUE INDEX connection_summary_json_connector_instance_id_idx
+    ON refproj.connection_summary_json (connector_instance_id);
+COMMENT ON MATERIALIZED VIEW refproj.connection_summary_json IS
+    'refproj.connection_summary serialised for refproj.connection_summaries_json(): per row the stored fields as JSON text and the endings for read times up to fresh_until (ending_until) and after (ending_after). Refreshed with it by refproj.refresh_connection_summary().';
 
 -- ---------------------------------------------------------------------------------------------
 -- Write detection and refresh bookkeeping (DOMAIN.md section 7, CONTRACT.md section 3)
@@ -947,6 +1044,7 @@ BEGIN
     END IF;
 
     REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
+    REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json;
 
     -- Forget exactly the writes the refresh saw; later commits keep source_changed true.
     DELETE FROM refproj.source_writes
@@ -1027,7 +1125,8 @@ BEGIN
         refproj.health_at(s.status, s.last_run, read_time.freshness)
     FROM refproj.connection_summary AS s
     CROSS JOIN LATERAL (
-        SELECT refproj.freshness_status(s.last_run, s.last_successful_run, s.max_staleness, p_at) AS freshness
+        SELECT refproj.freshness_status(
+                   refproj.fresh_until(s.last_run, s.last_successful_run, s.max_staleness), p_at) AS freshness
         OFFSET 0
     ) AS read_time
     WHERE p_connector_id IS NULL
@@ -1037,6 +1136,29 @@ END
 $$;
 COMMENT ON FUNCTION refproj.connection_summaries(timestamptz, text) IS
     'The overview: stored evidence of every visible connection plus freshness and health computed for p_at, ordered by (connector_id, created_at, connector_instance_id), optionally for one connector. Only as current as the last refresh: see refproj.projection_status().';
+
+CREATE FUNCTION refproj.connection_summaries_json(
+    p_at timestamptz DEFAULT now(), p_connector_id text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+BEGIN
+    RETURN (
+        SELECT '[' || COALESCE(
+            string_agg(
+                j.stored_fields
+                    || CASE WHEN p_at <= j.fresh_until THEN j.ending_until ELSE j.ending_after END,
+                ',' ORDER BY j.connector_id, j.created_at, j.connector_instance_id),
+            '') || ']'
+        FROM refproj.connection_summary_json AS j
+        WHERE p_connector_id IS NULL
+           OR j.connector_id = p_connector_id);
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_summaries_json(timestamptz, text) IS
+    'refproj.connection_summaries(p_at, p_connector_id) as one JSON array text, in the same order with the same fields and values (timestamps in UTC), read from refproj.connection_summary_json: what the Python shim serves.';
 
 -- Detail resolution: an exact visible connection id, else a connector id with exactly one
 -- visible connection. An ambiguous connector id resolves to nothing, and says so.
@@ -1248,7 +1370,8 @@ BEGIN
         v_unattributed
     FROM refproj.connection_profile AS p
     CROSS JOIN LATERAL (
-        SELECT refproj.freshness_status(v_last_run, v_last_successful_run, p.max_staleness, p_at) AS freshness
+        SELECT refproj.freshness_status(
+                   refproj.fresh_until(v_last_run, v_last_successful_run, p.max_staleness), p_at) AS freshness
         OFFSET 0
     ) AS read_time
     WHERE p.connector_id = v_connector_id
@@ -1281,7 +1404,7 @@ DECLARE
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA refproj TO %I', p_role);
     FOREACH v_object IN ARRAY ARRAY[
-        'refproj.connection_summary', 'refproj.projection_state', 'refproj.source_writes',
+        'refproj.connection_summary', 'refproj.connection_summary_json', 'refproj.projection_state', 'refproj.source_writes',
         'refproj.dirty_runs', 'refproj.run_facts', 'refproj.run_facts_live', 'refproj.connection_keys',
         'refproj.connection_profile', 'refproj.visible_connections', 'refproj.retained_streams',
         'refproj.connection_run_rollup']
@@ -1290,6 +1413,7 @@ BEGIN
     END LOOP;
     FOREACH v_object IN ARRAY ARRAY[
         'refproj.connection_summaries(timestamptz, text)',
+        'refproj.connection_summaries_json(timestamptz, text)',
         'refproj.connection_detail(text, int, timestamptz)',
         'refproj.resolve_connection(text)',
         'refproj.connection_run_evidence(text)',
@@ -1298,7 +1422,8 @@ BEGIN
         'refproj.current_run_facts(text)',
         'refproj.stored_run_evidence(text, text[])',
         'refproj.run_facts_of(refproj.run_key[])',
-        'refproj.freshness_status(jsonb, jsonb, interval, timestamptz)',
+        'refproj.fresh_until(jsonb, jsonb, interval)',
+        'refproj.freshness_status(timestamptz, timestamptz)',
         'refproj.freshness_object(text, jsonb, jsonb, interval)',
         'refproj.health_at(text, jsonb, text)',
         'refproj.jsonb_text(jsonb, text)',

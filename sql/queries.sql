@@ -5,16 +5,13 @@
 
 -- name: overview
 -- The overview and how current it is, in one statement and therefore one snapshot. The rows
--- travel as one JSON text (json, not jsonb: serialising needs no parse-and-sort) that the shim
--- parses once.
+-- arrive as one JSON text, serialised at refresh time (see refproj.connection_summary_json),
+-- that the shim parses once.
 SELECT
     pg_catalog.to_jsonb(status) AS status,
-    CAST(COALESCE(
-        (SELECT pg_catalog.json_agg(s ORDER BY s.connector_id, s.created_at, s.connector_instance_id)
-         FROM refproj.connection_summaries(
-             COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now()),
-             CAST(:connector_id AS pg_catalog.text)) AS s),
-        '[]'::pg_catalog.json) AS pg_catalog.text) AS connections
+    refproj.connection_summaries_json(
+        COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now()),
+        CAST(:connector_id AS pg_catalog.text)) AS connections
 FROM refproj.projection_status() AS status;
 
 -- name: detail

@@ -166,10 +166,12 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
     # Only the inlined pure-expression helpers go without a pinned search_path (see README).
     assert [name for (name,) in unpinned] == [
         "connection_match_tokens",
+        "fresh_until",
         "freshness_object",
         "freshness_status",
         "health_at",
         "jsonb_text",
+        "overview_row_ending",
         "run_brief",
         "run_match_token",
         "spine_run_key",

@@ -705,6 +705,11 @@ def test_s15_freshness_moves_with_the_clock(db):
     assert late["freshness"]["status"] == "stale"
     assert late["freshness"]["captured_at"] == iso("12:00")
     assert late["health"] == {"state": "stale", "reason": "past_max_staleness"}
+    # The step is exactly at the last success plus max_staleness: current up to and including it.
+    edge = w.overview("2026-01-05T13:00:00+00:00")["cin_work"]
+    past = w.overview("2026-01-05T13:00:00.000001+00:00")["cin_work"]
+    assert (edge["freshness"]["status"], edge["health"]["state"]) == ("current", "healthy")
+    assert (past["freshness"]["status"], past["health"]["state"]) == ("stale", "stale")
     # Apart from the read-time fields the two reads are the same stored row.
     strip = {"freshness", "health"}
     assert {k: v for k, v in early.items() if k not in strip} == {
@@ -716,6 +721,28 @@ def test_s15_freshness_moves_with_the_clock(db):
     assert detail_early is not None and detail_late is not None
     assert (detail_early["freshness"], detail_early["health"]) == (early["freshness"], early["health"])
     assert (detail_late["freshness"], detail_late["health"]) == (late["freshness"], late["health"])
+
+
+def test_far_future_and_infinite_event_times_keep_the_overview_serving(db):
+    """Event times at the edge of the timestamp range are legal rows: a success there is current
+    (its staleness deadline lies beyond any read time), and nobody's overview read fails."""
+    w = World(db)
+    w.siblings()
+    w.succeeded_run("run_far", "cin_work", "11:00", "11:05")
+    w.succeeded_run("run_inf", "cin_personal", "11:00", "11:05")
+    db.execute("UPDATE spine_events SET occurred_at = '290000-01-01 00:00:00+00' WHERE run_id = 'run_far'")
+    db.execute("UPDATE spine_events SET occurred_at = 'infinity' WHERE run_id = 'run_inf'")
+    assert w.refresh() is True
+
+    rows = w.overview("12:00")
+    assert rows["cin_work"]["last_successful_run"]["last_at"] == "290000-01-01T00:00:00+00:00"
+    assert rows["cin_personal"]["last_successful_run"]["last_at"] == "infinity"
+    for connection in ("cin_work", "cin_personal"):
+        assert rows[connection]["freshness"]["status"] == "current"
+        assert rows[connection]["health"] == {"state": "healthy", "reason": None}
+        row, detail = rows[connection], w.detail(connection, "12:00")
+        assert detail is not None
+        assert (detail["freshness"], detail["health"]) == (row["freshness"], row["health"])
 
 
 def test_s16_failure_after_success(db):

@@ -31,6 +31,22 @@ def iso(hhmm: str) -> str:
     return at(hhmm).astimezone(UTC).isoformat()
 
 
+def overview_forms(
+    db: psycopg.Connection[Any], when: datetime | None, connector_id: str | None = None
+) -> tuple[list[Any], list[Any]]:
+    """The overview at ``when`` (default now()) twice, in one snapshot and at one clock: the rows
+    of refproj.connection_summaries() as to_jsonb, and refproj.connection_summaries_json() parsed."""
+    row = db.execute(
+        "SELECT (SELECT COALESCE(jsonb_agg(to_jsonb(s) - 'ordinality' ORDER BY s.ordinality), '[]')"
+        "        FROM refproj.connection_summaries(read.at, %(connector)s) WITH ORDINALITY AS s),"
+        "       refproj.connection_summaries_json(read.at, %(connector)s)"
+        " FROM (SELECT COALESCE(%(at)s, now()) AS at) AS read",
+        {"at": when, "connector": connector_id},
+    ).fetchone()
+    assert row is not None
+    return row[0], json.loads(row[1])
+
+
 class World:
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self.db = db
@@ -180,12 +196,13 @@ class World:
         return bool(row[0])
 
     def overview(self, when: str | None = None, connector_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """Overview rows by connection id, in the order the function returned them."""
-        rows = self.db.execute(
-            "SELECT to_jsonb(s) FROM refproj.connection_summaries(COALESCE(%s, now()), %s) AS s",
-            (at(when) if when else None, connector_id),
-        ).fetchall()
-        return {row[0]["connector_instance_id"]: row[0] for row in rows}
+        """Overview rows by connection id, in the order the function returned them.
+
+        Every read also checks that the JSON text the shim serves
+        (refproj.connection_summaries_json) holds exactly the same rows in the same order."""
+        rows, served = overview_forms(self.db, at(when) if when else None, connector_id)
+        assert served == rows
+        return {row["connector_instance_id"]: row for row in rows}
 
     def overview_ids(self, connector_id: str | None = None) -> list[str]:
         return list(self.overview(connector_id=connector_id))
