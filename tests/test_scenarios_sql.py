@@ -7,6 +7,7 @@ live run evidence (refproj.connection_run_evidence) and the run summaries as JSO
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -743,6 +744,32 @@ def test_far_future_and_infinite_event_times_keep_the_overview_serving(db):
         row, detail = rows[connection], w.detail(connection, "12:00")
         assert detail is not None
         assert (detail["freshness"], detail["health"]) == (row["freshness"], row["health"])
+
+
+def test_served_json_is_in_utc_whatever_the_refreshing_session_uses(db):
+    """The JSON text the shim serves is written at refresh time, so it must not carry the
+    refreshing session's TimeZone or IntervalStyle (the typed function follows the reader's)."""
+    w = World(db)
+    w.siblings()
+    w.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    db.execute("SET TimeZone = 'Asia/Kolkata'")
+    db.execute("SET IntervalStyle = 'iso_8601'")
+    assert w.refresh() is True
+    db.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json")
+    served = json.loads(
+        db.execute("SELECT refproj.connection_summaries_json(%s)", (at("12:00"),)).fetchone()[0]
+    )
+    typed = db.execute(
+        "SELECT created_at::text, max_staleness::text FROM refproj.connection_summaries(%s)", (at("12:00"),)
+    ).fetchone()
+    assert typed == ("2026-01-05 14:30:00+05:30", "PT24H")
+    work = served[0]
+    assert work["connector_instance_id"] == "cin_work"
+    assert work["created_at"] == iso("09:00") == "2026-01-05T09:00:00+00:00"
+    assert work["max_staleness"] == "24:00:00"
+    assert work["last_run"]["last_at"] == iso("11:05")
+    assert work["freshness"]["captured_at"] == iso("11:05")
+    assert work["health"] == {"state": "healthy", "reason": None}
 
 
 def test_s16_failure_after_success(db):
