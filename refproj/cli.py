@@ -28,7 +28,7 @@ from refproj.errors import (
     RefprojError,
     StatementCanceled,
 )
-from refproj.projection import Projection, check_identifier
+from refproj.projection import DEFAULT_REFRESH_TIMEOUT, Projection, check_identifier
 from refproj.settings import database_url, libpq_url
 
 EXIT_CODES: list[tuple[type[RefprojError], int]] = [
@@ -69,7 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--create-database", action="store_true", help="create the database first if it is missing"
     )
-    command("refresh", cmd_refresh, "refresh the overview; returns when it reflects every earlier write")
+    sub = command(
+        "refresh", cmd_refresh, "refresh the overview; returns when it reflects every earlier write"
+    )
+    sub.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_REFRESH_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this long, waiting for other refreshes included"
+        f" (default {DEFAULT_REFRESH_TIMEOUT:g}; 0: no limit)",
+    )
     sub = command("status", cmd_status, "how current the overview is")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub = command("list", cmd_list, "the overview: one row per visible connection")
@@ -99,6 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", default="bench", metavar="DIR", help="where results/ and README.md go")
     sub.add_argument("--history-profile", help="profile of the history series (default: smallest but tiny)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
 
 
 def _projection(args: argparse.Namespace) -> Projection:
@@ -135,8 +155,16 @@ def _create_database(url_text: str | None) -> None:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    with _projection(args) as proj:
-        result = proj.refresh()
+    with Projection(
+        args.database_url, read_reuse=0, staleness_bound=None, refresh_timeout=args.timeout
+    ) as proj:
+        try:
+            result = proj.refresh()
+        except StatementCanceled as error:
+            # The usual cause is the first refresh after a bulk load, which rebuilds run_facts whole.
+            raise StatementCanceled(
+                f"{error} (refresh timeout {args.timeout:g} s; raise it with --timeout, 0 for no limit)"
+            ) from error
     verb = "refreshed" if result.refreshed else "joined a concurrent refresh"
     print(f"{verb}: overview as of {result.as_of.isoformat()} ({result.refresh_ms:.1f} ms)")
     return 0

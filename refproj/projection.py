@@ -104,6 +104,9 @@ def check_identifier(value: object, what: str = "connection id") -> str:
     return value
 
 
+DEFAULT_REFRESH_TIMEOUT = 120.0  # seconds; a full rebuild after a bulk load at M takes about 15
+
+
 class Projection:
     """Serve the connection overview and detail from one PostgreSQL database.
 
@@ -132,7 +135,7 @@ class Projection:
         pool_timeout: float = 10.0,
         connect_timeout: int = 5,
         statement_timeout: float = 30.0,
-        refresh_timeout: float = 120.0,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
     ) -> None:
         if read_reuse < 0 or read_reuse > 1:
             raise ValueError("read_reuse must be between 0 and 1 second")

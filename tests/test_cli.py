@@ -30,6 +30,29 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_refresh_timeout_is_an_option_and_says_how_to_raise_it(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locker = psycopg.connect(db_url)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    try:
+        code, out, err = run(capsys, "--database-url", db_url, "refresh", "--timeout", "0.3")
+    finally:
+        locker.close()
+    assert (code, out) == (8, "")
+    assert err == (
+        "refproj: the database canceled the statement: canceling statement due to statement timeout"
+        " (refresh timeout 0.3 s; raise it with --timeout, 0 for no limit)\n"
+    )
+    code, out, err = run(capsys, "--database-url", db_url, "refresh", "--timeout", "0")
+    assert (code, err) == (0, "")
+    assert out.startswith("refreshed: overview as of ")
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, "--database-url", db_url, "refresh", "--timeout", "-1")
+    assert exit_info.value.code == 2
+    assert "must be 0 or more seconds: '-1'" in capsys.readouterr().err
+
+
 def test_refresh_list_and_show(world: World, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "--database-url", db_url, "refresh")
     assert (code, err) == (0, "")
