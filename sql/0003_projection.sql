@@ -274,7 +274,7 @@ CROSS JOIN LATERAL (
     SELECT COALESCE(
         NULLIF(btrim(CASE WHEN jsonb_typeof(c.manifest #> '{capabilities,browser_surface,profile_key}') = 'string'
                           THEN c.manifest #>> '{capabilities,browser_surface,profile_key}' END,
-                     E' \t\n\r\f\v'), ''),
+                     E' \t\n\r\f\x0B'), ''),
         c.connector_id) AS base
 ) AS profile;
 COMMENT ON VIEW refproj.connection_keys IS

@@ -905,3 +905,31 @@ def test_regression_manifest_profile_key_is_trimmed_of_tabs_and_newlines(db: psy
     )
     assert Oracle(world).overview(BASE)[0]["last_run"]["failure_reason"] == "surface_unhealthy"
     check_rebuild(db, world, BASE)
+
+
+def test_regression_manifest_profile_key_keeps_its_letters(db: psycopg.Connection[Any]) -> None:
+    """Found by test_rebuilt_projection_equals_the_model: the trim set was written E' \\t\\n\\r\\f\\v',
+    but PostgreSQL has no \\v escape, so it meant the letter v. A manifest key "vault" became
+    "ault", and acme_work's browser runs reporting "vault:acme_work" went unattributed."""
+    world = Sources(
+        connectors=(
+            Connector("acme", manifest={"capabilities": {"browser_surface": {"profile_key": "vault\v"}}}),
+        ),
+        connections=(Connection("acme_work", "acme", BASE - timedelta(days=1)),),
+        events=(
+            Event(
+                1,
+                "run.browser_surface_failed",
+                BASE,
+                status="surface_failed",
+                source_id="acme",
+                run_id="r1",
+                data={"browser_surface": {"browser_surface_profile_key": "vault:acme_work"}},
+            ),
+        ),
+    )
+    assert Oracle(world).overview(BASE)[0]["last_run"]["run_id"] == "r1"
+    check_rebuild(db, world, BASE)
+    assert db.execute(
+        "SELECT expected_profile_key FROM refproj.connection_keys WHERE connector_instance_id = 'acme_work'"
+    ).fetchone() == ("vault:acme_work",)
