@@ -121,8 +121,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _projection(args: argparse.Namespace) -> Projection:
-    return Projection(args.database_url, read_reuse=0, staleness_bound=None)
+def _projection(args: argparse.Namespace, **options: Any) -> Projection:
+    return Projection(args.database_url, read_reuse=0, staleness_bound=None, **options)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -155,9 +155,7 @@ def _create_database(url_text: str | None) -> None:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    with Projection(
-        args.database_url, read_reuse=0, staleness_bound=None, refresh_timeout=args.timeout
-    ) as proj:
+    with _projection(args, refresh_timeout=args.timeout) as proj:
         try:
             result = proj.refresh()
         except StatementCanceled as error:
