@@ -218,7 +218,7 @@ class Projection:
         """Return once a refresh that started after this call has committed.
 
         Read-your-writes across threads and processes: the database function orders callers by
-        tickets (see sql/0003_projection.sql). In process, callers join a pending call only while
+        tickets (see sql/projection/10_refresh.sql). In process, callers join a pending call only while
         its leader is still waiting for a pooled connection, i.e. before the call reaches the
         database and draws its ticket, so joining never weakens the guarantee.
         """

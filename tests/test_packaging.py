@@ -35,9 +35,10 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
         archive.extractall(tmp_path / "site")
     assert {
         "refproj/_sql/0003_projection.sql",
+        "refproj/_sql/projection/10_refresh.sql",
         "refproj/_sql/queries.sql",
         "refproj/_migrations/env.py",
-        "refproj/_migrations/versions/0003_projection.py",
+        "refproj/_migrations/versions/0004_projection_by_concern.py",
         "refproj/py.typed",
     } <= names
     # Run the installed copy from a directory with no checkout around it.
@@ -61,5 +62,5 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
     assert imported_from == str(tmp_path / "site" / "refproj" / "__init__.py")
     assert migrated.startswith("migrated ")
     with psycopg.connect(empty_db_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
         assert conn.execute("SELECT count(*) FROM refproj.connection_summaries()").fetchone() == (0,)

@@ -1,0 +1,40 @@
+"""The projection re-created from ``sql/projection/``, one file per concern.
+
+Everything in the ``refproj`` schema is derived from the source tables, so a revision that
+changes the projection drops the schema and re-creates it whole from the files of its release;
+the roles ``refproj.grant_reader()`` let in are granted again. See docs/MIGRATIONS.md for the
+discipline: the files a released revision applies are never edited afterwards; the next release
+freezes ``sql/projection/`` under ``sql/releases/<revision>/`` and points this revision there.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from refproj._resources import sql_dir
+from refproj.migration_support import run_sql_file
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+PROJECTION_DIR = "projection"
+
+
+def _projection_files() -> list[str]:
+    return sorted(f"{PROJECTION_DIR}/{path.name}" for path in (sql_dir() / PROJECTION_DIR).glob("*.sql"))
+
+
+def upgrade() -> None:
+    run_sql_file("0004_save_reader_grants.sql")
+    run_sql_file("0003_projection_down.sql")
+    for name in _projection_files():
+        run_sql_file(name)
+    run_sql_file("0004_restore_reader_grants.sql")
+
+
+def downgrade() -> None:
+    run_sql_file("0004_save_reader_grants.sql")
+    run_sql_file("projection_down.sql")
+    run_sql_file("0003_projection.sql")
+    run_sql_file("0004_restore_reader_grants.sql")

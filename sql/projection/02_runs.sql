@@ -1,0 +1,163 @@
+-- ---------------------------------------------------------------------------------------------
+-- Runs (DOMAIN.md section 3)
+-- ---------------------------------------------------------------------------------------------
+
+-- Every run event with the identity it claims and the typed facts the summary needs.
+-- The WHERE clause matches the source/run summary index, so a filter on connector_id becomes
+-- an index range scan.
+CREATE VIEW refproj.run_events AS
+SELECT
+    e.event_seq,
+    e.source_id AS connector_id,
+    e.run_id,
+    e.event_type,
+    e.occurred_at,
+    e.status,
+    e.data,
+    COALESCE(
+        NULLIF(e.connector_instance_id, ''),
+        refproj.jsonb_text(e.data, 'connector_instance_id'),
+        refproj.jsonb_text(e.data, 'connection_id')) AS identity,
+    e.event_type IN ('run.completed', 'run.failed', 'run.cancelled',
+                     'run.browser_surface_failed', 'run.abandoned') AS is_terminal,
+    e.status NOT IN ('', 'unknown') AS has_status,
+    starts_with(e.event_type, 'run.browser_surface_')
+        AND jsonb_typeof(e.data -> 'browser_surface') = 'object' AS is_browser_surface,
+    COALESCE(refproj.jsonb_text(e.data, 'reason'),
+             refproj.jsonb_text(e.data, 'failure_reason')) AS reason
+FROM spine_events AS e
+WHERE e.run_id IS NOT NULL
+  AND e.source_kind = 'connector'
+  AND e.source_id IS NOT NULL;
+COMMENT ON VIEW refproj.run_events IS
+    'Run events (source_kind = connector, run_id set) with their claimed identity: connector_instance_id column, else data.connector_instance_id, else data.connection_id.';
+
+-- One row per run: (connector_id, run_id, identity). Events are first folded per claimed
+-- identity; an identity-less fold joins the run id's single identity, stands alone as a legacy
+-- run when the run id has no identity at all, and is ignored when the run id has several.
+-- Every step keeps connector_id in its grouping/partitioning so a connector filter is pushed
+-- down to the index.
+CREATE VIEW refproj.run_summaries AS
+WITH identity_folds AS NOT MATERIALIZED (
+    SELECT
+        re.connector_id,
+        re.run_id,
+        re.identity,
+        min(re.occurred_at) AS started_at,
+        max(re.occurred_at) AS last_at,
+        count(*) AS event_count,
+        max(re.event_seq) AS last_event_seq,
+        max(re.event_seq) FILTER (WHERE re.is_terminal AND re.has_status) AS terminal_seq,
+        max(re.event_seq) FILTER (WHERE re.has_status) AS status_seq,
+        max(re.event_seq) FILTER (WHERE re.is_browser_surface) AS surface_seq,
+        min(re.event_seq) FILTER (WHERE re.status IN ('failed', 'rejected')
+                                    AND re.reason IS NOT NULL) AS first_failure_seq,
+        bool_or(re.event_type = 'run.started') AS has_started
+    FROM refproj.run_events AS re
+    GROUP BY re.connector_id, re.run_id, re.identity
+),
+assigned_folds AS NOT MATERIALIZED (
+    SELECT
+        f.*,
+        COALESCE(f.identity, CASE WHEN f.identities = 1 THEN f.sole_identity END) AS run_identity
+    FROM (
+        SELECT
+            fo.*,
+            count(fo.identity) OVER run_id_folds AS identities,
+            max(fo.identity) OVER run_id_folds AS sole_identity
+        FROM identity_folds AS fo
+        WINDOW run_id_folds AS (PARTITION BY fo.connector_id, fo.run_id)
+    ) AS f
+    WHERE f.identity IS NOT NULL
+       OR f.identities <= 1
+),
+runs AS NOT MATERIALIZED (
+    SELECT
+        af.connector_id,
+        af.run_id,
+        af.run_identity AS connector_instance_id,
+        min(af.started_at) AS started_at,
+        max(af.last_at) AS last_at,
+        sum(af.event_count)::bigint AS event_count,
+        max(af.last_event_seq) AS last_event_seq,
+        max(af.terminal_seq) AS terminal_seq,
+        max(af.status_seq) AS status_seq,
+        max(af.surface_seq) AS surface_seq,
+        min(af.first_failure_seq) AS first_failure_seq,
+        bool_or(af.has_started) AS has_started
+    FROM assigned_folds AS af
+    GROUP BY af.connector_id, af.run_id, af.run_identity
+),
+run_outcomes AS NOT MATERIALIZED (
+    SELECT
+        r.*,
+        CASE
+            WHEN terminal.event_seq IS NOT NULL THEN terminal.status
+            WHEN r.has_started AND active.run_id IS NOT NULL THEN 'in_progress'
+            WHEN r.has_started THEN 'failed'
+            WHEN newest_status.event_seq IS NOT NULL THEN newest_status.status
+            ELSE 'unknown'
+        END AS status,
+        terminal.event_seq IS NULL AND r.has_started AND active.run_id IS NULL AS orphaned,
+        terminal.reason AS terminal_reason,
+        first_failure.reason AS first_failure_reason,
+        terminal.data AS terminal_data,
+        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_profile_key')
+            AS browser_surface_profile_key,
+        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_status')
+            AS browser_surface_status,
+        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_wait_reason')
+            AS browser_surface_wait_reason
+    FROM runs AS r
+    LEFT JOIN refproj.run_events AS terminal
+        ON terminal.event_seq = r.terminal_seq
+    LEFT JOIN refproj.run_events AS newest_status
+        ON newest_status.event_seq = r.status_seq
+    LEFT JOIN refproj.run_events AS surface
+        ON surface.event_seq = r.surface_seq
+    LEFT JOIN refproj.run_events AS first_failure
+        ON first_failure.event_seq = r.first_failure_seq
+    -- The controller's row must be for this connector and, when the run has an identity, for
+    -- that connection: a reused run id must not make a sibling's dead run look alive.
+    LEFT JOIN controller_active_runs AS active
+        ON active.run_id = r.run_id
+       AND active.connector_id = r.connector_id
+       AND (r.connector_instance_id IS NULL
+            OR active.connector_instance_id = r.connector_instance_id)
+)
+SELECT
+    o.connector_id,
+    o.run_id,
+    o.connector_instance_id,
+    o.status,
+    o.started_at,
+    o.last_at,
+    CASE WHEN o.status <> 'in_progress' THEN o.last_at END AS finished_at,
+    CASE
+        WHEN o.status IN ('succeeded', 'in_progress') THEN NULL
+        ELSE COALESCE(
+            o.terminal_reason,
+            CASE WHEN o.orphaned THEN 'orphaned_started_run' END,
+            o.first_failure_reason,
+            CASE WHEN o.status = 'surface_failed'
+                 THEN COALESCE(o.browser_surface_wait_reason, o.browser_surface_status,
+                               'browser_surface_failed') END)
+    END AS failure_reason,
+    o.event_count,
+    o.last_event_seq,
+    o.browser_surface_profile_key,
+    o.browser_surface_status,
+    o.browser_surface_wait_reason,
+    CASE WHEN jsonb_typeof(o.terminal_data -> 'known_gaps') = 'array'
+         THEN o.terminal_data -> 'known_gaps' ELSE '[]'::jsonb END AS known_gaps,
+    CASE WHEN jsonb_typeof(o.terminal_data -> 'collection_facts') = 'object'
+         THEN o.terminal_data -> 'collection_facts' END AS collection_facts,
+    CASE WHEN jsonb_typeof(o.terminal_data -> 'records_emitted') = 'number'
+              AND (o.terminal_data ->> 'records_emitted')::numeric BETWEEN 0 AND 9000000000000000000
+              AND (o.terminal_data ->> 'records_emitted')::numeric
+                  = trunc((o.terminal_data ->> 'records_emitted')::numeric)
+         THEN (o.terminal_data ->> 'records_emitted')::numeric::bigint END AS records_emitted
+FROM run_outcomes AS o;
+COMMENT ON VIEW refproj.run_summaries IS
+    'One row per run (connector_id, run_id, connector_instance_id = the run''s identity or NULL) with status, timing, failure reason and terminal payload facts (DOMAIN.md section 3). Computed live.';
+

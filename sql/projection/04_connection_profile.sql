@@ -1,0 +1,95 @@
+-- ---------------------------------------------------------------------------------------------
+-- The connection summary (DOMAIN.md section 5)
+-- ---------------------------------------------------------------------------------------------
+
+-- Connections the console lists: all but retired setup attempts.
+CREATE VIEW refproj.visible_connections AS
+SELECT ci.*
+FROM connector_instances AS ci
+WHERE NOT (ci.status = 'revoked'
+           AND COALESCE(ci.source_binding ->> 'kind', '') IN ('browser_enrollment_shell',
+                                                              'static_secret_draft',
+                                                              'manual_upload_draft'));
+COMMENT ON VIEW refproj.visible_connections IS
+    'Connections shown by the console: every connection except revoked retired setup attempts (source_binding.kind browser_enrollment_shell, static_secret_draft, manual_upload_draft).';
+
+CREATE VIEW refproj.retained_streams AS
+SELECT s.*
+FROM retained_size_stream AS s;
+COMMENT ON VIEW refproj.retained_streams IS
+    'Retained size per (connection, stream), as the application reports it.';
+
+-- What a connection row says apart from its runs, computed live.
+CREATE VIEW refproj.connection_profile AS
+SELECT
+    ci.connector_instance_id,
+    ci.connector_instance_id AS connection_id,
+    ci.connector_id,
+    COALESCE(NULLIF(ci.display_name, ''), NULLIF(c.display_name, ''), c.connector_id) AS display_name,
+    COALESCE(NULLIF(c.display_name, ''), c.connector_id) AS connector_display_name,
+    ci.status,
+    ci.source_kind,
+    ci.created_at,
+    ci.revoked_at,
+    ARRAY(
+        SELECT name
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(c.manifest -> 'streams') = 'array'
+                                       THEN c.manifest -> 'streams' END)
+             WITH ORDINALITY AS stream (item, position)
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN jsonb_typeof(stream.item) = 'string' THEN NULLIF(stream.item #>> '{}', '')
+                        ELSE refproj.jsonb_text(stream.item, 'name') END AS name
+        ) AS named
+        WHERE name IS NOT NULL
+        ORDER BY stream.position
+    ) AS streams,
+    COALESCE(retained_stream.stream_count, 0)::int AS stream_count,
+    COALESCE(retained_stream.total_records, 0)::bigint AS total_records,
+    CASE WHEN rc.connector_instance_id IS NOT NULL THEN jsonb_build_object(
+        'record_json_bytes', rc.current_record_json_bytes,
+        'record_changes_json_bytes', rc.record_history_json_bytes,
+        'blob_bytes', rc.blob_bytes,
+        'total_bytes', rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes)
+    END AS retained_bytes,
+    COALESCE(rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes, 0)::bigint
+        AS total_retained_bytes,
+    CASE WHEN jsonb_typeof(c.manifest #> '{refresh_policy,max_staleness_seconds}') = 'number'
+              AND (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric
+                  BETWEEN 0 AND 3153600000
+         THEN make_interval(secs => (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::double precision)
+         ELSE interval '24 hours'
+    END AS max_staleness
+FROM refproj.visible_connections AS ci
+JOIN connectors AS c
+    ON c.connector_id = ci.connector_id
+LEFT JOIN (
+    SELECT
+        s.connector_instance_id,
+        count(*) AS stream_count,
+        sum(s.record_count) AS total_records
+    FROM retained_size_stream AS s
+    GROUP BY s.connector_instance_id
+) AS retained_stream
+    ON retained_stream.connector_instance_id = ci.connector_instance_id
+LEFT JOIN retained_size_connection AS rc
+    ON rc.connector_instance_id = ci.connector_instance_id;
+COMMENT ON VIEW refproj.connection_profile IS
+    'Every visible connection with the fields of DOMAIN.md section 5 that do not come from runs: names, status, streams, retained sizes, max_staleness.';
+-- The stored evidence of every visible connection, computed live from the source tables;
+-- connection_detail reads it for one connection.
+CREATE VIEW refproj.connection_evidence AS
+SELECT
+    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
+    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
+    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
+    rollup.last_run,
+    rollup.last_successful_run,
+    COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success,
+    p.max_staleness
+FROM refproj.connection_profile AS p
+LEFT JOIN refproj.connection_run_rollup AS rollup
+    ON rollup.connector_id = p.connector_id
+   AND rollup.connector_instance_id = p.connector_instance_id;
+COMMENT ON VIEW refproj.connection_evidence IS
+    'The stored evidence of every visible connection (DOMAIN.md section 5), computed live from the source tables (refproj.connection_summary holds the same, maintained).';
+

@@ -1,0 +1,173 @@
+-- ---------------------------------------------------------------------------------------------
+-- The maintained overview (DOMAIN.md section 6: its cost must not grow with run history)
+--
+-- run_facts holds one row per run with its match token and brief, maintained by each refresh
+-- for exactly the runs whose events changed (refproj.dirty_runs, filled by statement triggers).
+-- The stored overview then costs a few index probes per connection, whatever the history.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TYPE refproj.run_key AS (connector_id text, run_id text);
+COMMENT ON TYPE refproj.run_key IS 'A run id of a connector: every identity of it is recomputed together.';
+
+CREATE TABLE refproj.run_facts (
+    connector_id text NOT NULL,
+    run_id text NOT NULL,
+    connector_instance_id text NULL,
+    match_token text NOT NULL,
+    status text NOT NULL,
+    last_at timestamptz NOT NULL,
+    last_event_seq bigint NOT NULL,
+    brief jsonb NOT NULL,
+    details jsonb NOT NULL
+);
+-- The run_facts rows computed from the source tables; a refresh stores them for changed runs.
+CREATE VIEW refproj.run_facts_live AS
+SELECT
+    r.connector_id, r.run_id, r.connector_instance_id,
+    refproj.run_match_token(r.browser_surface_profile_key, r.connector_instance_id) AS match_token,
+    r.status, r.last_at, r.last_event_seq,
+    refproj.run_brief(r.run_id, r.status, r.started_at, r.last_at, r.finished_at, r.failure_reason,
+                      r.event_count, r.browser_surface_profile_key) AS brief,
+    jsonb_build_object(
+        'connector_instance_id', r.connector_instance_id,
+        'browser_surface_status', r.browser_surface_status,
+        'browser_surface_wait_reason', r.browser_surface_wait_reason,
+        'known_gaps', r.known_gaps,
+        'collection_facts', r.collection_facts,
+        'records_emitted', r.records_emitted) AS details
+FROM refproj.run_summaries AS r;
+COMMENT ON VIEW refproj.run_facts_live IS
+    'What refproj.run_facts holds for every run, computed live from the source tables.';
+
+INSERT INTO refproj.run_facts
+SELECT *
+FROM refproj.run_facts_live;
+CREATE INDEX run_facts_run_idx
+    ON refproj.run_facts (connector_id, run_id);
+CREATE INDEX run_facts_latest_idx
+    ON refproj.run_facts (connector_id, match_token, last_at DESC, last_event_seq DESC);
+CREATE INDEX run_facts_latest_success_idx
+    ON refproj.run_facts (connector_id, match_token, last_at DESC, last_event_seq DESC)
+    WHERE status = 'succeeded';
+CREATE INDEX run_facts_failures_idx
+    ON refproj.run_facts (connector_id, match_token, last_at)
+    WHERE status IN ('failed', 'surface_failed', 'abandoned');
+COMMENT ON TABLE refproj.run_facts IS
+    'One row per run as of the last refresh: match token, status, recency, the last_run object (brief) and the rest of the run summary (details). Maintained incrementally by refproj.refresh_connection_summary(); always equal to refproj.run_facts_live once dirty_runs is empty.';
+
+-- run_facts_live for the given runs only. OFFSET 0 keeps the lateral subquery from being
+-- flattened, so each key becomes an index range scan on the source/run summary index.
+CREATE FUNCTION refproj.run_facts_of(p_keys refproj.run_key[])
+RETURNS SETOF refproj.run_facts
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+    SELECT f.*
+    FROM unnest(p_keys) AS k
+    CROSS JOIN LATERAL (
+        SELECT *
+        FROM refproj.run_facts_live AS live
+        WHERE live.connector_id = k.connector_id
+          AND live.run_id = k.run_id
+        OFFSET 0
+    ) AS f
+$$;
+COMMENT ON FUNCTION refproj.run_facts_of(refproj.run_key[]) IS
+    'refproj.run_facts_live rows of the given (connector_id, run_id) keys, each read through the source/run summary index.';
+
+-- A connector's run facts as the source tables say right now: the stored rows of runs that did
+-- not change since the last refresh, and the changed ones recomputed. Equal to
+-- run_facts_live filtered to the connector, at the cost of its changed runs only.
+CREATE FUNCTION refproj.current_run_facts(p_connector_id text)
+RETURNS SETOF refproj.run_facts
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+DECLARE
+    v_rebuild boolean;
+    v_changed refproj.run_key[];
+BEGIN
+    SELECT ps.rebuild_requests > ps.rebuild_done INTO v_rebuild FROM refproj.projection_state AS ps;
+    SELECT COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key), '{}')
+    INTO v_changed
+    FROM refproj.dirty_runs AS d
+    WHERE d.connector_id = p_connector_id
+      AND d.run_id IS NOT NULL;
+
+    IF v_rebuild THEN
+        RETURN QUERY
+        SELECT * FROM refproj.run_facts_live AS live WHERE live.connector_id = p_connector_id;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT f.*
+    FROM refproj.run_facts AS f
+    WHERE f.connector_id = p_connector_id
+      AND NOT (ROW(f.connector_id, f.run_id)::refproj.run_key = ANY (v_changed));
+    -- Planning the recomputation costs milliseconds: only when there is something to recompute.
+    IF cardinality(v_changed) > 0 THEN
+        RETURN QUERY
+        SELECT * FROM refproj.run_facts_of(v_changed);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION refproj.current_run_facts(text) IS
+    'The run facts of one connector as of the caller''s snapshot (stored rows of unchanged runs plus changed runs recomputed): equal to refproj.run_facts_live for that connector.';
+
+-- Latest run, latest success and failures since, for one connection, from run_facts: one index
+-- probe per accepted token for each of the first two, one range scan for the count.
+CREATE FUNCTION refproj.stored_run_evidence(p_connector_id text, p_tokens text[])
+RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)
+LANGUAGE sql STABLE
+ROWS 1
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH latest AS (
+        SELECT newest.brief
+        FROM unnest(p_tokens) AS token (match_token)
+        CROSS JOIN LATERAL (
+            SELECT f.brief, f.last_at, f.last_event_seq
+            FROM refproj.run_facts AS f
+            WHERE f.connector_id = p_connector_id
+              AND f.match_token = token.match_token
+            ORDER BY f.last_at DESC, f.last_event_seq DESC
+            LIMIT 1
+        ) AS newest
+        ORDER BY newest.last_at DESC, newest.last_event_seq DESC
+        LIMIT 1
+    ),
+    latest_success AS (
+        SELECT newest.brief, newest.last_at
+        FROM unnest(p_tokens) AS token (match_token)
+        CROSS JOIN LATERAL (
+            SELECT f.brief, f.last_at, f.last_event_seq
+            FROM refproj.run_facts AS f
+            WHERE f.connector_id = p_connector_id
+              AND f.match_token = token.match_token
+              AND f.status = 'succeeded'
+            ORDER BY f.last_at DESC, f.last_event_seq DESC
+            LIMIT 1
+        ) AS newest
+        ORDER BY newest.last_at DESC, newest.last_event_seq DESC
+        LIMIT 1
+    )
+    SELECT
+        (SELECT brief FROM latest),
+        (SELECT brief FROM latest_success),
+        (SELECT count(*)::int
+         FROM unnest(p_tokens) AS token (match_token)
+         JOIN refproj.run_facts AS f
+             ON f.connector_id = p_connector_id
+            AND f.match_token = token.match_token
+         WHERE f.status IN ('failed', 'surface_failed', 'abandoned')
+           AND f.last_at > COALESCE((SELECT last_at FROM latest_success), '-infinity'))
+$$;
+COMMENT ON FUNCTION refproj.stored_run_evidence(text, text[]) IS
+    'last_run, last_successful_run and failures_since_last_success of a connection accepting p_tokens, from refproj.run_facts.';
+

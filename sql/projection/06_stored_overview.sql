@@ -1,0 +1,23 @@
+CREATE MATERIALIZED VIEW refproj.connection_summary AS
+SELECT
+    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
+    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
+    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
+    evidence.last_run,
+    evidence.last_successful_run,
+    evidence.failures_since_last_success,
+    p.max_staleness
+FROM refproj.connection_profile AS p
+JOIN refproj.connection_keys AS k
+    ON k.connector_instance_id = p.connector_instance_id
+CROSS JOIN LATERAL refproj.stored_run_evidence(
+    p.connector_id,
+    refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key, k.sole_active)
+) AS evidence;
+CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx
+    ON refproj.connection_summary (connector_instance_id);
+CREATE INDEX connection_summary_overview_order_idx
+    ON refproj.connection_summary (connector_id, created_at, connector_instance_id);
+COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
+    'Stored evidence per visible connection (DOMAIN.md section 5), from refproj.run_facts. Never holds freshness or health: read it through refproj.connection_summaries(p_at). Refresh with refproj.refresh_connection_summary().';
+

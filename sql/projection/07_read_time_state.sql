@@ -1,0 +1,85 @@
+-- ---------------------------------------------------------------------------------------------
+-- Read-time state (DOMAIN.md section 5): computed from the stored evidence and the read's clock,
+-- never stored, so a stored row can never claim "healthy" after it went stale.
+-- ---------------------------------------------------------------------------------------------
+
+-- Freshness is a step in read time (DOMAIN.md section 5): a connection reads current up to one
+-- moment and not after it. fresh_until computes that moment once from the stored evidence, so
+-- the read itself is one comparison. Each helper takes plain values so it inlines with no
+-- argument evaluated twice: callers compute fresh_until and the status once (OFFSET 0 keeps
+-- each a column) and pass them on.
+CREATE FUNCTION refproj.fresh_until(
+    p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+             AND (p_last_successful_run IS NULL
+                  OR (p_last_run ->> 'last_at')::timestamptz
+                     >= (p_last_successful_run ->> 'last_at')::timestamptz)
+            THEN timestamptz '-infinity'
+        WHEN p_last_successful_run IS NULL
+            THEN NULL
+        -- Past this bound the sum would leave the timestamp range; such a connection is current
+        -- at any read time that fits in it.
+        WHEN (p_last_successful_run ->> 'last_at')::timestamptz
+             < timestamptz '294000-01-01 00:00:00+00' - p_max_staleness
+            THEN (p_last_successful_run ->> 'last_at')::timestamptz + p_max_staleness
+        ELSE timestamptz 'infinity'
+    END
+$$;
+COMMENT ON FUNCTION refproj.fresh_until(jsonb, jsonb, interval) IS
+    'The last read time at which a connection is current: -infinity when its last run failed after its last success, NULL when nothing succeeded (unknown), else the last success plus max_staleness (DOMAIN.md section 5).';
+
+CREATE FUNCTION refproj.freshness_status(p_fresh_until timestamptz, p_at timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_at <= p_fresh_until THEN 'current'
+        WHEN p_fresh_until IS NULL THEN 'unknown'
+        ELSE 'stale'
+    END
+$$;
+COMMENT ON FUNCTION refproj.freshness_status(timestamptz, timestamptz) IS
+    'current, stale or unknown for a connection read at p_at, from its refproj.fresh_until (DOMAIN.md section 5).';
+
+CREATE FUNCTION refproj.freshness_object(
+    p_status text, p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval)
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT jsonb_build_object(
+        'status', p_status,
+        'captured_at', p_last_successful_run -> 'last_at',
+        'last_attempted_at', p_last_run -> 'last_at',
+        'max_staleness_seconds', extract(epoch FROM p_max_staleness))
+$$;
+COMMENT ON FUNCTION refproj.freshness_object(text, jsonb, jsonb, interval) IS
+    'The freshness object {status, captured_at, last_attempted_at, max_staleness_seconds}.';
+
+CREATE FUNCTION refproj.health_at(p_status text, p_last_run jsonb, p_freshness_status text)
+RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_status = 'revoked' THEN jsonb_build_object('state', 'revoked', 'reason', 'connection_revoked')
+        WHEN p_status = 'paused' THEN jsonb_build_object('state', 'paused', 'reason', 'connection_paused')
+        WHEN p_status = 'draft' THEN jsonb_build_object('state', 'setup', 'reason', 'connection_draft')
+        WHEN p_last_run ->> 'status' = 'in_progress'
+            THEN jsonb_build_object('state', 'running', 'reason', 'run_in_progress')
+        WHEN p_last_run IS NULL THEN jsonb_build_object('state', 'idle', 'reason', 'never_run')
+        WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+            THEN jsonb_build_object('state', 'failing',
+                                    'reason', COALESCE(p_last_run ->> 'failure_reason', p_last_run ->> 'status'))
+        WHEN p_freshness_status = 'stale'
+            THEN jsonb_build_object('state', 'stale', 'reason', 'past_max_staleness')
+        WHEN p_freshness_status = 'current'
+            THEN jsonb_build_object('state', 'healthy', 'reason', NULL)
+        ELSE jsonb_build_object('state', 'unknown', 'reason', 'no_successful_run')
+    END
+$$;
+COMMENT ON FUNCTION refproj.health_at(text, jsonb, text) IS
+    'Health {state, reason} from connection status, last run and freshness status; first rule that applies (DOMAIN.md section 5).';
+

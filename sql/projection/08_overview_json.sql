@@ -1,0 +1,77 @@
+-- ---------------------------------------------------------------------------------------------
+-- The overview as JSON text, serialised at refresh rather than on every read
+--
+-- Serialising a thousand rows of jsonb costs more than everything else a read does, and the
+-- stored part of a row only changes at a refresh. Since freshness is a step in read time (see
+-- refproj.fresh_until), a row's freshness and health take one of two values: one for read times
+-- up to fresh_until, one after. connection_summary_json keeps each row's stored fields as JSON
+-- text and both endings, so a read picks an ending per row and concatenates. It lives beside
+-- refproj.connection_summary, not in it, so the contract's view keeps its columns.
+-- ---------------------------------------------------------------------------------------------
+
+-- The end of a row's JSON object: freshness and health for one freshness status.
+CREATE FUNCTION refproj.overview_row_ending(
+    p_freshness text, p_status text, p_last_run jsonb, p_last_successful_run jsonb,
+    p_max_staleness interval)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT ',"freshness":'
+        || refproj.freshness_object(p_freshness, p_last_run, p_last_successful_run, p_max_staleness)::text
+        || ',"health":' || refproj.health_at(p_status, p_last_run, p_freshness)::text
+        || '}'
+$$;
+COMMENT ON FUNCTION refproj.overview_row_ending(text, text, jsonb, jsonb, interval) IS
+    'The JSON text that closes an overview row: its freshness and health objects for freshness status p_freshness.';
+
+-- Timestamps and intervals are written in one fixed style (UTC, postgres intervals), whatever
+-- the settings of the session that refreshes.
+CREATE FUNCTION refproj.connection_summary_json_rows()
+RETURNS TABLE (
+    connector_instance_id text,
+    connector_id text,
+    created_at timestamptz,
+    stored_fields text,
+    fresh_until timestamptz,
+    ending_until text,
+    ending_after text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET "IntervalStyle" = 'postgres'
+SET jit = off
+AS $$
+    SELECT
+        s.connector_instance_id, s.connector_id, s.created_at,
+        -- The object without its closing brace: an ending closes it.
+        left(to_json(stored)::text, -1),
+        step.fresh_until,
+        refproj.overview_row_ending(
+            refproj.freshness_status(step.fresh_until, timestamptz '-infinity'),
+            s.status, s.last_run, s.last_successful_run, s.max_staleness),
+        refproj.overview_row_ending(
+            refproj.freshness_status(step.fresh_until, timestamptz 'infinity'),
+            s.status, s.last_run, s.last_successful_run, s.max_staleness)
+    FROM refproj.connection_summary AS s
+    CROSS JOIN LATERAL (
+        SELECT
+            s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
+            s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at,
+            s.streams, s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
+            s.last_run, s.last_successful_run, s.failures_since_last_success, s.max_staleness
+    ) AS stored
+    CROSS JOIN LATERAL (
+        SELECT refproj.fresh_until(s.last_run, s.last_successful_run, s.max_staleness) AS fresh_until
+        OFFSET 0
+    ) AS step
+$$;
+COMMENT ON FUNCTION refproj.connection_summary_json_rows() IS
+    'Each row of refproj.connection_summary as overview JSON text: the stored fields, fresh_until, and the two possible endings (freshness and health) for read times up to fresh_until and after it.';
+
+CREATE MATERIALIZED VIEW refproj.connection_summary_json AS
+SELECT * FROM refproj.connection_summary_json_rows();
+CREATE UNIQUE INDEX connection_summary_json_connector_instance_id_idx
+    ON refproj.connection_summary_json (connector_instance_id);
+COMMENT ON MATERIALIZED VIEW refproj.connection_summary_json IS
+    'refproj.connection_summary serialised for refproj.connection_summaries_json(): per row the stored fields as JSON text and the endings for read times up to fresh_until (ending_until) and after (ending_after). Refreshed with it by refproj.refresh_connection_summary().';
+

@@ -1,0 +1,177 @@
+-- ---------------------------------------------------------------------------------------------
+-- Write detection and refresh bookkeeping (DOMAIN.md section 7, CONTRACT.md section 3)
+-- ---------------------------------------------------------------------------------------------
+
+-- One row per transaction that wrote connectors, connector_instances or the retained-size tables
+-- since the last refresh. Inserts never block each other (each transaction has its own key), so
+-- writers do not serialise on a shared counter, and a late-committing transaction stays here
+-- until a refresh whose snapshot includes it.
+CREATE TABLE refproj.source_writes (
+    xid xid8 PRIMARY KEY
+);
+ALTER TABLE refproj.source_writes SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+COMMENT ON TABLE refproj.source_writes IS
+    'Transactions that wrote connectors, connector_instances or the retained-size tables and are not yet reflected in refproj.connection_summary.';
+
+-- Runs whose spine events or active-run rows changed since the last refresh; one row per
+-- statement and run id (a spine write that touches no run leaves one row of NULLs, so it still
+-- counts as a source write). The next refresh claims the committed rows and recomputes exactly
+-- those runs; rows of a transaction that commits later stay for the refresh after.
+CREATE TABLE refproj.dirty_runs (
+    connector_id text NULL,
+    run_id text NULL
+);
+-- A detail reads its connector's rows.
+CREATE INDEX dirty_runs_connector_idx ON refproj.dirty_runs (connector_id);
+-- Every refresh deletes what it claimed: vacuum soon after, not after a fifth of the table died.
+ALTER TABLE refproj.dirty_runs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+COMMENT ON TABLE refproj.dirty_runs IS
+    'Runs changed since the last refresh (connector_id, run_id). Claimed and emptied by refproj.refresh_connection_summary(). A TRUNCATE counts in projection_state.rebuild_requests instead.';
+
+CREATE TABLE refproj.projection_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    as_of timestamptz NOT NULL,
+    refresh_ticket bigint NOT NULL DEFAULT 0,
+    last_refresh_ms double precision NULL,
+    refresh_count bigint NOT NULL DEFAULT 0,
+    -- TRUNCATEs of spine_events or controller_active_runs seen, and handled by a full rebuild.
+    rebuild_requests bigint NOT NULL DEFAULT 0,
+    rebuild_done bigint NOT NULL DEFAULT 0
+);
+INSERT INTO refproj.projection_state (as_of) VALUES (now());
+COMMENT ON TABLE refproj.projection_state IS
+    'Single row: when the stored evidence was computed (as_of), the ticket its refresh started at, and refresh statistics.';
+
+-- Tickets order refresh requests against refresh starts: nextval is non-transactional and
+-- strictly increasing across sessions.
+CREATE SEQUENCE refproj.refresh_ticket;
+COMMENT ON SEQUENCE refproj.refresh_ticket IS
+    'Orders refresh requests against refresh starts for read-your-writes coalescing.';
+
+-- Trigger functions are SECURITY DEFINER so the application's writers need no privilege on the
+-- refproj schema. All are statement-level: one small insert per writing statement.
+CREATE FUNCTION refproj.note_source_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO refproj.source_writes (xid)
+    VALUES (pg_current_xact_id())
+    ON CONFLICT (xid) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_source_write() IS
+    'Statement trigger: records that the current transaction wrote a source table.';
+
+-- The runs a spine_events statement touched, from its transition tables.
+CREATE FUNCTION refproj.note_spine_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        -- A TRUNCATE has no transition table: ask the next refresh to rebuild everything.
+        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT k.connector_id, k.run_id
+        FROM new_rows AS n
+        CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT k.connector_id, k.run_id
+        FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS n
+        CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k;
+    ELSE
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT k.connector_id, k.run_id
+        FROM old_rows AS n
+        CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_spine_write() IS
+    'Statement trigger on spine_events: records the (connector_id, run_id) of every run event the statement inserted, updated or deleted.';
+
+-- A spine row's run key, or NULLs when it is not a run event (refproj.run_events' filter).
+CREATE FUNCTION refproj.spine_run_key(p_source_kind text, p_source_id text, p_run_id text)
+RETURNS TABLE (connector_id text, run_id text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT
+        CASE WHEN p_source_kind = 'connector' AND p_run_id IS NOT NULL THEN p_source_id END,
+        CASE WHEN p_source_kind = 'connector' AND p_source_id IS NOT NULL THEN p_run_id END
+$$;
+COMMENT ON FUNCTION refproj.spine_run_key(text, text, text) IS
+    'The (connector_id, run_id) a spine row contributes to, or NULLs for a row that is no run event.';
+
+-- Whether the controller runs a run decides in_progress versus failed: its rows dirty their runs.
+CREATE FUNCTION refproj.note_active_run_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        -- A TRUNCATE has no transition table: ask the next refresh to rebuild everything.
+        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT n.connector_id, n.run_id FROM new_rows AS n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT n.connector_id, n.run_id FROM old_rows AS n
+        UNION
+        SELECT n.connector_id, n.run_id FROM new_rows AS n;
+    ELSE
+        INSERT INTO refproj.dirty_runs (connector_id, run_id)
+        SELECT DISTINCT n.connector_id, n.run_id FROM old_rows AS n;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_active_run_write() IS
+    'Statement trigger on controller_active_runs: records the runs whose in_progress status may have changed.';
+
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connectors
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connector_instances
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_connection
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+CREATE TRIGGER refproj_note_source_write
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_stream
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+
+CREATE TRIGGER refproj_note_insert
+    AFTER INSERT ON spine_events REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+CREATE TRIGGER refproj_note_update
+    AFTER UPDATE ON spine_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+CREATE TRIGGER refproj_note_delete
+    AFTER DELETE ON spine_events REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+CREATE TRIGGER refproj_note_truncate
+    AFTER TRUNCATE ON spine_events
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
+
+CREATE TRIGGER refproj_note_insert
+    AFTER INSERT ON controller_active_runs REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
+CREATE TRIGGER refproj_note_update
+    AFTER UPDATE ON controller_active_runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
+CREATE TRIGGER refproj_note_delete
+    AFTER DELETE ON controller_active_runs REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
+CREATE TRIGGER refproj_note_truncate
+    AFTER TRUNCATE ON controller_active_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();

@@ -1,0 +1,119 @@
+
+-- Coalesced, read-your-writes refresh.
+--
+-- Invariant: when this returns, a refresh whose snapshot was taken after this call began has
+-- committed. Each call draws a ticket on entry; each refresh draws a ticket just before its
+-- snapshot and stores it. Callers queue on one transaction-scoped advisory lock; the holder
+-- returns at once if the stored ticket is newer than its own (a refresh that started after it
+-- arrived has committed), and otherwise refreshes. So a burst of N callers costs at most the
+-- refresh already running plus one more.
+CREATE FUNCTION refproj.refresh_connection_summary(
+    p_only_if_changed boolean DEFAULT false,
+    OUT refreshed boolean, OUT as_of timestamptz, OUT refresh_ms double precision)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+DECLARE
+    v_ticket bigint := nextval('refproj.refresh_ticket');
+    v_started_ticket bigint;
+    v_started timestamptz;
+    v_snapshot pg_snapshot;
+    v_rebuild boolean;
+    v_rebuild_requests bigint;
+    v_keys refproj.run_key[];
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(7418206610342958901);
+
+    SELECT ps.refresh_ticket, ps.as_of
+    INTO v_started_ticket, v_started
+    FROM refproj.projection_state AS ps;
+    -- p_only_if_changed is for watchers that saw source_changed: when another refresh has
+    -- already absorbed every write, there is nothing left to do.
+    IF v_started_ticket > v_ticket
+       OR (p_only_if_changed
+           AND NOT (SELECT ps.source_changed FROM refproj.projection_status() AS ps)) THEN
+        refreshed := false;
+        as_of := v_started;
+        refresh_ms := 0;
+        RETURN;
+    END IF;
+
+    v_started_ticket := nextval('refproj.refresh_ticket');
+    v_started := clock_timestamp();
+    v_snapshot := pg_current_snapshot();
+
+    -- Claim the changed runs committed so far and bring their run_facts up to date. A backlog
+    -- larger than a tenth of all runs (a bulk load, a TRUNCATE) is cheaper to rebuild whole.
+    WITH claimed AS (
+        DELETE FROM refproj.dirty_runs
+        RETURNING connector_id, run_id
+    )
+    SELECT COALESCE(array_agg(DISTINCT ROW(claimed.connector_id, claimed.run_id)::refproj.run_key)
+                        FILTER (WHERE claimed.run_id IS NOT NULL), '{}')
+    INTO v_keys
+    FROM claimed;
+    SELECT ps.rebuild_requests, ps.rebuild_requests > ps.rebuild_done
+    INTO v_rebuild_requests, v_rebuild
+    FROM refproj.projection_state AS ps;
+
+    IF v_rebuild OR cardinality(v_keys) > GREATEST(1000, (
+        SELECT c.reltuples / 10 FROM pg_class AS c WHERE c.oid = 'refproj.run_facts'::regclass)) THEN
+        DELETE FROM refproj.run_facts;
+        INSERT INTO refproj.run_facts
+        SELECT * FROM refproj.run_facts_live;
+    ELSIF cardinality(v_keys) > 0 THEN
+        DELETE FROM refproj.run_facts AS f
+        USING unnest(v_keys) AS k
+        WHERE f.connector_id = k.connector_id
+          AND f.run_id = k.run_id;
+        INSERT INTO refproj.run_facts
+        SELECT * FROM refproj.run_facts_of(v_keys);
+    END IF;
+
+    REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
+    REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json;
+
+    -- Forget exactly the writes the refresh saw; later commits keep source_changed true.
+    DELETE FROM refproj.source_writes
+    WHERE pg_visible_in_snapshot(xid, v_snapshot);
+
+    refresh_ms := extract(epoch FROM clock_timestamp() - v_started) * 1000;
+    UPDATE refproj.projection_state
+    SET as_of = v_started,
+        refresh_ticket = v_started_ticket,
+        last_refresh_ms = refresh_ms,
+        refresh_count = projection_state.refresh_count + 1,
+        rebuild_done = CASE WHEN v_rebuild THEN v_rebuild_requests ELSE projection_state.rebuild_done END;
+    refreshed := true;
+    as_of := v_started;
+END
+$$;
+COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean) IS
+    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending.';
+
+CREATE FUNCTION refproj.projection_status(
+    OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,
+    OUT refresh_count bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT
+        ps.as_of,
+        EXISTS (SELECT 1 FROM refproj.source_writes)
+            OR EXISTS (SELECT 1 FROM refproj.dirty_runs)
+            OR ps.rebuild_requests > ps.rebuild_done,
+        ps.last_refresh_ms,
+        ps.refresh_count
+    FROM refproj.projection_state AS ps
+$$;
+COMMENT ON FUNCTION refproj.projection_status() IS
+    'One row: as_of (when the stored evidence was computed), source_changed (a source table was written since), last_refresh_ms, refresh_count. Costs two index probes whatever the history size.';
+

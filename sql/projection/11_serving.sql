@@ -1,0 +1,299 @@
+-- ---------------------------------------------------------------------------------------------
+-- Serving: overview, detail, resolution, live run evidence (DOMAIN.md section 6)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION refproj.connection_summaries(
+    p_at timestamptz DEFAULT now(), p_connector_id text DEFAULT NULL)
+RETURNS TABLE (
+    connector_instance_id text,
+    connection_id text,
+    connector_id text,
+    display_name text,
+    connector_display_name text,
+    status text,
+    source_kind text,
+    created_at timestamptz,
+    revoked_at timestamptz,
+    streams text[],
+    stream_count int,
+    total_records bigint,
+    retained_bytes jsonb,
+    total_retained_bytes bigint,
+    last_run jsonb,
+    last_successful_run jsonb,
+    failures_since_last_success int,
+    max_staleness interval,
+    freshness jsonb,
+    health jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+-- plpgsql rather than SQL: the session keeps the plan instead of planning on every read.
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT
+        s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
+        s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
+        s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes, s.last_run,
+        s.last_successful_run, s.failures_since_last_success, s.max_staleness,
+        refproj.freshness_object(read_time.freshness, s.last_run, s.last_successful_run, s.max_staleness),
+        refproj.health_at(s.status, s.last_run, read_time.freshness)
+    FROM refproj.connection_summary AS s
+    CROSS JOIN LATERAL (
+        SELECT refproj.freshness_status(
+                   refproj.fresh_until(s.last_run, s.last_successful_run, s.max_staleness), p_at) AS freshness
+        OFFSET 0
+    ) AS read_time
+    WHERE p_connector_id IS NULL
+       OR s.connector_id = p_connector_id
+    ORDER BY s.connector_id, s.created_at, s.connector_instance_id;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_summaries(timestamptz, text) IS
+    'The overview: stored evidence of every visible connection plus freshness and health computed for p_at, ordered by (connector_id, created_at, connector_instance_id), optionally for one connector. Only as current as the last refresh: see refproj.projection_status().';
+
+CREATE FUNCTION refproj.connection_summaries_json(
+    p_at timestamptz DEFAULT now(), p_connector_id text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+BEGIN
+    RETURN (
+        SELECT '[' || COALESCE(
+            string_agg(
+                j.stored_fields
+                    || CASE WHEN p_at <= j.fresh_until THEN j.ending_until ELSE j.ending_after END,
+                ',' ORDER BY j.connector_id, j.created_at, j.connector_instance_id),
+            '') || ']'
+        FROM refproj.connection_summary_json AS j
+        WHERE p_connector_id IS NULL
+           OR j.connector_id = p_connector_id);
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_summaries_json(timestamptz, text) IS
+    'refproj.connection_summaries(p_at, p_connector_id) as one JSON array text, in the same order with the same fields and values (timestamps in UTC), read from refproj.connection_summary_json: what the Python shim serves.';
+
+-- Detail resolution: an exact visible connection id, else a connector id with exactly one
+-- visible connection. An ambiguous connector id resolves to nothing, and says so.
+CREATE FUNCTION refproj.resolve_connection(p_connection text)
+RETURNS TABLE (connector_instance_id text, connector_id text, resolution text, candidates int)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH exact AS (
+        SELECT v.connector_instance_id, v.connector_id
+        FROM refproj.visible_connections AS v
+        WHERE v.connector_instance_id = p_connection
+    ),
+    by_connector AS (
+        SELECT min(v.connector_instance_id) AS connector_instance_id, count(*)::int AS candidates
+        FROM refproj.visible_connections AS v
+        WHERE v.connector_id = p_connection
+    )
+    SELECT e.connector_instance_id, e.connector_id, 'exact', 1
+    FROM exact AS e
+    UNION ALL
+    SELECT
+        CASE WHEN b.candidates = 1 THEN b.connector_instance_id END,
+        CASE WHEN b.candidates >= 1 THEN p_connection END,
+        CASE b.candidates WHEN 0 THEN 'not_found' WHEN 1 THEN 'connector' ELSE 'ambiguous' END,
+        b.candidates
+    FROM by_connector AS b
+    WHERE NOT EXISTS (SELECT 1 FROM exact)
+$$;
+COMMENT ON FUNCTION refproj.resolve_connection(text) IS
+    'How a detail request resolves: resolution exact | connector (connector id with one visible connection) | ambiguous | not_found, with the number of candidates.';
+
+CREATE FUNCTION refproj.connection_run_evidence(p_connector_instance_id text)
+RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+DECLARE
+    v_connector_id text;
+BEGIN
+    SELECT k.connector_id INTO v_connector_id
+    FROM refproj.connection_keys AS k
+    WHERE k.connector_instance_id = p_connector_instance_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'refproj: no connection %', quote_literal(p_connector_instance_id)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+
+    RETURN QUERY
+    SELECT rollup.last_run, rollup.last_successful_run, COALESCE(rollup.failures_since_last_success, 0)
+    FROM (SELECT 1) AS one
+    LEFT JOIN refproj.connection_run_rollup AS rollup
+        ON rollup.connector_id = v_connector_id
+       AND rollup.connector_instance_id = p_connector_instance_id;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_run_evidence(text) IS
+    'Live run evidence of one connection (any status, including retired setup attempts): last_run, last_successful_run, failures_since_last_success. Raises no_data_found for an unknown id.';
+
+CREATE FUNCTION refproj.connection_detail(
+    p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
+RETURNS TABLE (
+    connector_instance_id text,
+    connection_id text,
+    connector_id text,
+    display_name text,
+    connector_display_name text,
+    status text,
+    source_kind text,
+    created_at timestamptz,
+    revoked_at timestamptz,
+    streams text[],
+    stream_count int,
+    total_records bigint,
+    retained_bytes jsonb,
+    total_retained_bytes bigint,
+    last_run jsonb,
+    last_successful_run jsonb,
+    failures_since_last_success int,
+    max_staleness interval,
+    freshness jsonb,
+    health jsonb,
+    recent_runs jsonb,
+    streams_retained jsonb,
+    unattributed_runs int)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+DECLARE
+    v_connection text;
+    v_connector_id text;
+    v_tokens text[];
+    v_connector_tokens text[];
+    v_last_run jsonb;
+    v_last_successful_run jsonb;
+    v_failures int;
+    v_recent_runs jsonb;
+    v_unattributed int;
+BEGIN
+    SELECT r.connector_instance_id, r.connector_id
+    INTO v_connection, v_connector_id
+    FROM refproj.resolve_connection(p_connection) AS r;
+    IF v_connection IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- The tokens this connection accepts, and those any connection of its connector accepts.
+    WITH accepting AS (
+        SELECT
+            k.connector_instance_id,
+            refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key,
+                                            k.sole_active) AS tokens
+        FROM refproj.connection_keys AS k
+        WHERE k.connector_id = v_connector_id
+    )
+    SELECT
+        (SELECT a.tokens FROM accepting AS a WHERE a.connector_instance_id = v_connection),
+        ARRAY(SELECT token FROM accepting AS a CROSS JOIN LATERAL unnest(a.tokens) AS token)
+    INTO v_tokens, v_connector_tokens;
+
+    IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
+       AND (SELECT ps.rebuild_requests = ps.rebuild_done FROM refproj.projection_state AS ps) THEN
+        -- Nothing of this connector changed since the last refresh: run_facts is current for it,
+        -- and the stored rows answer with the same index probes as the overview.
+        SELECT ev.last_run, ev.last_successful_run, ev.failures_since_last_success
+        INTO v_last_run, v_last_successful_run, v_failures
+        FROM refproj.stored_run_evidence(v_connector_id, v_tokens) AS ev;
+        SELECT COALESCE(jsonb_agg(recent.brief || recent.details
+                                  ORDER BY recent.last_at DESC, recent.last_event_seq DESC), '[]')
+        INTO v_recent_runs
+        FROM (
+            SELECT newest.*
+            FROM unnest(v_tokens) AS token (match_token)
+            CROSS JOIN LATERAL (
+                SELECT f.brief, f.details, f.last_at, f.last_event_seq
+                FROM refproj.run_facts AS f
+                WHERE f.connector_id = v_connector_id
+                  AND f.match_token = token.match_token
+                ORDER BY f.last_at DESC, f.last_event_seq DESC
+                LIMIT GREATEST(p_run_limit, 0)
+            ) AS newest
+            ORDER BY newest.last_at DESC, newest.last_event_seq DESC
+            LIMIT GREATEST(p_run_limit, 0)
+        ) AS recent;
+        SELECT count(*)::int
+        INTO v_unattributed
+        FROM refproj.run_facts AS f
+        WHERE f.connector_id = v_connector_id
+          AND f.match_token <> ALL (v_connector_tokens);
+    ELSE
+        -- Some runs changed: read the connector's current facts (changed runs recomputed).
+        WITH facts AS MATERIALIZED (
+            SELECT * FROM refproj.current_run_facts(v_connector_id)
+        ),
+        mine AS MATERIALIZED (
+            SELECT f.* FROM facts AS f WHERE f.match_token = ANY (v_tokens)
+        ),
+        latest_success AS (
+            SELECT m.brief, m.last_at
+            FROM mine AS m
+            WHERE m.status = 'succeeded'
+            ORDER BY m.last_at DESC, m.last_event_seq DESC
+            LIMIT 1
+        )
+        SELECT
+            (SELECT m.brief FROM mine AS m ORDER BY m.last_at DESC, m.last_event_seq DESC LIMIT 1),
+            (SELECT ls.brief FROM latest_success AS ls),
+            (SELECT count(*)::int
+             FROM mine AS m
+             WHERE m.status IN ('failed', 'surface_failed', 'abandoned')
+               AND m.last_at > COALESCE((SELECT ls.last_at FROM latest_success AS ls), '-infinity')),
+            COALESCE((
+                SELECT jsonb_agg(recent.brief || recent.details
+                                 ORDER BY recent.last_at DESC, recent.last_event_seq DESC)
+                FROM (
+                    SELECT m.brief, m.details, m.last_at, m.last_event_seq
+                    FROM mine AS m
+                    ORDER BY m.last_at DESC, m.last_event_seq DESC
+                    LIMIT GREATEST(p_run_limit, 0)
+                ) AS recent), '[]'),
+            (SELECT count(*)::int FROM facts AS f WHERE f.match_token <> ALL (v_connector_tokens))
+        INTO v_last_run, v_last_successful_run, v_failures, v_recent_runs, v_unattributed;
+    END IF;
+
+    RETURN QUERY
+    SELECT
+        p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
+        p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
+        p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
+        v_last_run, v_last_successful_run, v_failures, p.max_staleness,
+        refproj.freshness_object(read_time.freshness, v_last_run, v_last_successful_run, p.max_staleness),
+        refproj.health_at(p.status, v_last_run, read_time.freshness),
+        v_recent_runs,
+        COALESCE((
+            SELECT jsonb_agg(jsonb_build_object(
+                    'stream', s.stream,
+                    'record_count', s.record_count,
+                    'current_record_json_bytes', s.current_record_json_bytes,
+                    'record_history_json_bytes', s.record_history_json_bytes,
+                    'blob_bytes', s.blob_bytes,
+                    'computed_at', s.computed_at)
+                ORDER BY s.stream)
+            FROM refproj.retained_streams AS s
+            WHERE s.connector_instance_id = v_connection), '[]'::jsonb),
+        v_unattributed
+    FROM refproj.connection_profile AS p
+    CROSS JOIN LATERAL (
+        SELECT refproj.freshness_status(
+                   refproj.fresh_until(v_last_run, v_last_successful_run, p.max_staleness), p_at) AS freshness
+        OFFSET 0
+    ) AS read_time
+    WHERE p.connector_id = v_connector_id
+      AND p.connector_instance_id = v_connection;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_detail(text, int, timestamptz) IS
+    'Live detail (as of the caller''s snapshot, whatever the last refresh) of one connection, resolved by exact connection id or by a connector id with exactly one visible connection (zero rows otherwise): every overview field plus recent_runs (up to p_run_limit latest runs, full summaries), streams_retained and unattributed_runs (the connector''s runs that match no connection).';
+

@@ -1,0 +1,57 @@
+-- ---------------------------------------------------------------------------------------------
+-- Least privilege
+-- ---------------------------------------------------------------------------------------------
+
+-- Nothing here is for PUBLIC. Trigger functions need no EXECUTE privilege to fire, so the
+-- application's writers keep writing the source tables without any grant on this schema.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA refproj FROM PUBLIC;
+
+-- What a console reader gets: read the overview, the detail and the status, and request a
+-- refresh (refresh_connection_summary is SECURITY DEFINER because only the owner may refresh the
+-- view and write the projection's state). SELECT is granted on the refproj relations those
+-- functions read, never on a source table: views read the source tables with their owner's
+-- rights. Run it as the projection's owner (or a superuser): SELECT refproj.grant_reader('role').
+CREATE FUNCTION refproj.grant_reader(p_role text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_object text;
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA refproj TO %I', p_role);
+    FOREACH v_object IN ARRAY ARRAY[
+        'refproj.connection_summary', 'refproj.connection_summary_json', 'refproj.projection_state', 'refproj.source_writes',
+        'refproj.dirty_runs', 'refproj.run_facts', 'refproj.run_facts_live', 'refproj.connection_keys',
+        'refproj.connection_profile', 'refproj.visible_connections', 'refproj.retained_streams',
+        'refproj.connection_run_rollup']
+    LOOP
+        EXECUTE format('GRANT SELECT ON %s TO %I', v_object, p_role);
+    END LOOP;
+    FOREACH v_object IN ARRAY ARRAY[
+        'refproj.connection_summaries(timestamptz, text)',
+        'refproj.connection_summaries_json(timestamptz, text)',
+        'refproj.connection_detail(text, int, timestamptz)',
+        'refproj.resolve_connection(text)',
+        'refproj.connection_run_evidence(text)',
+        'refproj.projection_status()',
+        'refproj.refresh_connection_summary(boolean)',
+        'refproj.current_run_facts(text)',
+        'refproj.stored_run_evidence(text, text[])',
+        'refproj.run_facts_of(refproj.run_key[])',
+        'refproj.fresh_until(jsonb, jsonb, interval)',
+        'refproj.freshness_status(timestamptz, timestamptz)',
+        'refproj.freshness_object(text, jsonb, jsonb, interval)',
+        'refproj.health_at(text, jsonb, text)',
+        'refproj.jsonb_text(jsonb, text)',
+        'refproj.run_brief(text, text, timestamptz, timestamptz, timestamptz, text, bigint, text)',
+        'refproj.run_match_token(text, text)',
+        'refproj.connection_match_tokens(text, text, boolean)']
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_object, p_role);
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION refproj.grant_reader(text) FROM PUBLIC;
+COMMENT ON FUNCTION refproj.grant_reader(text) IS
+    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). Run as the projection''s owner.';
