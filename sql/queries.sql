@@ -14,6 +14,27 @@ SELECT
         CAST(:connector_id AS pg_catalog.text)) AS connections
 FROM refproj.projection_status() AS status;
 
+-- name: overview_page
+-- One page (or all) of the overview as the database serialised it, with valid_until and the key
+-- of the page's last row, plus how current it is: one statement, one snapshot. The HTTP service
+-- writes `connections` into its response as is.
+SELECT
+    pg_catalog.to_jsonb(status) AS status,
+    pg_catalog.jsonb_build_object(
+        'valid_until', page.valid_until,
+        'row_count', page.row_count,
+        'last_key', page.last_key,
+        'more', page.more) AS page,
+    page.connections
+FROM refproj.projection_status() AS status
+CROSS JOIN refproj.connection_summaries_page(
+    COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now()),
+    CAST(:connector_id AS pg_catalog.text),
+    CAST(:limit AS pg_catalog.int4),
+    CAST(:after_connector_id AS pg_catalog.text),
+    CAST(:after_created_at AS pg_catalog.timestamptz),
+    CAST(:after_connector_instance_id AS pg_catalog.text)) AS page;
+
 -- name: detail
 -- How the requested id resolves, and the live detail when it resolves to one connection.
 SELECT

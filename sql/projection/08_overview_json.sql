@@ -72,6 +72,9 @@ CREATE MATERIALIZED VIEW refproj.connection_summary_json AS
 SELECT * FROM refproj.connection_summary_json_rows();
 CREATE UNIQUE INDEX connection_summary_json_connector_instance_id_idx
     ON refproj.connection_summary_json (connector_instance_id);
+-- Overview order, so a keyset page (refproj.connection_summaries_page) reads its rows and no others.
+CREATE INDEX connection_summary_json_overview_order_idx
+    ON refproj.connection_summary_json (connector_id, created_at, connector_instance_id);
 COMMENT ON MATERIALIZED VIEW refproj.connection_summary_json IS
     'refproj.connection_summary serialised for refproj.connection_summaries_json(): per row the stored fields as JSON text and the endings for read times up to fresh_until (ending_until) and after (ending_after). Refreshed with it by refproj.refresh_connection_summary().';
 

@@ -92,12 +92,16 @@ BEGIN
         last_refresh_ms = refresh_ms,
         refresh_count = projection_state.refresh_count + 1,
         rebuild_done = CASE WHEN v_rebuild THEN v_rebuild_requests ELSE projection_state.rebuild_done END;
+    -- Every refresh that ran gives the overview a new as_of, so the served body changes: tell
+    -- listeners (the HTTP service's event stream). Delivered at commit, never for a rollback.
+    PERFORM pg_notify('refproj_refreshed',
+                      json_build_object('as_of', v_started, 'refresh_ms', refresh_ms)::text);
     refreshed := true;
     as_of := v_started;
 END
 $$;
 COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean) IS
-    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending.';
+    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending. A refresh that ran sends NOTIFY refproj_refreshed with payload {"as_of": the new as_of (ISO-8601), "refresh_ms"}.';
 
 CREATE FUNCTION refproj.projection_status(
     OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,

@@ -76,6 +76,102 @@ $$;
 COMMENT ON FUNCTION refproj.connection_summaries_json(timestamptz, text) IS
     'refproj.connection_summaries(p_at, p_connector_id) as one JSON array text, in the same order with the same fields and values (timestamps in UTC), read from refproj.connection_summary_json: what the Python shim serves.';
 
+-- The overview as served over HTTP: one page (or all) of the JSON rows, plus valid_until.
+--
+-- Keyset paging: p_limit rows in overview order after the key (p_after_connector_id,
+-- p_after_created_at, p_after_connector_instance_id) of the previous page's last row, read through
+-- connection_summary_json_overview_order_idx, so a page costs its rows whatever the list's size.
+-- A key, not an offset, so a connection added or removed between two pages shifts nothing.
+--
+-- valid_until: the first read time at which a served row's freshness or health would change
+-- (NULL: none ever will). A row's ending flips once, just after its fresh_until (current while
+-- p_at <= fresh_until), so the answer for p_at stays the same for read times up to the smallest
+-- fresh_until >= p_at. Infinite steps never come. Within one refresh (one as_of), valid_until
+-- therefore names the answer exactly: every row whose fresh_until is >= valid_until ends
+-- "until", every other row "after".
+CREATE FUNCTION refproj.connection_summaries_page(
+    p_at timestamptz DEFAULT now(),
+    p_connector_id text DEFAULT NULL,
+    p_limit int DEFAULT NULL,
+    p_after_connector_id text DEFAULT NULL,
+    p_after_created_at timestamptz DEFAULT NULL,
+    p_after_connector_instance_id text DEFAULT NULL,
+    OUT connections text,
+    OUT valid_until timestamptz,
+    OUT row_count int,
+    OUT last_key jsonb,
+    OUT more boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+BEGIN
+    IF p_limit IS NOT NULL AND p_limit < 1 THEN
+        RAISE EXCEPTION 'refproj: page limit must be at least 1, not %', p_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (p_after_connector_id IS NULL) <> (p_after_created_at IS NULL)
+       OR (p_after_connector_id IS NULL) <> (p_after_connector_instance_id IS NULL) THEN
+        RAISE EXCEPTION 'refproj: a page key needs connector_id, created_at and connector_instance_id'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF p_limit IS NULL AND p_after_connector_id IS NULL THEN
+        -- The whole list (or one connector's): the same aggregate as connection_summaries_json.
+        SELECT
+            '[' || COALESCE(
+                string_agg(
+                    j.stored_fields
+                        || CASE WHEN p_at <= j.fresh_until THEN j.ending_until ELSE j.ending_after END,
+                    ',' ORDER BY j.connector_id, j.created_at, j.connector_instance_id),
+                '') || ']',
+            min(j.fresh_until) FILTER (WHERE j.fresh_until >= p_at AND j.fresh_until < 'infinity'),
+            count(*)::int,
+            NULL,
+            false
+        INTO connections, valid_until, row_count, last_key, more
+        FROM refproj.connection_summary_json AS j
+        WHERE p_connector_id IS NULL
+           OR j.connector_id = p_connector_id;
+        RETURN;
+    END IF;
+
+    -- One row past the page says whether another page follows.
+    WITH page AS MATERIALIZED (
+        SELECT j.*, row_number() OVER (ORDER BY j.connector_id, j.created_at, j.connector_instance_id) AS n
+        FROM (
+            SELECT j.connector_id, j.created_at, j.connector_instance_id, j.stored_fields,
+                   j.fresh_until, j.ending_until, j.ending_after
+            FROM refproj.connection_summary_json AS j
+            WHERE (p_connector_id IS NULL OR j.connector_id = p_connector_id)
+              AND (p_after_connector_id IS NULL
+                   OR (j.connector_id, j.created_at, j.connector_instance_id)
+                      > (p_after_connector_id, p_after_created_at, p_after_connector_instance_id))
+            ORDER BY j.connector_id, j.created_at, j.connector_instance_id
+            LIMIT p_limit::bigint + 1
+        ) AS j
+    )
+    SELECT
+        '[' || COALESCE(
+            string_agg(
+                p.stored_fields
+                    || CASE WHEN p_at <= p.fresh_until THEN p.ending_until ELSE p.ending_after END,
+                ',' ORDER BY p.n) FILTER (WHERE p.n <= p_limit OR p_limit IS NULL),
+            '') || ']',
+        min(p.fresh_until) FILTER (WHERE (p.n <= p_limit OR p_limit IS NULL)
+                                     AND p.fresh_until >= p_at AND p.fresh_until < 'infinity'),
+        count(*) FILTER (WHERE p.n <= p_limit OR p_limit IS NULL)::int,
+        (array_agg(jsonb_build_array(p.connector_id, p.created_at, p.connector_instance_id) ORDER BY p.n DESC)
+            FILTER (WHERE p.n <= p_limit OR p_limit IS NULL))[1],
+        COALESCE(max(p.n) > p_limit, false)
+    INTO connections, valid_until, row_count, last_key, more
+    FROM page AS p;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_summaries_page(timestamptz, text, int, text, timestamptz, text) IS
+    'One page of refproj.connection_summaries_json(p_at, p_connector_id): up to p_limit rows (NULL: all) in overview order after the key (connector_id, created_at, connector_instance_id) of the previous page''s last row (NULLs: from the start), read by index. Also valid_until (the first read time at which a served row''s freshness or health changes; NULL: never), row_count, last_key (the key of the page''s last row, a JSON array, for the next page) and more (another page follows).';
+
 -- Detail resolution: an exact visible connection id, else a connector id with exactly one
 -- visible connection. An ambiguous connector id resolves to nothing, and says so.
 CREATE FUNCTION refproj.resolve_connection(p_connection text)

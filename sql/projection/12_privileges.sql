@@ -31,6 +31,7 @@ BEGIN
     FOREACH v_object IN ARRAY ARRAY[
         'refproj.connection_summaries(timestamptz, text)',
         'refproj.connection_summaries_json(timestamptz, text)',
+        'refproj.connection_summaries_page(timestamptz, text, int, text, timestamptz, text)',
         'refproj.connection_detail(text, int, timestamptz)',
         'refproj.resolve_connection(text)',
         'refproj.connection_run_evidence(text)',
