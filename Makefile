@@ -44,11 +44,11 @@ soak: install
 check: lint typecheck
 
 lint: install
-	$(BIN)/ruff check refproj migrations tests
-	$(BIN)/ruff format --check refproj migrations tests
+	$(BIN)/ruff check refproj refproj_bench migrations tests bench
+	$(BIN)/ruff format --check refproj refproj_bench migrations tests bench
 
 typecheck: install
-	$(BIN)/mypy refproj
+	$(BIN)/mypy refproj refproj_bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

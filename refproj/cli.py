@@ -308,7 +308,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import shlex
     from pathlib import Path
 
-    from refproj import bench
+    try:
+        import refproj_bench as bench
+    except ImportError as error:  # the benchmark ships as the optional extra refproj[bench]
+        missing = error.name or "refproj_bench"
+        raise RefprojError(
+            f"the benchmark is not installed ({missing} missing): pip install 'refproj[bench]'"
+        ) from error
 
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     command = ["refproj"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from refproj import bench
+import refproj_bench as bench
 
 TINY = bench.Iterations(
     overview_reads=bench.Budget(5, 2.0, 2),

@@ -64,3 +64,36 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
         assert conn.execute("SELECT count(*) FROM refproj.connection_summaries()").fetchone() == (0,)
+
+
+def test_product_does_not_import_the_benchmark() -> None:
+    code = (
+        "import sys, pkgutil, importlib, refproj;"
+        " [importlib.import_module(m.name) for m in pkgutil.walk_packages(refproj.__path__, 'refproj.')];"
+        " print(sorted(m for m in sys.modules if m.startswith('refproj_bench')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_bench_without_the_extra_is_one_line_and_exit_1() -> None:
+    # The benchmark package hidden from the import system, as when refproj[bench] is not installed.
+    code = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'refproj_bench':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from refproj.cli import main\n"
+        "sys.exit(main(['bench', '--profiles', 'tiny']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "refproj: the benchmark is not installed (refproj_bench missing): pip install 'refproj[bench]'"
+    ]
