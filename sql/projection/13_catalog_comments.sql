@@ -101,6 +101,7 @@ COMMENT ON INDEX refproj.run_facts_failures_idx IS 'Range scan counting a connec
 COMMENT ON INDEX refproj.connection_summary_connector_instance_id_idx IS 'Unique key that lets refproj.connection_summary be refreshed CONCURRENTLY.';
 COMMENT ON INDEX refproj.connection_summary_overview_order_idx IS 'The overview order (connector_id, created_at, connector_instance_id).';
 COMMENT ON INDEX refproj.connection_summary_json_connector_instance_id_idx IS 'Unique key that lets refproj.connection_summary_json be refreshed CONCURRENTLY.';
+COMMENT ON INDEX refproj.connection_summary_json_overview_order_idx IS 'The overview order (connector_id, created_at, connector_instance_id): refproj.connection_summaries_page reads a keyset page through it.';
 COMMENT ON INDEX refproj.dirty_runs_connector_idx IS 'A detail finds its connector''s changed runs.';
 COMMENT ON INDEX spine_events_source_run_summary_idx IS 'refproj''s source/run summary index: a connector''s run events by (source_kind, source_id, run_id, occurred_at DESC); built CONCURRENTLY.';
 
