@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -33,7 +35,20 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
+    metadata = next(name for name in names if name.endswith(".dist-info/METADATA"))
+    with zipfile.ZipFile(wheel) as archive:
+        requires = [
+            line.removeprefix("Requires-Dist: ")
+            for line in archive.read(metadata).decode().splitlines()
+            if line.startswith("Requires-Dist: ")
+        ]
+    # A library: psycopg without a libpq build unless the application asks for one.
+    assert "psycopg>=3.1" in requires
+    assert [r for r in requires if "binary" in r and "extra" not in r] == []
+    assert "psycopg[binary]>=3.1; extra == 'binary'" in requires
     assert {
+        "refproj_bench/__init__.py",
+        "refproj_bench/figures/overview.py",
         "refproj/_sql/0003_projection.sql",
         "refproj/_sql/projection/10_refresh.sql",
         "refproj/_sql/queries.sql",
@@ -97,3 +112,23 @@ def test_bench_without_the_extra_is_one_line_and_exit_1() -> None:
     assert result.stderr.splitlines() == [
         "refproj: the benchmark is not installed (refproj_bench missing): pip install 'refproj[bench]'"
     ]
+
+
+def test_constraints_pin_every_declared_dependency() -> None:
+    """make install pins what it installs: every dependency pyproject.toml names has an == line."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += [d for d in extra if not d.startswith("refproj[")]
+    pinned = {
+        _normal(line.split("==")[0]): line.split("==")[1]
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    names = {_normal(re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0]) for d in declared}
+    assert names and {name for name in names if name not in pinned} == set()
+    assert "psycopg-binary" in pinned and "pip" in pinned and "hatchling" in pinned
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
