@@ -1,68 +1,112 @@
 """``refproj``: the command line over the projection.
 
-Every command takes the database from ``--database-url``, else ``$DATABASE_URL``, else the local
-demo database. Expected failures print one line to stderr and exit non-zero:
-3 database unreachable, 4 migrations not applied, 5 connection not found, 6 ambiguous connector
-id, 7 invalid input, 8 statement canceled (timeout), 1 anything else refproj reports.
+Every command takes the database from ``--database-url`` (before or after the command name),
+else ``$DATABASE_URL``, else the local demo database. Expected failures print one line to stderr
+and exit non-zero: 2 usage (a bad option or argument), 3 database unreachable, 4 migrations not
+applied, 5 connection not found, 6 ambiguous connector id, 7 invalid input, 8 statement canceled
+(timeout), 9 permission denied, 1 any other error. Output cut short by a closed pipe (``| head``)
+ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from sqlalchemy import exc
+from sqlalchemy.engine import URL
 
-from refproj import migrate
+from refproj import __version__, migrate
 from refproj.errors import (
     AmbiguousConnection,
     ConnectionNotFound,
     DatabaseUnavailable,
-    InvalidIdentifier,
+    InvalidArgument,
     MigrationsNotApplied,
+    PermissionDenied,
     RefprojError,
     StatementCanceled,
+    first_line,
+    translate,
 )
 from refproj.projection import DEFAULT_REFRESH_TIMEOUT, Projection, check_identifier
 from refproj.settings import database_url, libpq_url
 
+EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool cut off by `| head`
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_CODES: list[tuple[type[RefprojError], int]] = [
     (DatabaseUnavailable, 3),
     (MigrationsNotApplied, 4),
     (ConnectionNotFound, 5),
     (AmbiguousConnection, 6),
-    (InvalidIdentifier, 7),
+    (InvalidArgument, 7),
     (StatementCanceled, 8),
+    (PermissionDenied, 9),
     (RefprojError, 1),
 ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         return int(args.command(args))
     except RefprojError as error:
-        print(f"refproj: {error}", file=sys.stderr)
+        _say(f"refproj: {error}")
         return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
+    except BrokenPipeError:
+        # The reader went away (`refproj status | head -1`): stop quietly. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except SystemExit as done:  # argparse: --help, --version, usage errors
+        return 0 if done.code is None else done.code if isinstance(done.code, int) else EXIT_USAGE
+    except Exception as error:
+        # A defect, not an expected failure: still one line, with a way to see the traceback.
+        if os.environ.get("REFPROJ_TRACEBACK"):
+            raise
+        _say(
+            f"refproj: unexpected error ({type(error).__name__}: {first_line(error)});"
+            " set REFPROJ_TRACEBACK=1 for details"
+        )
+        return 1
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):
+        print(line.replace("\n", " "), file=sys.stderr, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2) instead of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise SystemExit(EXIT_USAGE)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refproj", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--database-url", help="postgresql:// URL (default: $DATABASE_URL, else the demo database)"
-    )
-    commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+    parser = _Parser(prog="refproj", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"refproj {__version__}")
+    url_help = "postgresql:// URL (default: $DATABASE_URL, else the demo database)"
+    parser.add_argument("--database-url", help=url_help)
+    commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(command=fn)
+        # Also accepted after the command name; SUPPRESS keeps a value given before it.
+        sub.add_argument("--database-url", default=argparse.SUPPRESS, help=url_help)
         return sub
 
     sub = command("migrate", cmd_migrate, "apply the migrations (alembic upgrade head)")
@@ -87,13 +131,24 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub = command("show", cmd_show, "live detail of one connection (or of a connector's only connection)")
     sub.add_argument("connection", metavar="CONNECTION")
-    sub.add_argument("--runs", type=int, default=20, help="recent runs to include (default 20)")
+    sub.add_argument(
+        "--runs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="recent runs to include (default 20, 0 to 2147483647)",
+    )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub = command("seed", cmd_seed, "load a synthetic workload into empty source tables")
     sub.add_argument("--profile", default="tiny", help="tiny, S, M or L (default tiny)")
     sub.add_argument("--history-factor", type=float, default=1.0, help="multiply runs per connection")
     sub.add_argument("--seed", type=int, default=0, help="pseudo-random seed (default 0)")
-    sub.add_argument("--replace", action="store_true", help="delete every source row first")
+    sub.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete every source row first (in the seed's transaction: a failed seed keeps them)",
+    )
+    sub.add_argument("--no-refresh", action="store_true", help="do not refresh the overview after seeding")
     sub.add_argument(
         "--recent",
         action="store_true",
@@ -121,37 +176,48 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _url(args: argparse.Namespace) -> URL:
+    """The database of this command: --database-url, else $DATABASE_URL, else the demo database
+    (the CLI's documented default; the library has none)."""
+    return database_url(args.database_url)
+
+
 def _projection(args: argparse.Namespace, **options: Any) -> Projection:
-    return Projection(args.database_url, read_reuse=0, staleness_bound=None, **options)
+    return Projection(_url(args), read_reuse=0, staleness_bound=None, **options)
+
+
+@contextlib.contextmanager
+def _database_errors(url: URL) -> Iterator[None]:
+    """Driver errors of psycopg used directly (and of Alembic) as RefprojErrors."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except (psycopg.Error, exc.SQLAlchemyError) as error:
+        raise translate(error, _shown(url)) from error
+    except CommandError as error:
+        raise RefprojError(f"migration failed: {first_line(error)}") from error
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    url = database_url(args.database_url)
-    try:
+    url = _url(args)
+    with _database_errors(url):
         if args.create_database:
-            _create_database(args.database_url)
+            _create_database(url)
         migrate.upgrade(url)
-    except (exc.OperationalError, psycopg.OperationalError) as error:
-        cause = error.orig if isinstance(error, exc.OperationalError) else error
-        message = f"database unreachable at {_shown(url)}: {_first_line(cause)}"
-        raise DatabaseUnavailable(message) from error
     print(f"migrated {_shown(url)} to head")
     return 0
 
 
-def _create_database(url_text: str | None) -> None:
-    url = database_url(url_text)
+def _create_database(url: URL) -> None:
     name = url.database
     if not name:
-        raise RefprojError(f"{_shown(url)} names no database")
+        raise InvalidArgument(f"{_shown(url)} names no database")
     maintenance = libpq_url(url.set(database="postgres"))
-    try:
-        with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-            if not exists:
-                conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    except psycopg.OperationalError as error:
-        raise DatabaseUnavailable(f"database unreachable at {_shown(url)}: {_first_line(error)}") from error
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -198,7 +264,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             _run(row["last_run"]),
             _when(row["last_successful_run"]),
             str(row["failures_since_last_success"]),
-            f"{row['total_records']:,}",
+            _count(row["total_records"]),
         )
         for row in overview
     ]
@@ -224,8 +290,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("last run", _run(detail["last_run"])),
         ("last success", _run(detail["last_successful_run"])),
         ("failures since success", detail["failures_since_last_success"]),
-        ("records", f"{detail['total_records']:,} in {detail['stream_count']} streams"),
-        ("retained bytes", f"{detail['total_retained_bytes']:,}"),
+        ("records", f"{_count(detail['total_records'])} in {detail['stream_count']} streams"),
+        ("retained bytes", _count(detail["total_retained_bytes"])),
         ("unattributed runs", f"{detail['unattributed_runs']} (connector-wide, matching no connection)"),
     ]
     width = max(len(name) for name, _ in fields)
@@ -252,54 +318,57 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_grant_reader(args: argparse.Namespace) -> int:
     """Runs refproj.grant_reader(ROLE); see README, "Least privilege"."""
-    url = database_url(args.database_url)
+    url = _url(args)
     role = check_identifier(args.role, "role")
     try:
-        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+        with _database_errors(url), psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
             conn.execute("SELECT refproj.grant_reader(%s)", (role,))
-    except psycopg.OperationalError as error:
-        message = f"database unreachable at {_shown(url)}: {_first_line(error)}"
-        raise DatabaseUnavailable(message) from error
-    except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as error:
-        message = f"refproj is not installed in {_shown(url)}: run `refproj migrate`"
-        raise MigrationsNotApplied(message) from error
-    except psycopg.errors.UndefinedObject as error:
-        raise RefprojError(_first_line(error)) from error
-    except psycopg.errors.InsufficientPrivilege as error:
-        raise RefprojError(f"{_first_line(error)} (run it as the projection's owner)") from error
+    except RefprojError as error:
+        sqlstate = getattr(error.__cause__, "sqlstate", None)
+        if sqlstate in ("22023", "42704"):  # refused (PUBLIC) or no such role: the input is wrong
+            raise InvalidArgument(first_line(error.__cause__)) from error
+        if isinstance(error, PermissionDenied):
+            raise PermissionDenied(f"{error} (run it as the projection's owner)") from error
+        raise
     print(f"granted {role} read access to the refproj overview, detail and status, and refreshes")
     return 0
+
+
+def _progress(message: str) -> None:
+    # Only for a person watching: a failure must stay the one line on stderr for scripts.
+    if sys.stderr.isatty():
+        print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from refproj.seed import SEED_BASE_TIME, seed
 
-    url = database_url(args.database_url)
-    try:
-        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
-            if args.replace:
-                conn.execute(
-                    "TRUNCATE spine_events, controller_active_runs, retained_size_stream,"
-                    " retained_size_connection, connector_instances, connectors"
-                )
-                conn.commit()
+    url = _url(args)
+    with _database_errors(url), psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+        try:
+            # Validates every argument before writing; empties and fills in one transaction.
             counts = seed(
                 conn,
                 args.profile,
                 history_factor=args.history_factor,
                 seed=args.seed,
                 base_time=datetime.now(UTC) - timedelta(hours=1) if args.recent else SEED_BASE_TIME,
-                progress=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
+                progress=_progress,
+                replace=args.replace,
             )
-    except psycopg.OperationalError as error:
-        raise DatabaseUnavailable(f"database unreachable at {_shown(url)}: {_first_line(error)}") from error
-    except psycopg.errors.UndefinedTable as error:
-        message = f"the source tables are missing in {_shown(url)}: run `refproj migrate`"
-        raise MigrationsNotApplied(message) from error
-    except ValueError as error:
-        raise RefprojError(str(error)) from error
+        except psycopg.errors.UndefinedTable as error:
+            message = f"the source tables are missing in {_shown(url)}: run `refproj migrate`"
+            raise MigrationsNotApplied(message) from error
     summary = ", ".join(f"{value:,} {name}" for name, value in counts.items())
     print(f"seeded profile {args.profile}: {summary}")
+    if args.no_refresh:
+        print("the overview is not refreshed: run `refproj refresh`")
+        return 0
+    # The first refresh after a bulk load rebuilds run_facts whole: no time limit here.
+    _progress("refreshing the overview")
+    with Projection(url, read_reuse=0, staleness_bound=None, refresh_timeout=0) as proj:
+        result = proj.refresh()
+    print(f"refreshed: overview as of {result.as_of.isoformat()} ({result.refresh_ms:.1f} ms)")
     return 0
 
 
@@ -335,12 +404,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         command=shlex.join(command),
     )
     try:
-        results = bench.run_bench(config)
-    except (exc.OperationalError, psycopg.OperationalError) as error:
-        cause = error.orig if isinstance(error, exc.OperationalError) else error
-        raise DatabaseUnavailable(f"database unreachable: {_first_line(cause)}") from error
+        with _database_errors(database_url(args.database_url)):
+            results = bench.run_bench(config)
     except ValueError as error:
-        raise RefprojError(str(error)) from error
+        if isinstance(error, RefprojError):
+            raise
+        raise InvalidArgument(str(error)) from error
     path = bench.write_outputs(results, Path(args.output))
     print(bench.render_markdown(results))
     print(f"results: {path}; {Path(args.output) / 'README.md'} regenerated", file=sys.stderr)
@@ -374,13 +443,13 @@ def _short_time(iso: str) -> str:
     return iso.replace("T", " ")[:16]
 
 
+def _count(value: int | None) -> str:
+    """A count or size; None is a sum too large for a bigint (see README)."""
+    return "-" if value is None else f"{value:,}"
+
+
 def _shown(url: Any) -> str:
     return str(url.set(drivername="postgresql").render_as_string(hide_password=True))
-
-
-def _first_line(error: BaseException | None) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 if __name__ == "__main__":

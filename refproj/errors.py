@@ -1,10 +1,38 @@
-"""Errors a caller can cause or meet, each with a one-line message (the CLI prints it as is)."""
+"""Errors a caller can cause or meet, each with a one-line message (the CLI prints it as is).
+
+Every exception that leaves refproj's public API is a :class:`RefprojError`:
+
+- :class:`InvalidArgument` (also a ``ValueError``): a value the caller passed cannot be used;
+  :class:`InvalidIdentifier` (an id) and :class:`InvalidDatabaseUrl` (no database given, or a
+  URL refproj cannot use) are its kinds;
+- :class:`ConnectionNotFound`, :class:`AmbiguousConnection` (also ``LookupError``): a detail id
+  that does not resolve to one connection;
+- :class:`DatabaseUnavailable` (:class:`PoolExhausted`): the database cannot be reached;
+- :class:`MigrationsNotApplied`, :class:`PermissionDenied`, :class:`StatementCanceled`;
+- :class:`DatabaseError`: anything else the database or the driver reported (a protocol
+  violation, an unexpected SQL error), with the server's first line and its SQLSTATE.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class RefprojError(Exception):
-    """Base class of every error refproj raises on purpose."""
+    """Base class of every error refproj raises."""
+
+
+class InvalidArgument(RefprojError, ValueError):
+    """An argument value refproj cannot use (out of range, wrong type); nothing was done."""
+
+
+class InvalidIdentifier(InvalidArgument):
+    """A connection or connector id that PostgreSQL text cannot hold or that is not an id at all."""
+
+
+class InvalidDatabaseUrl(InvalidArgument):
+    """No database was given (no URL and no ``DATABASE_URL``), or the URL is not a
+    ``postgresql://`` URL refproj can use."""
 
 
 class ConnectionNotFound(RefprojError, LookupError):
@@ -16,18 +44,20 @@ class ConnectionNotFound(RefprojError, LookupError):
 
 
 class AmbiguousConnection(RefprojError, LookupError):
-    """A connector id was given and the connector has several visible connections."""
+    """A connector id was given and the connector has several visible connections.
 
-    def __init__(self, connection: str, candidates: int) -> None:
+    ``candidate_ids`` are their connection ids in overview order (``candidates`` is how many).
+    """
+
+    def __init__(self, connection: str, candidate_ids: Sequence[str]) -> None:
+        ids = list(candidate_ids)
+        shown = ", ".join(ids[:10]) + (f", ... ({len(ids) - 10} more)" if len(ids) > 10 else "")
         super().__init__(
-            f"{connection!r} is a connector with {candidates} connections; name one connection id"
+            f"{connection!r} is a connector with {len(ids)} connections; name one connection id: {shown}"
         )
         self.connection = connection
-        self.candidates = candidates
-
-
-class InvalidIdentifier(RefprojError, ValueError):
-    """A connection or connector id that PostgreSQL text cannot hold or that is not an id at all."""
+        self.candidate_ids = ids
+        self.candidates = len(ids)
 
 
 class DatabaseUnavailable(RefprojError):
@@ -44,3 +74,70 @@ class StatementCanceled(RefprojError):
 
 class MigrationsNotApplied(RefprojError):
     """The database has no refproj schema (or an older one): run ``refproj migrate``."""
+
+
+class PermissionDenied(RefprojError):
+    """The database role lacks a privilege the operation needs (SQLSTATE 42501)."""
+
+
+class DatabaseError(RefprojError):
+    """Any other error the database or the driver reported. ``sqlstate`` is its SQLSTATE code,
+    or None when the driver raised it without one."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+# SQLSTATEs meaning the refproj schema or one of its functions is missing or out of date.
+_NOT_MIGRATED = frozenset({"3F000", "42883", "42P01", "42703"})
+
+
+def translate(error: BaseException, where: str) -> RefprojError:
+    """The RefprojError for an error of the driver (psycopg, or SQLAlchemy wrapping it) met while
+    talking to the database at ``where`` (a URL without password). What the caller can do about
+    it decides the class; the message is the server's first line."""
+    from sqlalchemy import exc
+
+    if isinstance(error, RefprojError):
+        return error
+    invalidated = False
+    orig: BaseException = error
+    if isinstance(error, exc.DBAPIError):
+        invalidated = error.connection_invalidated
+        orig = error.orig if error.orig is not None else error
+    elif isinstance(error, exc.TimeoutError):
+        return PoolExhausted(f"no database connection free within the pool timeout ({first_line(error)})")
+    sqlstate = getattr(orig, "sqlstate", None)
+    line = first_line(orig)
+    if sqlstate in _NOT_MIGRATED:
+        return MigrationsNotApplied(f"refproj is not installed in {where} ({line}): run `refproj migrate`")
+    if sqlstate in ("57014", "55P03"):
+        return StatementCanceled(f"the database canceled the statement: {line}")
+    if sqlstate == "42501":
+        return PermissionDenied(f"{line} (connected to {where})")
+    # 08P01 is a protocol violation: the server answered, so it is not "unreachable".
+    lost = (
+        invalidated
+        or (sqlstate or "").startswith(("08", "57P"))
+        or (sqlstate is None and _is_connection_failure(orig))
+    )
+    if lost and sqlstate != "08P01":
+        return DatabaseUnavailable(f"database unreachable at {where}: {line}")
+    shown = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    return DatabaseError(f"the database reported an error{shown}: {line}", sqlstate)
+
+
+def _is_connection_failure(error: BaseException) -> bool:
+    import psycopg
+    from sqlalchemy import exc
+
+    return isinstance(
+        error, psycopg.OperationalError | psycopg.InterfaceError | exc.OperationalError | exc.InterfaceError
+    )
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -17,16 +17,19 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import create_engine, exc
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 
 from refproj.errors import (
     AmbiguousConnection,
     ConnectionNotFound,
+    DatabaseError,
     DatabaseUnavailable,
+    InvalidArgument,
     InvalidIdentifier,
-    MigrationsNotApplied,
     PoolExhausted,
-    StatementCanceled,
+    RefprojError,
+    first_line,
+    translate,
 )
 from refproj.queries import QUERIES
 from refproj.settings import database_url
@@ -37,8 +40,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_IDENTIFIER_LENGTH = 1000
-# SQLSTATEs meaning the refproj schema or one of its functions is missing or out of date.
-_NOT_MIGRATED = {"3F000", "42883", "42P01", "42703"}
+MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
 
 
 class Overview(list[dict[str, Any]]):
@@ -104,6 +106,33 @@ def check_identifier(value: object, what: str = "connection id") -> str:
     return value
 
 
+def check_run_limit(value: object) -> int:
+    """A detail's run limit: a whole number from 0 to 2**31 - 1 (the SQL int4)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"run limit must be a whole number, not {type(value).__name__}")
+    if not 0 <= value <= MAX_RUN_LIMIT:
+        raise InvalidArgument(f"run limit must be between 0 and {MAX_RUN_LIMIT}, not {value}")
+    return value
+
+
+def check_read_time(value: object) -> datetime | None:
+    """A read clock: None (the database's now()) or a timezone-aware datetime. A naive one would
+    be read in the session's TimeZone, which differs between engines, so it is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidArgument(f"at must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidArgument("at must be a timezone-aware datetime (a naive one has no fixed instant)")
+    return value
+
+
+def _check_seconds(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidArgument(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+    return float(value)
+
+
 DEFAULT_REFRESH_TIMEOUT = 120.0  # seconds; a full rebuild after a bulk load at M takes about 15
 
 
@@ -111,7 +140,8 @@ class Projection:
     """Serve the connection overview and detail from one PostgreSQL database.
 
     ``database`` is a URL (``postgresql://...``), an SQLAlchemy ``Engine`` the application
-    already has, or None for ``$DATABASE_URL``.
+    already has, or None for ``$DATABASE_URL``; with neither, :class:`InvalidDatabaseUrl` is
+    raised (the library never guesses a database).
 
     ``read_reuse``: seconds a completed ``list()`` answer may be served again (0 disables reuse;
     concurrent identical calls still share one statement). ``staleness_bound``: seconds within
@@ -122,11 +152,13 @@ class Projection:
     connect, ``statement_timeout`` for reads (set on connections of the engine refproj creates;
     an application's engine keeps its own settings) and ``refresh_timeout`` for a refresh,
     waiting behind other refreshes and for table locks included.
+
+    Every error raised is a :class:`RefprojError` (``InvalidArgument`` for a bad option).
     """
 
     def __init__(
         self,
-        database: str | Engine | None = None,
+        database: str | URL | Engine | None = None,
         *,
         read_reuse: float = 0.5,
         staleness_bound: float | None = 2.0,
@@ -137,15 +169,23 @@ class Projection:
         statement_timeout: float = 30.0,
         refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
     ) -> None:
-        if read_reuse < 0 or read_reuse > 1:
-            raise ValueError("read_reuse must be between 0 and 1 second")
-        if staleness_bound is not None and staleness_bound <= read_reuse:
-            raise ValueError("staleness_bound must be larger than read_reuse")
+        read_reuse = _check_seconds("read_reuse", read_reuse, 0, 1)
+        if staleness_bound is not None:
+            staleness_bound = _check_seconds("staleness_bound", staleness_bound, 0, 86_400)
+            if staleness_bound <= read_reuse:
+                raise InvalidArgument("staleness_bound must be larger than read_reuse")
+        statement_timeout = _check_seconds("statement_timeout", statement_timeout, 0, 86_400)
+        refresh_timeout = _check_seconds("refresh_timeout", refresh_timeout, 0, 86_400)
+        pool_timeout = _check_seconds("pool_timeout", pool_timeout, 0, 86_400)
+        counts = {"pool_size": pool_size, "max_overflow": max_overflow, "connect_timeout": connect_timeout}
+        for name, count in counts.items():
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 10_000:
+                raise InvalidArgument(f"{name} must be a whole number from 0 to 10000, not {count!r}")
         if isinstance(database, Engine):
             self._engine = database
             self._owns_engine = False
         else:
-            url = database_url(database)
+            url = database_url(database, default=None)
             self._engine = create_engine(
                 url,
                 pool_size=pool_size,
@@ -179,26 +219,30 @@ class Projection:
         """
         if connector_id is not None:
             check_identifier(connector_id, "connector id")
+        at = check_read_time(at)
         self._ensure_watcher()
         return self._reads.do((connector_id, at), lambda: self._fetch_overview(connector_id, at))
 
     def _fetch_overview(self, connector_id: str | None, at: datetime | None) -> Overview:
         row = self._one("overview", {"at": at, "connector_id": connector_id})
         status = row[0]
-        rows = orjson.loads(row[1])
+        rows = _parse_json(row[1])
         return Overview(rows, datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
 
     def get(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> dict[str, Any]:
         """Live detail of one connection, by connection id or by a connector id with exactly one
-        visible connection. Never served from a cache."""
+        visible connection. Never served from a cache.
+
+        ``run_limit``: at most this many ``recent_runs`` (0 to 2**31 - 1). Raises
+        ``ConnectionNotFound``, ``AmbiguousConnection`` (``candidate_ids``), ``InvalidArgument``."""
         check_identifier(connection)
-        if run_limit < 0:
-            raise ValueError("run_limit must not be negative")
-        resolution, candidates, detail = self._one(
+        check_run_limit(run_limit)
+        at = check_read_time(at)
+        resolution, candidate_ids, detail = self._one(
             "detail", {"connection": connection, "run_limit": run_limit, "at": at}
         )
         if resolution == "ambiguous":
-            raise AmbiguousConnection(connection, candidates)
+            raise AmbiguousConnection(connection, candidate_ids)
         if detail is None:
             raise ConnectionNotFound(connection)
         return dict(detail)
@@ -320,10 +364,16 @@ class Projection:
         except exc.TimeoutError as error:
             raise PoolExhausted(f"no database connection free within the pool timeout ({error})") from error
         except exc.DBAPIError as error:
-            translated = _translate(error, self._engine)
-            if translated is error:
-                raise
-            raise translated from error
+            raise _translate(error, self._engine) from error
+        except exc.SQLAlchemyError as error:
+            raise DatabaseError(f"database driver error: {first_line(error)}") from error
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:  # the SQL caps depth and numbers; say so if it did not
+        raise DatabaseError(f"the database answered JSON refproj cannot parse: {error}") from error
 
 
 def _retry_once_if_reconnected(fn: Callable[[], T]) -> T:
@@ -338,17 +388,6 @@ def _retry_once_if_reconnected(fn: Callable[[], T]) -> T:
         raise
 
 
-def _translate(error: exc.DBAPIError, engine: Engine) -> Exception:
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    message = str(error.orig).strip()
-    first_line = message.splitlines()[0] if message else type(error.orig).__name__
+def _translate(error: exc.DBAPIError, engine: Engine) -> RefprojError:
     where = engine.url.set(drivername="postgresql").render_as_string(hide_password=True)
-    if sqlstate in _NOT_MIGRATED:
-        return MigrationsNotApplied(
-            f"refproj is not installed in {where} ({first_line}): run `refproj migrate`"
-        )
-    if sqlstate in ("57014", "55P03"):
-        return StatementCanceled(f"the database canceled the statement: {first_line}")
-    if error.connection_invalidated or sqlstate is None or sqlstate.startswith(("08", "57P")):
-        return DatabaseUnavailable(f"database unreachable at {where}: {first_line}")
-    return error
+    return translate(error, where)

@@ -25,6 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from refproj._resources import read_sql
+from refproj.errors import InvalidArgument
 
 __all__ = ["PROFILES", "SEED_BASE_TIME", "Profile", "load_queries", "seed"]
 
@@ -61,6 +62,12 @@ class Profile:
         if self.events_per_run < 3 or self.long_run_every < 1 or self.runs < 1:
             raise ValueError("a profile needs runs, at least 3 events per run and long_run_every >= 1")
 
+
+SOURCE_TABLES = (
+    "spine_events, controller_active_runs, retained_size_stream, retained_size_connection,"
+    " connector_instances, connectors"
+)
+MAX_RUNS = 2**31 - 1  # far beyond what seeds in hours; bounds --history-factor
 
 # Seed 0 at history factor 1 writes 7,044 spine events for tiny (one long run of 5,100 events),
 # 618,253 for S and 3,144,242 for M; L plans 10,453,055 run events (100 long runs).
@@ -113,27 +120,43 @@ def seed(
     seed: int = 0,
     base_time: datetime = SEED_BASE_TIME,
     progress: Callable[[str], None] | None = None,
+    replace: bool = False,
 ) -> dict[str, int]:
     """Fill the empty source tables with the ``profile`` workload and return the row counts.
 
     ``history_factor`` multiplies the runs (and so the events) per connection; connectors and
-    connections stay fixed. Raises ValueError for an unknown profile, a non-positive factor, or a
-    database whose source tables already hold connectors. Everything is written in one
-    transaction (a savepoint if ``conn`` is already in one). ``base_time`` anchors every
-    timestamp (the data is deterministic for a given seed and base time).
+    connections stay fixed. ``replace`` empties the six source tables first, in the same
+    transaction, so a seed that fails leaves every row as it was. Raises
+    :class:`~refproj.errors.InvalidArgument` (a ``ValueError``) for an unknown profile, a factor
+    that is not a positive number, a seed outside bigint, or (without ``replace``) a database
+    whose source tables already hold connectors; every argument is checked before anything is
+    written. Everything is written in one transaction (a savepoint if ``conn`` is already in
+    one). ``base_time`` anchors every timestamp (the data is deterministic for a given seed and
+    base time).
     """
     sizes = PROFILES.get(profile)
     if sizes is None:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        raise InvalidArgument(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if isinstance(history_factor, bool) or not isinstance(history_factor, int | float):
+        raise InvalidArgument(f"history factor must be a number, not {type(history_factor).__name__}")
     if not (history_factor > 0 and math.isfinite(history_factor)):
-        raise ValueError(f"history factor must be a positive number, not {history_factor}")
+        raise InvalidArgument(f"history factor must be a positive number, not {history_factor}")
+    runs = max(1, round(sizes.runs * history_factor))
+    if runs > MAX_RUNS:
+        raise InvalidArgument(
+            f"history factor {history_factor:g} asks for {runs:,} runs; at most {MAX_RUNS:,}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+        raise InvalidArgument(f"seed must be a whole number that fits in a bigint, not {seed!r}")
+    if base_time.utcoffset() is None:
+        raise InvalidArgument("base time must be a timezone-aware datetime")
     queries = load_queries()
     params: dict[str, Any] = {
         "seed": seed,
         "base": base_time,
         "connectors": sizes.connectors,
         "connections": sizes.connections,
-        "runs": max(1, round(sizes.runs * history_factor)),
+        "runs": runs,
         "events_per_run": sizes.events_per_run,
         "long_run_every": sizes.long_run_every,
     }
@@ -147,8 +170,14 @@ def seed(
 
     with conn.transaction():
         run("prepare_transaction")
+        if replace:
+            say("emptying the source tables")
+            conn.execute(f"TRUNCATE {SOURCE_TABLES}")
         if _one(run("refuse_populated"))["populated"]:
-            raise ValueError("the source tables already hold connectors; seed an empty database")
+            raise InvalidArgument(
+                "the source tables already hold connectors; seed an empty database,"
+                " or pass --replace to empty them first"
+            )
         run("create_seed_unit")
         run("create_seed_pick")
 

@@ -5,23 +5,49 @@ from __future__ import annotations
 import os
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from refproj.errors import InvalidDatabaseUrl
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/refproj_demo"
+"""The CLI's, Alembic's and ``make demo``'s default. The library has none: ``Projection()``
+without a URL or ``DATABASE_URL`` raises :class:`InvalidDatabaseUrl`."""
+
+# URL schemes refproj accepts; each maps to the psycopg 3 driver SQLAlchemy uses.
+_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
-def database_url(url: str | URL | None = None) -> URL:
-    """The SQLAlchemy URL for ``url``, else ``$DATABASE_URL``, else the local demo database.
+def database_url(url: str | URL | None = None, *, default: str | None = DEFAULT_DATABASE_URL) -> URL:
+    """The SQLAlchemy URL for ``url``, else ``$DATABASE_URL``, else ``default``.
 
     Plain ``postgresql://`` URLs (what people put in ``DATABASE_URL``) are mapped to the
-    psycopg 3 driver.
+    psycopg 3 driver. Raises :class:`InvalidDatabaseUrl` when there is no URL at all (``default``
+    None) or the URL is not a ``postgresql://`` URL.
     """
-    raw = url if url is not None else os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    parsed = make_url(raw)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
+    raw = url if url is not None else os.environ.get("DATABASE_URL") or default
+    if raw is None:
+        raise InvalidDatabaseUrl(
+            "no database given: pass a postgresql:// URL or an Engine, or set DATABASE_URL"
+        )
+    try:
+        parsed = make_url(raw)
+    except (ArgumentError, ValueError, TypeError) as error:
+        # Never echo what may be credentials: only what follows the last "@".
+        shown = raw.rsplit("@", 1)[-1] if isinstance(raw, str) else type(raw).__name__
+        raise InvalidDatabaseUrl(f"not a database URL: {_short(shown)!r}") from error
+    if parsed.drivername not in _SCHEMES:
+        raise InvalidDatabaseUrl(
+            f"unsupported database URL scheme {_short(parsed.drivername)!r}:"
+            " refproj needs a postgresql:// URL (driver psycopg)"
+        )
+    return parsed.set(drivername="postgresql+psycopg")
 
 
 def libpq_url(url: str | URL | None = None) -> str:
     """The same database as a libpq connection string, for psycopg used directly."""
     return database_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _short(text: str) -> str:
+    text = text.splitlines()[0] if text else text
+    return text if len(text) <= 80 else text[:77] + "..."

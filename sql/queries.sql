@@ -39,7 +39,7 @@ CROSS JOIN refproj.connection_summaries_page(
 -- How the requested id resolves, and the live detail when it resolves to one connection.
 SELECT
     resolved.resolution,
-    resolved.candidates,
+    resolved.candidate_ids,
     pg_catalog.to_jsonb(detail) AS detail
 FROM refproj.resolve_connection(CAST(:connection AS pg_catalog.text)) AS resolved
 LEFT JOIN LATERAL refproj.connection_detail(

@@ -742,13 +742,16 @@ class Oracle:
                 "connector_id": exact[0].connector_id,
                 "resolution": "exact",
                 "candidates": 1,
+                "candidate_ids": [requested],
             }
-        candidates = sorted(c.connector_instance_id for c in visible if c.connector_id == requested)
+        # Candidates in overview order (visible_connections() is sorted by it).
+        candidates = [c.connector_instance_id for c in visible if c.connector_id == requested]
         return {
             "connector_instance_id": candidates[0] if len(candidates) == 1 else None,
             "connector_id": requested if candidates else None,
             "resolution": {0: "not_found", 1: "connector"}.get(len(candidates), "ambiguous"),
             "candidates": len(candidates),
+            "candidate_ids": candidates,
         }
 
     def detail(self, requested: str, run_limit: int, at: datetime) -> dict[str, Json] | None:

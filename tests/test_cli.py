@@ -47,10 +47,11 @@ def test_refresh_timeout_is_an_option_and_says_how_to_raise_it(
     code, out, err = run(capsys, "--database-url", db_url, "refresh", "--timeout", "0")
     assert (code, err) == (0, "")
     assert out.startswith("refreshed: overview as of ")
-    with pytest.raises(SystemExit) as exit_info:
-        run(capsys, "--database-url", db_url, "refresh", "--timeout", "-1")
-    assert exit_info.value.code == 2
-    assert "must be 0 or more seconds: '-1'" in capsys.readouterr().err
+    assert run(capsys, "--database-url", db_url, "refresh", "--timeout", "-1") == (
+        2,
+        "",
+        "refproj refresh: argument --timeout: must be 0 or more seconds: '-1' (see refproj refresh --help)\n",
+    )
 
 
 def test_refresh_list_and_show(world: World, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +120,14 @@ def test_status(world: World, db_url: str, capsys: pytest.CaptureFixture[str]) -
     ("argv", "code", "message"),
     [
         (["show", "nope"], 5, "refproj: no connection 'nope'\n"),
-        (["show", "acme"], 6, "refproj: 'acme' is a connector with 2 connections; name one connection id\n"),
+        (
+            ["show", "acme"],
+            6,
+            (
+                "refproj: 'acme' is a connector with 2 connections; name one connection id:"
+                " cin_work, cin_personal\n"
+            ),
+        ),
         (["show", ""], 7, "refproj: connection id must not be empty\n"),
         (["list", "--connector", "a\x00b"], 7, "refproj: connector id must not contain NUL characters\n"),
     ],
@@ -189,8 +197,178 @@ def test_grant_reader(db: psycopg.Connection[Any], db_url: str, capsys: pytest.C
             (role, role),
         ).fetchone() == (True, False)
         code, out, err = run(capsys, "--database-url", db_url, "grant-reader", "no_such_role_anywhere")
-        assert (code, out) == (1, "")
+        assert (code, out) == (7, "")
         assert err == 'refproj: role "no_such_role_anywhere" does not exist\n'
     finally:
         db.execute(f'DROP OWNED BY "{role}"')
         db.execute(f'DROP ROLE "{role}"')
+
+
+# -- every command with bad arguments: one line on stderr, the documented exit code -------------
+
+NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"
+COMMANDS: dict[str, list[str]] = {
+    "migrate": ["migrate"],
+    "refresh": ["refresh"],
+    "status": ["status"],
+    "list": ["list"],
+    "show": ["show", "cin_work"],
+    "seed": ["seed"],
+    "grant-reader": ["grant-reader", "console_reader"],
+    "bench": ["bench", "--profiles", "tiny"],
+}
+# (argv, exit code, the one stderr line or its start) for each kind of bad input.
+BAD_INPUTS: list[tuple[list[str], int, str]] = [
+    (["show", "cin_work", "--runs", "-1"], 7, "refproj: run limit must be between 0 and 2147483647, not -1"),
+    (
+        ["show", "cin_work", "--runs", "2147483648"],
+        7,
+        "refproj: run limit must be between 0 and 2147483647, not 2147483648",
+    ),
+    (["show", "cin_work", "--runs", "many"], 2, "refproj show: argument --runs: invalid int value: 'many'"),
+    (["show"], 2, "refproj show: the following arguments are required: CONNECTION"),
+    (["show", ""], 7, "refproj: connection id must not be empty"),
+    (["list", "--connector", "x" * 1001], 7, "refproj: connector id is longer than 1000 characters"),
+    (["refresh", "--timeout", "soon"], 2, "refproj refresh: argument --timeout: not a number of seconds"),
+    (["nosuchcommand"], 2, "refproj: argument COMMAND: invalid choice: 'nosuchcommand'"),
+    ([], 2, "refproj: the following arguments are required: COMMAND"),
+    (["status", "--bogus"], 2, "refproj: unrecognized arguments: --bogus"),
+    (["seed", "--profile", "XL"], 7, "refproj: unknown profile 'XL'; choose one of tiny, S, M, L"),
+    (["seed", "--history-factor", "0"], 7, "refproj: history factor must be a positive number, not 0.0"),
+    (["seed", "--history-factor", "nan"], 7, "refproj: history factor must be a positive number, not nan"),
+    (["seed", "--history-factor", "1e300"], 7, "refproj: history factor 1e+300 asks for"),
+    (
+        ["seed", "--seed", "9223372036854775808"],
+        7,
+        "refproj: seed must be a whole number that fits in a bigint",
+    ),
+    (
+        ["seed"],
+        7,
+        "refproj: the source tables already hold connectors; seed an empty database, or pass --replace",
+    ),
+    (
+        ["grant-reader", "public"],
+        7,
+        "refproj: refusing to grant refproj read access to 'public': name one role",
+    ),
+    (
+        ["grant-reader", "PUBLIC"],
+        7,
+        "refproj: refusing to grant refproj read access to 'PUBLIC': name one role",
+    ),
+    (["grant-reader", "nobody_here"], 7, 'refproj: role "nobody_here" does not exist'),
+    (["grant-reader", ""], 7, "refproj: role must not be empty"),
+]
+
+
+def _one_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err[:-1]
+
+
+@pytest.mark.parametrize(("argv", "code", "line"), BAD_INPUTS, ids=lambda v: repr(v)[:60])
+def test_bad_arguments_give_one_line_and_their_exit_code(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, line: str
+) -> None:
+    got, out, err = run(capsys, "--database-url", db_url, *argv)
+    assert (got, out) == (code, "")
+    assert _one_line(err).startswith(line)
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_command_with_a_bad_database_url(
+    name: str, empty_db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command, each kind of unusable database: exit code and exactly one stderr line. The URL
+    is accepted before and after the command name."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    argv = COMMANDS[name]
+    cases = [
+        ("garbage", 7, "refproj: not a database URL: 'garbage'"),
+        ("mysql://root@127.0.0.1/db", 7, "refproj: unsupported database URL scheme 'mysql'"),
+        (
+            "postgresql+asyncpg://u@127.0.0.1/db",
+            7,
+            "refproj: unsupported database URL scheme 'postgresql+asyncpg'",
+        ),
+        (NOWHERE, 3, f"refproj: database unreachable at {NOWHERE}: "),
+    ]
+    if name not in ("migrate", "bench"):  # these create what is missing
+        cases.append((empty_db_url, 4, "refproj: "))
+    for url, code, line in cases:
+        for args in (["--database-url", url, *argv], [*argv, "--database-url", url]):
+            got, out, err = run(capsys, *args)
+            assert (got, out) == (code, ""), (args, err)
+            assert _one_line(err).startswith(line), args
+
+
+def test_database_url_after_the_command(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "status", "--json", "--database-url", db_url)
+    assert (code, err) == (0, "")
+    assert json.loads(out)["refresh_count"] == 0
+    # Given on both sides, the one after the command wins (argparse's last-one-wins).
+    code, _, err = run(capsys, "--database-url", "garbage", "status", "--database-url", db_url)
+    assert (code, err) == (0, "")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import refproj
+
+    assert refproj.__version__ == "0.1.0"
+    assert run(capsys, "--version") == (0, "refproj 0.1.0\n", "")
+
+
+def test_migrate_and_seed_without_the_rights(
+    db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A role without privileges: permission denied is exit 9 and one line, and nothing changes."""
+    role = f"{db.info.dbname}_weak"
+    db.execute(f'DROP ROLE IF EXISTS "{role}"')
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    weak_url = db_url.replace("postgres@", f"{role}@", 1)
+    assert weak_url != db_url
+    World(db).siblings()
+    try:
+        for argv in (["seed", "--replace"], ["seed"], ["grant-reader", "postgres"]):
+            code, out, err = run(capsys, "--database-url", weak_url, *argv)
+            assert (code, out) == (9, ""), err
+            assert "permission denied" in _one_line(err)
+        # Migrating an empty database needs CREATE on its schema.
+        db.execute("DROP SCHEMA refproj CASCADE")
+        db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        db.execute("DROP TABLE IF EXISTS alembic_version")
+        code, out, err = run(capsys, "--database-url", weak_url, "migrate")
+        assert (code, out) == (9, ""), err
+        assert "permission denied" in _one_line(err)
+        assert db.execute("SELECT count(*) FROM connector_instances").fetchone() == (2,)
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
+
+
+def test_output_cut_short_by_a_closed_pipe_is_quiet(world: World, db_url: str) -> None:
+    """`refproj list | head -1`: the reader closes the pipe; refproj ends without a traceback."""
+    script = Path(sys.executable).parent / "refproj"
+    process = subprocess.Popen(
+        [str(script), "--database-url", db_url, "list", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command can have connected, let alone printed
+    err = process.stderr.read()
+    assert (process.wait(timeout=60), err) == (141, b"")
+
+
+def test_ambiguous_show_names_the_candidates(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--database-url", db_url, "show", "acme") == (
+        6,
+        "",
+        "refproj: 'acme' is a connector with 2 connections; name one connection id: cin_work, cin_personal\n",
+    )

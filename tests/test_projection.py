@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -15,12 +16,18 @@ from sqlalchemy import create_engine, event
 from refproj import (
     AmbiguousConnection,
     ConnectionNotFound,
+    DatabaseError,
     DatabaseUnavailable,
+    InvalidArgument,
+    InvalidDatabaseUrl,
     InvalidIdentifier,
     MigrationsNotApplied,
+    PermissionDenied,
     Projection,
+    RefprojError,
     StatementCanceled,
 )
+from refproj.errors import translate
 from tests.refresh_worker import refresh_worker
 from tests.world import World, at, backends_waiting, iso, wait_for
 
@@ -71,7 +78,10 @@ def test_s17_get_resolution(world: World, proj: Projection) -> None:
     with pytest.raises(AmbiguousConnection) as ambiguous:
         proj.get("acme")
     assert ambiguous.value.candidates == 2
-    assert str(ambiguous.value) == "'acme' is a connector with 2 connections; name one connection id"
+    assert ambiguous.value.candidate_ids == ["cin_work", "cin_personal"]
+    assert str(ambiguous.value) == (
+        "'acme' is a connector with 2 connections; name one connection id: cin_work, cin_personal"
+    )
     # A connector whose only other connection is a retired shell resolves to its one visible connection.
     assert proj.get("solo")["connector_instance_id"] == "solo_main"
     with pytest.raises(ConnectionNotFound) as missing:
@@ -410,3 +420,95 @@ def test_any_other_character_is_a_legal_id(db: psycopg.Connection[Any], proj: Pr
     assert proj.get(url_id)["connector_instance_id"] == "naïve ☃ connection"
     assert [row["connector_id"] for row in proj.list(url_id)] == [url_id]
     assert db.execute("SELECT count(*) FROM spine_events").fetchone() == (0,)
+
+
+# -- every error leaving the API is a RefprojError ----------------------------------------------------
+
+
+def test_no_database_given_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library never guesses a database (only the CLI and `make demo` have a default)."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(InvalidDatabaseUrl) as error:
+        Projection()
+    assert str(error.value) == "no database given: pass a postgresql:// URL or an Engine, or set DATABASE_URL"
+    monkeypatch.setenv("DATABASE_URL", "")
+    with pytest.raises(InvalidDatabaseUrl):
+        Projection()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("garbage", "not a database URL: 'garbage'"),
+        ("postgresql://me:secret@host:port/db", "not a database URL: 'host:port/db'"),
+        (
+            "mysql://root@127.0.0.1/db",
+            "unsupported database URL scheme 'mysql': refproj needs a postgresql:// URL (driver psycopg)",
+        ),
+        (
+            "postgresql+asyncpg://u@127.0.0.1/db",
+            "unsupported database URL scheme 'postgresql+asyncpg': refproj needs a postgresql:// URL"
+            " (driver psycopg)",
+        ),
+    ],
+)
+def test_unusable_urls_are_named_errors(url: str, message: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl) as error:
+        Projection(url)
+    assert str(error.value) == message
+    assert isinstance(error.value, RefprojError) and isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"run_limit": -1}, "run limit must be between 0 and 2147483647, not -1"),
+        ({"run_limit": 2**31}, "run limit must be between 0 and 2147483647, not 2147483648"),
+        ({"run_limit": True}, "run limit must be a whole number, not bool"),
+        ({"run_limit": 2.5}, "run limit must be a whole number, not float"),
+        (
+            {"at": datetime(2026, 1, 5, 12)},
+            "at must be a timezone-aware datetime (a naive one has no fixed instant)",
+        ),
+        ({"at": "2026-01-05"}, "at must be a datetime, not str"),
+    ],
+)
+def test_bad_detail_arguments_are_invalid_argument(
+    world: World, proj: Projection, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        proj.get("cin_work", **kwargs)
+    assert str(error.value) == message
+    assert proj.get("cin_work", run_limit=2**31 - 1)["recent_runs"] == []
+    assert proj.get("cin_work", run_limit=0)["connector_instance_id"] == "cin_work"
+
+
+def test_bad_options_are_invalid_argument(db_url: str) -> None:
+    for options in ({"read_reuse": 2}, {"read_reuse": -1}, {"staleness_bound": 0.1}, {"pool_size": -1}):
+        with pytest.raises(InvalidArgument):
+            Projection(db_url, **options)
+
+
+def test_driver_errors_become_refproj_errors() -> None:
+    """What a caller can do decides the class; a protocol violation (the server answered) is not
+    "unreachable"."""
+    where = "postgresql://postgres@db/x"
+    cases = [
+        (psycopg.errors.ProtocolViolation("invalid frontend message type 0"), DatabaseError),
+        (psycopg.errors.InsufficientPrivilege("permission denied for table spine_events"), PermissionDenied),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), StatementCanceled),
+        (psycopg.errors.UndefinedFunction("function refproj.x() does not exist"), MigrationsNotApplied),
+        (
+            psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+            DatabaseUnavailable,
+        ),
+        (psycopg.OperationalError("connection refused"), DatabaseUnavailable),
+        (psycopg.errors.DivisionByZero("division by zero"), DatabaseError),
+    ]
+    for error, kind in cases:
+        translated = translate(error, where)
+        assert type(translated) is kind, error
+        assert str(error) in str(translated)
+    protocol = translate(cases[0][0], where)
+    assert isinstance(protocol, DatabaseError) and protocol.sqlstate == "08P01"
+    assert str(protocol) == "the database reported an error (SQLSTATE 08P01): invalid frontend message type 0"

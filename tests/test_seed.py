@@ -299,3 +299,47 @@ def test_seed_sql_is_named_queries_with_descriptions():
         parse_queries("-- name: one\nSELECT 1;\n")
     with pytest.raises(ValueError, match="query 'one' is defined twice"):
         parse_queries("-- name: one\n-- a\nSELECT 1;\n-- name: one\n-- b\nSELECT 2;\n")
+
+
+def test_a_failed_replace_keeps_every_row(db, db_url, capsys):
+    """`seed --replace` with a bad argument, or failing midway, leaves the data exactly as it was
+    (it once emptied every source table, then failed validation: 7,044 spine events became 0)."""
+    from refproj.cli import main
+
+    seed(db, "tiny")
+    before = fingerprints(db)
+    assert scalar(db, "SELECT count(*) FROM spine_events") == 7044
+    for argv in (["--history-factor", "0"], ["--profile", "XL"]):
+        assert main(["--database-url", db_url, "seed", "--replace", *argv]) == 7
+        assert capsys.readouterr().err.count("\n") == 1
+        assert fingerprints(db) == before
+
+    # A failure after the wipe (here a statement timeout while inserting) rolls the wipe back too.
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            seed(conn, "S", replace=True)
+    assert fingerprints(db) == before
+
+
+def test_cli_seed_refreshes_and_hints_replace(db, db_url, capsys):
+    from refproj.cli import main
+
+    assert main(["--database-url", db_url, "seed"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines()[0].startswith("seeded profile tiny: 4 connectors, 8 connections,")
+    assert out.splitlines()[1].startswith("refreshed: overview as of ")
+    assert scalar(db, "SELECT count(*) FROM refproj.connection_summaries()") == 7
+    assert scalar(db, "SELECT source_changed FROM refproj.projection_status()") is False
+
+    assert main(["--database-url", db_url, "seed"]) == 7
+    assert capsys.readouterr() == (
+        "",
+        "refproj: the source tables already hold connectors; seed an empty database,"
+        " or pass --replace to empty them first\n",
+    )
+    assert main(["--database-url", db_url, "seed", "--replace", "--seed", "3", "--no-refresh"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[-1] == "the overview is not refreshed: run `refproj refresh`"
+    assert scalar(db, "SELECT source_changed FROM refproj.projection_status()") is True

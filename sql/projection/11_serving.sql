@@ -175,7 +175,8 @@ COMMENT ON FUNCTION refproj.connection_summaries_page(timestamptz, text, int, te
 -- Detail resolution: an exact visible connection id, else a connector id with exactly one
 -- visible connection. An ambiguous connector id resolves to nothing, and says so.
 CREATE FUNCTION refproj.resolve_connection(p_connection text)
-RETURNS TABLE (connector_instance_id text, connector_id text, resolution text, candidates int)
+RETURNS TABLE (connector_instance_id text, connector_id text, resolution text, candidates int,
+               candidate_ids text[])
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -185,23 +186,27 @@ AS $$
         WHERE v.connector_instance_id = p_connection
     ),
     by_connector AS (
-        SELECT min(v.connector_instance_id) AS connector_instance_id, count(*)::int AS candidates
+        SELECT
+            count(*)::int AS candidates,
+            COALESCE(array_agg(v.connector_instance_id ORDER BY v.created_at, v.connector_instance_id),
+                     '{}') AS candidate_ids
         FROM refproj.visible_connections AS v
         WHERE v.connector_id = p_connection
     )
-    SELECT e.connector_instance_id, e.connector_id, 'exact', 1
+    SELECT e.connector_instance_id, e.connector_id, 'exact', 1, ARRAY[e.connector_instance_id]
     FROM exact AS e
     UNION ALL
     SELECT
-        CASE WHEN b.candidates = 1 THEN b.connector_instance_id END,
+        CASE WHEN b.candidates = 1 THEN b.candidate_ids[1] END,
         CASE WHEN b.candidates >= 1 THEN p_connection END,
         CASE b.candidates WHEN 0 THEN 'not_found' WHEN 1 THEN 'connector' ELSE 'ambiguous' END,
-        b.candidates
+        b.candidates,
+        b.candidate_ids
     FROM by_connector AS b
     WHERE NOT EXISTS (SELECT 1 FROM exact)
 $$;
 COMMENT ON FUNCTION refproj.resolve_connection(text) IS
-    'How a detail request resolves: resolution exact | connector (connector id with one visible connection) | ambiguous | not_found, with the number of candidates.';
+    'How a detail request resolves: resolution exact | connector (connector id with one visible connection) | ambiguous | not_found, with the number of candidates and their connection ids in overview order (created_at, connector_instance_id).';
 
 CREATE FUNCTION refproj.connection_run_evidence(p_connector_instance_id text)
 RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)

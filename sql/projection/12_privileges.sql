@@ -19,6 +19,17 @@ AS $$
 DECLARE
     v_object text;
 BEGIN
+    -- GRANT ... TO "public" means PUBLIC, every role: refuse it, and name roles that do not exist.
+    IF p_role IS NULL OR lower(p_role) = 'public' THEN
+        RAISE EXCEPTION 'refusing to grant refproj read access to %: name one role',
+            COALESCE(quote_literal(p_role), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Every role would get it; create a role for the console reader instead.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles AS r WHERE r.rolname = p_role) THEN
+        RAISE EXCEPTION 'role "%" does not exist', p_role
+            USING ERRCODE = 'undefined_object';
+    END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA refproj TO %I', p_role);
     FOREACH v_object IN ARRAY ARRAY[
         'refproj.connection_summary', 'refproj.connection_summary_json', 'refproj.projection_state', 'refproj.source_writes',
@@ -55,4 +66,4 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION refproj.grant_reader(text) FROM PUBLIC;
 COMMENT ON FUNCTION refproj.grant_reader(text) IS
-    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). Run as the projection''s owner.';
+    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). Run as the projection''s owner. Refuses PUBLIC (invalid_parameter_value) and roles that do not exist (undefined_object).';
