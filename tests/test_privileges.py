@@ -85,7 +85,7 @@ def test_reader_cannot_refresh_except_through_the_function(world: World, roles: 
     # from "must be owner of" to "permission denied for".
     with pytest.raises(
         errors.InsufficientPrivilege,
-        match="^(must be owner of|permission denied for) materialized view connection_summary$",
+        match=r"^(must be owner of|permission denied for) materialized view connection_summary$",
     ):
         world.db.execute("REFRESH MATERIALIZED VIEW refproj.connection_summary")
 
