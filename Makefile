@@ -15,7 +15,7 @@ BENCH_PROFILES ?= S,M
 
 SOAK_SECONDS ?= 60
 
-.PHONY: demo demo-steps test test-versions check lint typecheck install clean bench soak constraints
+.PHONY: demo demo-steps test test-versions check lint typecheck install clean bench soak constraints generate
 
 # Every version installed, pip and the build backend included, is pinned by constraints.txt so a
 # new upstream release cannot break a clean clone. Upgrading is a commit: `make constraints`.
@@ -62,6 +62,10 @@ bench: install
 ## soak: readers, a writer and watcher refreshes for SOAK_SECONDS; fails on any error or deadlock
 soak: install
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
+
+## generate: regenerate refproj/projection.py (Projection) from refproj/projection_async.py
+generate: install
+	$(BIN)/python tools/async_to_sync.py
 
 ## check: ruff and mypy --strict on the package
 check: lint typecheck

@@ -21,7 +21,25 @@ from refproj.errors import (
     RefprojError,
     StatementCanceled,
 )
-from refproj.projection import Overview, Projection, RefreshResult, Status
+from refproj.projection import Projection
+from refproj.projection_async import AsyncProjection
+from refproj.rows import (
+    Detail,
+    Freshness,
+    FrozenDict,
+    FrozenList,
+    Health,
+    Overview,
+    OverviewRow,
+    RefreshResult,
+    RetainedBytes,
+    RunBrief,
+    RunDetail,
+    Status,
+    StreamRetained,
+    json_schemas,
+    thaw,
+)
 
 try:
     __version__ = version("refproj")
@@ -30,20 +48,33 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "AmbiguousConnection",
+    "AsyncProjection",
     "ConnectionNotFound",
     "DatabaseError",
     "DatabaseUnavailable",
+    "Detail",
+    "Freshness",
+    "FrozenDict",
+    "FrozenList",
+    "Health",
     "InvalidArgument",
     "InvalidDatabaseUrl",
     "InvalidIdentifier",
     "MigrationsNotApplied",
     "Overview",
+    "OverviewRow",
     "PermissionDenied",
     "PoolExhausted",
     "Projection",
     "RefprojError",
     "RefreshResult",
+    "RetainedBytes",
+    "RunBrief",
+    "RunDetail",
     "StatementCanceled",
     "Status",
+    "StreamRetained",
     "__version__",
+    "json_schemas",
+    "thaw",
 ]

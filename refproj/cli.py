@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -24,6 +24,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import URL
 
 from refproj import __version__, migrate
+from refproj._core import DEFAULT_REFRESH_TIMEOUT, check_identifier
 from refproj.errors import (
     AmbiguousConnection,
     ConnectionNotFound,
@@ -36,7 +37,7 @@ from refproj.errors import (
     first_line,
     translate,
 )
-from refproj.projection import DEFAULT_REFRESH_TIMEOUT, Projection, check_identifier
+from refproj.projection import Projection
 from refproj.settings import database_url, libpq_url
 
 EXIT_USAGE = 2
@@ -419,23 +420,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- formatting ------------------------------------------------------------------------------------
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for line in (header, *rows):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
-def _health(health: dict[str, Any]) -> str:
+def _health(health: Mapping[str, Any]) -> str:
     return health["state"] if not health.get("reason") else f"{health['state']} ({health['reason']})"
 
 
-def _run(run: dict[str, Any] | None) -> str:
+def _run(run: Mapping[str, Any] | None) -> str:
     if run is None:
         return "-"
     return f"{run['run_id']} {run['status']} {_short_time(run['last_at'])}"
 
 
-def _when(run: dict[str, Any] | None) -> str:
+def _when(run: Mapping[str, Any] | None) -> str:
     return "-" if run is None else _short_time(run["last_at"])
 
 

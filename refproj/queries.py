@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import TextClause, text
-
 from refproj._resources import read_sql
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+# ``:name`` parameters (not ``::type`` casts), rewritten to psycopg's ``%(name)s``.
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 
 
 def parse(source: str) -> dict[str, str]:
@@ -17,4 +17,12 @@ def parse(source: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-QUERIES: dict[str, TextClause] = {name: text(sql) for name, sql in parse(read_sql("queries.sql")).items()}
+def to_psycopg(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s`` (a literal ``%`` doubled)."""
+    return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+# Sent on psycopg connections taken from the SQLAlchemy pool, not through SQLAlchemy's execute:
+# an interrupted statement (a cancelled asyncio task) is then cancelled by psycopg on the server
+# and the connection goes back to the pool, where SQLAlchemy would discard it.
+QUERIES: dict[str, str] = {name: to_psycopg(sql) for name, sql in parse(read_sql("queries.sql")).items()}

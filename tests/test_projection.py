@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine
 
 from refproj import (
     AmbiguousConnection,
@@ -29,26 +29,9 @@ from refproj import (
 )
 from refproj.errors import translate
 from tests.refresh_worker import refresh_worker
-from tests.world import World, at, backends_waiting, iso, wait_for
+from tests.world import StatementLog, World, at, backends_waiting, iso, wait_for
 
 OVERVIEW_MARK = "refproj.connection_summaries"
-
-
-class StatementLog:
-    """Every statement a Projection's engine sends, as the database receives it."""
-
-    def __init__(self, proj: Projection) -> None:
-        self.statements: list[str] = []
-        self._lock = threading.Lock()
-        event.listen(proj.engine, "before_cursor_execute", self._record)
-
-    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        with self._lock:
-            self.statements.append(statement)
-
-    def count(self, mark: str) -> int:
-        with self._lock:
-            return sum(mark in statement for statement in self.statements)
 
 
 @pytest.fixture
@@ -187,7 +170,7 @@ def test_s20_concurrent_list_calls_share_one_statement(
     world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
     world.refresh()
     with Projection(db_url, staleness_bound=None, read_reuse=0) as proj:
-        log = StatementLog(proj)
+        log = StatementLog(proj.engine)
         results: list[Any] = [None] * 32
         errors: list[BaseException | None] = [None] * 32
 
@@ -244,7 +227,7 @@ def test_s20_concurrent_list_calls_share_one_statement(
 
 def test_read_reuse_window_and_forget(world: World, db_url: str) -> None:
     with Projection(db_url, staleness_bound=None, read_reuse=1.0) as proj:
-        log = StatementLog(proj)
+        log = StatementLog(proj.engine)
         first = proj.list()
         assert proj.list() is first  # within the reuse window: no new statement
         assert log.count(OVERVIEW_MARK) == 1
@@ -301,17 +284,18 @@ def test_s21_sixteen_refreshes_from_four_processes(
 
 def test_refresh_callers_join_a_call_still_waiting_for_a_connection(world: World, db_url: str) -> None:
     with Projection(db_url, staleness_bound=None, pool_size=1, max_overflow=0, pool_timeout=30) as proj:
-        log = StatementLog(proj)
+        log = StatementLog(proj.engine)
         refreshes_before = proj.status().refresh_count
         held = proj.engine.connect()  # the only pooled connection: the next caller must wait for it
         results: list[Any] = []
         threads = [threading.Thread(target=lambda: results.append(proj.refresh())) for _ in range(8)]
         threads[0].start()
-        wait_for(lambda: proj._pending_refresh is not None, what="a refresh waiting for a connection")
-        pending = proj._pending_refresh
+        wait_for(lambda: "refresh" in proj._refreshes._calls, what="a refresh waiting for a connection")
         for thread in threads[1:]:
             thread.start()
-        wait_for(lambda: pending.sharers == 7, what="seven callers to join the waiting refresh")
+        wait_for(
+            lambda: proj._refreshes.sharers("refresh") == 7, what="seven callers to join the waiting refresh"
+        )
         held.close()
         for thread in threads:
             thread.join()

@@ -8,6 +8,7 @@ serves them.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from sqlalchemy import event
 
 DAY = "2026-01-05"
 
@@ -258,3 +260,41 @@ def backends_waiting(
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+class StatementLog:
+    """Every statement a (sync or async) Projection's connections send, as psycopg sends them.
+
+    refproj runs its SQL on the psycopg connections of its engine's pool, so the log is a cursor
+    class installed on each connection as the pool opens it: create the log before the first
+    call opens a connection.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+        log = self
+
+        class LoggedCursor(psycopg.Cursor[Any]):
+            def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                log._record(query)
+                return super().execute(query, *args, **kwargs)
+
+        class LoggedAsyncCursor(psycopg.AsyncCursor[Any]):
+            async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                log._record(query)
+                return await super().execute(query, *args, **kwargs)
+
+        def install(dbapi_connection: Any, record: Any) -> None:
+            pg = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+            pg.cursor_factory = LoggedAsyncCursor if isinstance(pg, psycopg.AsyncConnection) else LoggedCursor
+
+        event.listen(getattr(engine, "sync_engine", engine), "connect", install)
+
+    def _record(self, statement: Any) -> None:
+        with self._lock:
+            self.statements.append(str(statement))
+
+    def count(self, mark: str) -> int:
+        with self._lock:
+            return sum(mark in statement for statement in self.statements)

@@ -1,0 +1,40 @@
+"""asyncio flavour of the few waiting primitives the twins use (see refproj/_compat.py).
+
+tools/async_to_sync.py maps each name here to its namesake without the ``a``/``A`` prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class AEvent(asyncio.Event):
+    async def wait_timeout(self, timeout: float) -> bool:
+        """Wait until set or ``timeout`` seconds passed; whether it is set."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wait()
+        except TimeoutError:
+            pass
+        return self.is_set()
+
+
+def aspawn(fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:
+    """Run ``fn()`` in the background: a task of the running event loop."""
+    return asyncio.create_task(fn(), name=name)
+
+
+async def ajoin(task: asyncio.Task[None]) -> None:
+    await task
+
+
+async def adriver(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under a pooled SQLAlchemy connection."""
+    raw = await conn.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver

@@ -1,0 +1,33 @@
+"""Thread flavour of the few waiting primitives the twins use (see refproj/_acompat.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import Connection
+
+
+class Event(threading.Event):
+    def wait_timeout(self, timeout: float) -> bool:
+        """Wait until set or ``timeout`` seconds passed; whether it is set."""
+        return self.wait(timeout)
+
+
+def spawn(fn: Callable[[], None], name: str) -> threading.Thread:
+    """Run ``fn()`` in the background: a daemon thread."""
+    thread = threading.Thread(target=fn, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def join(thread: threading.Thread) -> None:
+    thread.join()
+
+
+def driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a pooled SQLAlchemy connection."""
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    return driver

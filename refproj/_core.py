@@ -1,0 +1,215 @@
+"""What ``Projection`` and ``AsyncProjection`` share and that does no I/O: argument checks,
+turning query rows into answers, and turning driver errors into ``RefprojError``s.
+
+The twins differ only in how they wait (threads or asyncio); see refproj/projection_async.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import exc
+from sqlalchemy.engine import URL
+
+from refproj.errors import (
+    AmbiguousConnection,
+    ConnectionNotFound,
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidArgument,
+    InvalidIdentifier,
+    RefprojError,
+    first_line,
+    translate,
+)
+from refproj.rows import Detail, Overview, RefreshResult, Status
+
+MAX_IDENTIFIER_LENGTH = 1000
+MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
+DEFAULT_REFRESH_TIMEOUT = 120.0  # seconds; a full rebuild after a bulk load at M takes about 15
+
+
+def check_identifier(value: object, what: str = "connection id") -> str:
+    """A caller-supplied id as text: any characters PostgreSQL text can hold, bounded length."""
+    if not isinstance(value, str):
+        raise InvalidIdentifier(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidIdentifier(f"{what} must not be empty")
+    if "\x00" in value:
+        raise InvalidIdentifier(f"{what} must not contain NUL characters")
+    if len(value) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidIdentifier(f"{what} is longer than {MAX_IDENTIFIER_LENGTH} characters")
+    return value
+
+
+def check_run_limit(value: object) -> int:
+    """A detail's run limit: a whole number from 0 to 2**31 - 1 (the SQL int4)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"run limit must be a whole number, not {type(value).__name__}")
+    if not 0 <= value <= MAX_RUN_LIMIT:
+        raise InvalidArgument(f"run limit must be between 0 and {MAX_RUN_LIMIT}, not {value}")
+    return value
+
+
+def check_read_time(value: object) -> datetime | None:
+    """A read clock: None (the database's now()) or a timezone-aware datetime. A naive one would
+    be read in the session's TimeZone, which differs between engines, so it is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidArgument(f"at must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidArgument("at must be a timezone-aware datetime (a naive one has no fixed instant)")
+    return value
+
+
+def _check_seconds(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidArgument(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+    return float(value)
+
+
+class Options:
+    """A projection's checked options (the constructor's keywords; see ``Projection``)."""
+
+    def __init__(
+        self,
+        read_reuse: object,
+        staleness_bound: object,
+        pool_size: object,
+        max_overflow: object,
+        pool_timeout: object,
+        connect_timeout: object,
+        statement_timeout: object,
+        refresh_timeout: object,
+    ) -> None:
+        self.read_reuse = _check_seconds("read_reuse", read_reuse, 0, 1)
+        self.staleness_bound: float | None = None
+        if staleness_bound is not None:
+            self.staleness_bound = _check_seconds("staleness_bound", staleness_bound, 0, 86_400)
+            if self.staleness_bound <= self.read_reuse:
+                raise InvalidArgument("staleness_bound must be larger than read_reuse")
+        self.statement_timeout = _check_seconds("statement_timeout", statement_timeout, 0, 86_400)
+        self.refresh_timeout = _check_seconds("refresh_timeout", refresh_timeout, 0, 86_400)
+        self.pool_timeout = _check_seconds("pool_timeout", pool_timeout, 0, 86_400)
+        counts = {"pool_size": pool_size, "max_overflow": max_overflow, "connect_timeout": connect_timeout}
+        for name, count in counts.items():
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 10_000:
+                raise InvalidArgument(f"{name} must be a whole number from 0 to 10000, not {count!r}")
+        self.pool_size, self.max_overflow, self.connect_timeout = pool_size, max_overflow, connect_timeout
+
+    @property
+    def refresh_timeout_ms(self) -> str:
+        return str(int(self.refresh_timeout * 1000))
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``create_engine`` / ``create_async_engine`` for an engine refproj owns."""
+        return {
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.pool_timeout,
+            "connect_args": {
+                "connect_timeout": self.connect_timeout,
+                "options": f"-c TimeZone=UTC -c statement_timeout={int(self.statement_timeout * 1000)}",
+            },
+        }
+
+
+def watch_interval(staleness_bound: float, read_reuse: float) -> float:
+    """Seconds between the watcher's checks for pending source writes.
+
+    Worst case a write reaches readers after one poll interval, one refresh and one read reuse
+    window; the interval leaves room for the other two within the bound.
+    """
+    return (staleness_bound - read_reuse) / 3
+
+
+# -- query parameters and answers ---------------------------------------------------------------------
+
+
+def overview_params(connector_id: str | None, at: datetime | None) -> dict[str, Any]:
+    if connector_id is not None:
+        check_identifier(connector_id, "connector id")
+    return {"at": check_read_time(at), "connector_id": connector_id}
+
+
+def overview_answer(row: tuple[Any, ...]) -> Overview:
+    status, json_text = row
+    try:
+        return Overview(json_text, datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
+    except orjson.JSONDecodeError as error:  # the SQL caps depth and numbers; say so if it did not
+        raise DatabaseError(f"the database answered JSON refproj cannot parse: {error}") from error
+
+
+def detail_params(connection: str, run_limit: int, at: datetime | None) -> dict[str, Any]:
+    check_identifier(connection)
+    check_run_limit(run_limit)
+    return {"connection": connection, "run_limit": run_limit, "at": check_read_time(at)}
+
+
+def detail_answer(connection: str, row: tuple[Any, ...]) -> Detail:
+    resolution, candidate_ids, detail = row
+    if resolution == "ambiguous":
+        raise AmbiguousConnection(connection, candidate_ids)
+    if detail is None:
+        raise ConnectionNotFound(connection)
+    answer: Detail = detail
+    return answer
+
+
+def status_answer(row: tuple[Any, ...]) -> Status:
+    data = row[0]
+    return Status(
+        as_of=datetime.fromisoformat(data["as_of"]),
+        source_changed=data["source_changed"],
+        last_refresh_ms=data["last_refresh_ms"],
+        refresh_count=data["refresh_count"],
+    )
+
+
+def refresh_answer(row: tuple[Any, ...]) -> RefreshResult:
+    data = row[0]
+    return RefreshResult(
+        refreshed=data["refreshed"],
+        as_of=datetime.fromisoformat(data["as_of"]),
+        refresh_ms=float(data["refresh_ms"]),
+    )
+
+
+# -- errors ---------------------------------------------------------------------------------------------
+
+
+class ConnectionLost(DatabaseUnavailable):
+    """A pooled connection turned out dead (the server restarted, an idle session was closed):
+    idempotent reads try once more on a fresh connection."""
+
+
+def where(url: URL) -> str:
+    """The database, for messages: a plain URL without the password."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=True)
+
+
+def to_refproj_error(error: BaseException, url: URL) -> RefprojError:
+    """The ``RefprojError`` for an error of the pool, SQLAlchemy or psycopg (refproj.errors)."""
+    if isinstance(error, exc.SQLAlchemyError) and not isinstance(error, exc.DBAPIError | exc.TimeoutError):
+        return DatabaseError(f"database driver error: {first_line(error)}")
+    return translate(error, where(url))
+
+
+def check_engine(database: object, kind: type) -> None:
+    """``database`` is a URL, None, or an SQLAlchemy engine of ``kind`` on psycopg 3."""
+    if database is None or isinstance(database, str | URL):
+        return
+    if not isinstance(database, kind):
+        raise InvalidArgument(
+            f"expected a database URL or an SQLAlchemy {kind.__name__}, not {type(database).__name__}"
+            " (a sync Engine goes to Projection, an AsyncEngine to AsyncProjection)"
+        )
+    driver = database.dialect.driver  # type: ignore[attr-defined]
+    if driver != "psycopg":
+        raise InvalidArgument(
+            f"refproj runs on the psycopg (3) driver, not {driver}: create the engine with a"
+            " postgresql+psycopg:// URL"
+        )

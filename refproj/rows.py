@@ -1,0 +1,268 @@
+"""Typed answers: the shapes ``list()``, ``get()``, ``status()`` and ``refresh()`` return.
+
+The row shapes are ``TypedDict``s (the rows stay plain JSON-ready dicts at run time) and
+``json_schemas()`` derives a JSON Schema of each from these same definitions, via pydantic, so
+the documentation of a shape and the shape cannot drift apart.
+
+Overview answers are shared between concurrent callers (single flight, reuse window), so their
+rows are frozen: ``FrozenDict`` and ``FrozenList`` are ``dict`` and ``list`` (``json.dumps`` and
+``==`` work as usual) whose mutating methods raise ``TypeError``. A caller that wants to edit
+takes a copy (``copy.deepcopy(rows)`` or ``thaw(rows)``). Detail answers are built per call and
+are plain dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal, NoReturn
+
+import orjson
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+
+
+class RunBrief(TypedDict):
+    """A run as the overview shows it (``last_run``, ``last_successful_run``)."""
+
+    run_id: str
+    status: str  # in_progress, succeeded, failed, surface_failed, cancelled, abandoned, ...
+    started_at: str | None  # ISO-8601 with offset
+    last_at: str | None
+    finished_at: str | None
+    failure_reason: str | None
+    event_count: int
+    browser_surface_profile_key: str | None
+
+
+class Freshness(TypedDict):
+    """How current the connection's data is at the read time (never stored)."""
+
+    status: Literal["current", "stale", "unknown"]
+    captured_at: str | None  # last_successful_run.last_at
+    last_attempted_at: str | None  # last_run.last_at
+    max_staleness_seconds: float
+
+
+class Health(TypedDict):
+    """The first rule of DOMAIN.md section 5 that applies, at the read time (never stored)."""
+
+    state: Literal["revoked", "paused", "setup", "running", "idle", "failing", "stale", "healthy", "unknown"]
+    reason: str | None
+
+
+class RetainedBytes(TypedDict):
+    """Bytes the connection's data occupies (from ``retained_size_connection``)."""
+
+    record_json_bytes: int
+    record_changes_json_bytes: int
+    blob_bytes: int
+    total_bytes: int
+
+
+class OverviewRow(TypedDict):
+    """One connection in the overview (``list()``), in overview order."""
+
+    connector_instance_id: str
+    connection_id: str  # same value as connector_instance_id
+    connector_id: str
+    display_name: str
+    connector_display_name: str
+    status: Literal["active", "paused", "revoked", "draft"]
+    source_kind: Literal["account", "local_device", "browser_collector", "manual"]
+    created_at: str
+    revoked_at: str | None
+    streams: list[str]
+    stream_count: int
+    total_records: int
+    retained_bytes: RetainedBytes | None
+    total_retained_bytes: int
+    last_run: RunBrief | None
+    last_successful_run: RunBrief | None
+    failures_since_last_success: int
+    max_staleness: str  # a PostgreSQL interval as text, e.g. "24:00:00"
+    freshness: Freshness
+    health: Health
+
+
+class RunDetail(TypedDict):
+    """A run in the detail's ``recent_runs``: the full run summary."""
+
+    run_id: str
+    connector_instance_id: str | None
+    status: str
+    started_at: str | None
+    last_at: str | None
+    finished_at: str | None
+    failure_reason: str | None
+    event_count: int
+    records_emitted: int | None
+    known_gaps: list[Any]
+    collection_facts: Any
+    browser_surface_status: str | None
+    browser_surface_profile_key: str | None
+    browser_surface_wait_reason: str | None
+
+
+class StreamRetained(TypedDict):
+    """One stream's retained size (from ``retained_size_stream``)."""
+
+    stream: str
+    record_count: int
+    current_record_json_bytes: int
+    record_history_json_bytes: int
+    blob_bytes: int
+    computed_at: str | None
+
+
+class Detail(OverviewRow):
+    """The live detail of one connection (``get()``): every overview field plus these."""
+
+    recent_runs: list[RunDetail]
+    streams_retained: list[StreamRetained]
+    unattributed_runs: int
+
+
+# -- frozen containers ------------------------------------------------------------------------------
+
+
+def _read_only(self: object, *args: object, **kwargs: object) -> NoReturn:
+    raise TypeError(f"{type(self).__name__} is shared between callers and read-only; edit a copy")
+
+
+class FrozenDict(dict[str, Any]):
+    """A ``dict`` whose mutating methods raise ``TypeError`` (``copy.copy`` gives a plain dict)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return thaw(self)
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+
+class FrozenList(list[Any]):
+    """A ``list`` whose mutating methods raise ``TypeError`` (``copy.copy`` gives a plain list)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = clear = extend = insert = pop = remove = reverse = sort = _read_only
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return thaw(self)
+
+    def __reduce__(self) -> Any:
+        return (list, (list(self),))
+
+
+def freeze(value: Any) -> Any:
+    """Parsed JSON with every object and array replaced by its frozen twin."""
+    if isinstance(value, dict):
+        return FrozenDict({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return FrozenList([freeze(item) for item in value])
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A deep, mutable copy of frozen (or plain) JSON data."""
+    if isinstance(value, dict):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [thaw(item) for item in value]
+    return value
+
+
+# -- answers --------------------------------------------------------------------------------------------
+
+
+class Overview(FrozenList):
+    """The overview rows (``OverviewRow``s, in overview order) plus how current they are.
+
+    A read-only list: ``json.dumps(overview)`` gives the rows. ``as_of`` is when the stored
+    evidence was computed, ``source_changed`` whether a source table was written since, and
+    ``json_text`` the rows exactly as the database serialised them (a JSON array, str), for
+    writing a response body without parsing and serialising again. Shared between concurrent
+    callers, hence read-only (rows and nested values included).
+    """
+
+    __slots__ = ("as_of", "json_text", "source_changed")
+    as_of: datetime
+    source_changed: bool
+    json_text: str
+
+    def __init__(self, json_text: str, as_of: datetime, source_changed: bool) -> None:
+        list.__init__(self, (freeze(row) for row in orjson.loads(json_text)))
+        self.json_text = json_text
+        self.as_of = as_of
+        self.source_changed = source_changed
+
+    def envelope(self) -> dict[str, Any]:
+        """``{"as_of", "source_changed", "connections"}``, JSON-ready."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "source_changed": self.source_changed,
+            "connections": list(self),
+        }
+
+    def __reduce__(self) -> Any:
+        return (Overview, (self.json_text, self.as_of, self.source_changed))
+
+
+@dataclass(frozen=True)
+class Status:
+    """How current the stored overview is (``status()``)."""
+
+    as_of: datetime  # when the current evidence was computed
+    source_changed: bool  # a source table was written since
+    last_refresh_ms: float | None
+    refresh_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["as_of"] = self.as_of.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What ``refresh()`` waited for."""
+
+    refreshed: bool  # whether this call's SQL ran the refresh (False: it shared another's)
+    as_of: datetime  # when the refresh that satisfied this call took its snapshot
+    refresh_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["as_of"] = self.as_of.isoformat()
+        return out
+
+
+ROW_TYPES: dict[str, Any] = {
+    "OverviewRow": OverviewRow,
+    "Detail": Detail,
+    "RunBrief": RunBrief,
+    "RunDetail": RunDetail,
+    "Freshness": Freshness,
+    "Health": Health,
+    "RetainedBytes": RetainedBytes,
+    "StreamRetained": StreamRetained,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """{name: JSON Schema (draft 2020-12)} of every row type, generated from the TypedDicts.
+
+    Needs pydantic (installed with refproj's ``web`` or ``dev`` extra), imported only here.
+    """
+    from pydantic import TypeAdapter
+
+    return {name: TypeAdapter(kind).json_schema() for name, kind in ROW_TYPES.items()}
