@@ -164,6 +164,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--quick", action="store_true", help="a fast pass with fewer samples")
     sub.add_argument("--output", default="bench", metavar="DIR", help="where results/ and README.md go")
     sub.add_argument("--history-profile", help="profile of the history series (default: smallest but tiny)")
+    sub = command(
+        "serve",
+        cmd_serve,
+        "serve the console HTTP API (GET /_ref/connectors ...); $REFPROJ_API_TOKEN requires a bearer token",
+    )
+    sub.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    sub.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sub.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     return parser
 
 
@@ -414,6 +424,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     path = bench.write_outputs(results, Path(args.output))
     print(bench.render_markdown(results))
     print(f"results: {path}; {Path(args.output) / 'README.md'} regenerated", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url)."""
+    import os
+
+    try:
+        from refproj.web.serve import serve
+    except ImportError as error:  # the web stack ships as the optional extra refproj[web]
+        raise RefprojError(
+            f"the HTTP service is not installed ({error.name or 'refproj.web'} missing):"
+            " pip install 'refproj[web]'"
+        ) from error
+    if args.workers < 1:
+        raise InvalidArgument("--workers must be at least 1")
+    if not 0 < args.port < 65536:
+        raise InvalidArgument("--port must be between 1 and 65535")
+    os.environ["DATABASE_URL"] = database_url(args.database_url).render_as_string(hide_password=False)
+    serve(host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL, Engine, create_engine
 from refproj import _core
 from refproj._compat import Event, driver, join, spawn
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
+from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, RefreshResult, Status
 from refproj.settings import database_url
@@ -94,6 +95,7 @@ class Projection:
             self._owns_engine = True
         self._read_reuse = options.read_reuse
         self._reads: SingleFlight[Overview] = SingleFlight(options.read_reuse)
+        self._pages: SingleFlight[OverviewPage] = SingleFlight(options.read_reuse)
         self._refreshes: SingleFlight[RefreshResult] = SingleFlight(0)
         self._staleness_bound = options.staleness_bound
         self._refresh_timeout_ms = options.refresh_timeout_ms
@@ -119,6 +121,30 @@ class Projection:
             (connector_id, at), lambda: self._one("overview", params, _core.overview_answer)
         )
 
+    def list_page(
+        self,
+        connector_id: str | None = None,
+        *,
+        at: datetime | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> OverviewPage:
+        """The overview, or one keyset page of it (``limit`` rows after the cursor ``after``, a
+        ``next_after`` of an earlier page), as the JSON bytes the database serialised, never
+        parsed: what an HTTP response writes out (``OverviewPage.body``, ``.etag``). Shares
+        statements and the reuse window like ``list()``.
+
+        Raises ``InvalidArgument`` for a bad connector id, read time, limit (1 to 10,000) or cursor.
+        """
+        params = page_params(connector_id, at, limit, after)
+        self._ensure_watcher()
+        return self._pages.do(
+            (connector_id, at, limit, after),
+            lambda: self._one(
+                "overview_page", params, lambda row: OverviewPage.from_row(row, connector_id, limit, after)
+            ),
+        )
+
     def get(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> Detail:
         """Live detail of one connection, by connection id or by a connector id with exactly one
         visible connection. Never served from a cache; the caller's own dict.
@@ -128,6 +154,16 @@ class Projection:
         """
         params = _core.detail_params(connection, run_limit, at)
         return self._one("detail", params, lambda row: _core.detail_answer(connection, row))
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: ``coalesced_reads``, the overview reads answered by another
+        read's statement (joined in flight or reused) since this object was created, and
+        ``pool_in_use``, the connections checked out of the engine's pool right now."""
+        pool: Any = self._engine.pool
+        return {
+            "coalesced_reads": self._reads.joined + self._pages.joined,
+            "pool_in_use": int(pool.checkedout()) if hasattr(pool, "checkedout") else 0,
+        }
 
     def status(self) -> Status:
         """How current the stored overview is (one statement, never cached)."""
@@ -146,6 +182,7 @@ class Projection:
         """
         result = self._refreshes.do(_REFRESH, self._explicit_refresh)
         self._reads.forget()
+        self._pages.forget()
         return result
 
     def _explicit_refresh(self) -> RefreshResult:
@@ -182,6 +219,7 @@ class Projection:
                     result = self._refresh(only_if_changed=True)
                     if result.refreshed:
                         self._reads.forget()
+                        self._pages.forget()
             except Exception as error:  # the next poll tries again; readers keep being served
                 log.warning("refproj watcher: %s", error)
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from refproj import _core
 from refproj._acompat import AEvent, adriver, ajoin, aspawn
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
+from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, RefreshResult, Status
 from refproj.settings import database_url
@@ -93,6 +94,7 @@ class AsyncProjection:
             self._owns_engine = True
         self._read_reuse = options.read_reuse
         self._reads: AsyncSingleFlight[Overview] = AsyncSingleFlight(options.read_reuse)
+        self._pages: AsyncSingleFlight[OverviewPage] = AsyncSingleFlight(options.read_reuse)
         self._refreshes: AsyncSingleFlight[RefreshResult] = AsyncSingleFlight(0)
         self._staleness_bound = options.staleness_bound
         self._refresh_timeout_ms = options.refresh_timeout_ms
@@ -118,6 +120,30 @@ class AsyncProjection:
             (connector_id, at), lambda: self._one("overview", params, _core.overview_answer)
         )
 
+    async def list_page(
+        self,
+        connector_id: str | None = None,
+        *,
+        at: datetime | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> OverviewPage:
+        """The overview, or one keyset page of it (``limit`` rows after the cursor ``after``, a
+        ``next_after`` of an earlier page), as the JSON bytes the database serialised, never
+        parsed: what an HTTP response writes out (``OverviewPage.body``, ``.etag``). Shares
+        statements and the reuse window like ``list()``.
+
+        Raises ``InvalidArgument`` for a bad connector id, read time, limit (1 to 10,000) or cursor.
+        """
+        params = page_params(connector_id, at, limit, after)
+        self._ensure_watcher()
+        return await self._pages.do(
+            (connector_id, at, limit, after),
+            lambda: self._one(
+                "overview_page", params, lambda row: OverviewPage.from_row(row, connector_id, limit, after)
+            ),
+        )
+
     async def get(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> Detail:
         """Live detail of one connection, by connection id or by a connector id with exactly one
         visible connection. Never served from a cache; the caller's own dict.
@@ -127,6 +153,16 @@ class AsyncProjection:
         """
         params = _core.detail_params(connection, run_limit, at)
         return await self._one("detail", params, lambda row: _core.detail_answer(connection, row))
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: ``coalesced_reads``, the overview reads answered by another
+        read's statement (joined in flight or reused) since this object was created, and
+        ``pool_in_use``, the connections checked out of the engine's pool right now."""
+        pool: Any = self._engine.pool
+        return {
+            "coalesced_reads": self._reads.joined + self._pages.joined,
+            "pool_in_use": int(pool.checkedout()) if hasattr(pool, "checkedout") else 0,
+        }
 
     async def status(self) -> Status:
         """How current the stored overview is (one statement, never cached)."""
@@ -145,6 +181,7 @@ class AsyncProjection:
         """
         result = await self._refreshes.do(_REFRESH, self._explicit_refresh)
         self._reads.forget()
+        self._pages.forget()
         return result
 
     async def _explicit_refresh(self) -> RefreshResult:
@@ -181,6 +218,7 @@ class AsyncProjection:
                     result = await self._refresh(only_if_changed=True)
                     if result.refreshed:
                         self._reads.forget()
+                        self._pages.forget()
             except Exception as error:  # the next poll tries again; readers keep being served
                 log.warning("refproj watcher: %s", error)
 

@@ -48,6 +48,7 @@ class _Flights(Generic[V]):
         self._clock = clock
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call[V]] = {}
+        self.joined = 0  # callers that shared a call instead of running their own, ever
 
     def _join(self, key: Hashable) -> tuple[_Call[V], bool]:
         """The call for ``key`` a caller shares, and whether the caller must lead (run) it."""
@@ -57,6 +58,7 @@ class _Flights(Generic[V]):
                 call = self._calls[key] = _Call()
                 return call, True
             call.sharers += 1
+            self.joined += 1
             return call, False
 
     def _finish(self, key: Hashable, call: _Call[V], value: V | None, error: BaseException | None) -> None:

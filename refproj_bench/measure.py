@@ -99,13 +99,27 @@ def goal(figure: str, goal: str, profile: str, shown: str, met: bool | None, val
 
 
 class StatementCounter:
-    """Counts the statements an SQLAlchemy engine sends (``before_cursor_execute``)."""
+    """Counts the statements sent on an SQLAlchemy engine's connections.
+
+    ``Projection`` sends its statements on the psycopg connection under each pooled one (not
+    through SQLAlchemy's execute, so SQLAlchemy's ``before_cursor_execute`` never sees them):
+    every connection checked out from now on gets a psycopg cursor factory that counts
+    ``execute`` calls, which is where ``Connection.execute`` ends up.
+    """
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         self.count = 0
         self._lock = threading.Lock()
-        event.listen(engine, "before_cursor_execute", self._seen)
+        counter = self
 
-    def _seen(self, *args: Any) -> None:
-        with self._lock:
-            self.count += 1
+        class CountingCursor(psycopg.Cursor[Any]):
+            def execute(self, *args: Any, **kwargs: Any) -> Any:
+                with counter._lock:
+                    counter.count += 1
+                return super().execute(*args, **kwargs)
+
+        def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+            driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+            driver.cursor_factory = CountingCursor
+
+        event.listen(engine, "checkout", checkout)

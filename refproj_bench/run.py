@@ -18,7 +18,16 @@ from refproj import migrate
 from refproj.seed import PROFILES
 from refproj.settings import database_url, libpq_url
 from refproj_bench.config import PROFILE_ORDER, BenchConfig, Json, Progress
-from refproj_bench.figures import coalescing, detail, evaluate_goals, overview, refresh, staleness, write_cost
+from refproj_bench.figures import (
+    coalescing,
+    detail,
+    evaluate_goals,
+    http,
+    overview,
+    refresh,
+    staleness,
+    write_cost,
+)
 from refproj_bench.machine import load_average
 from refproj_bench.measure import scalar
 from refproj_bench.workload import WITHOUT_PROJECTION_REVISION, Server, counts
@@ -115,6 +124,7 @@ def _bench_profile(server: Server, config: BenchConfig, profile: str, say: Progr
             out["counts"] = counts(conn)
         out.update(overview.measure(url, it, say))
         out["detail"] = detail.measure(url, it, say)
+        out["http"] = http.measure(url, it, say)
         out["coalescing"] = coalescing.measure_list(url, it, say)
         out["refresh"] = refresh.measure(url, it, say)
         out["coalescing"].update(coalescing.measure_refresh(url, it, say))

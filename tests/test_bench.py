@@ -95,6 +95,14 @@ def test_bench_tiny_profile_reports_every_figure(db_url: str, tmp_path: Path) ->
     assert coalescing["refreshes_executed"] == coalescing["refresh_calls_that_refreshed"]
     ungated = coalescing["refresh_ungated"]
     assert 1 <= ungated["refreshes_executed"] <= 6 and _number(ungated["call_start_spread_ms"])
+    http = tiny["http"]
+    for name in ("new", "new_no_reuse", "revalidate_304", "floor"):
+        for clients in (1, 64):
+            _distribution(http[f"{name}_{clients}"])
+    _distribution(http["naive_1"])
+    assert http["body_bytes"] > 1000
+    for name in ("ratio_naive_over_new_1", "ratio_new_over_floor_64", "ratio_304_over_floor_64"):
+        assert _number(http[name]) and http[name] > 0
     staleness = tiny["staleness"]
     assert staleness["writes"] > 5 and staleness["reads"] > 5
     assert 0 <= staleness["p50_s"] <= staleness["p95_s"] <= staleness["max_s"]
@@ -109,7 +117,7 @@ def test_bench_tiny_profile_reports_every_figure(db_url: str, tmp_path: Path) ->
     assert _number(history["ratio_max_over_min"])
 
     goals = {(goal["figure"], goal["profile"]): goal for goal in results["goals"]}
-    assert len(goals) == 9
+    assert len(goals) == 12
     assert all(goal["met"] in (True, False, None) for goal in goals.values())
     assert goals[("16 concurrent list()", "tiny")]["met"] is True
     assert "| figure | tiny |" in table and "### Goals" in table

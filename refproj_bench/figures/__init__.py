@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 from refproj_bench.config import Json
-from refproj_bench.figures import coalescing, detail, overview, refresh, staleness, write_cost
+from refproj_bench.figures import coalescing, detail, http, overview, refresh, staleness, write_cost
 
-FIGURES = (overview, refresh, write_cost, coalescing, detail, staleness)
+FIGURES = (overview, refresh, write_cost, coalescing, detail, staleness, http)
 
 
 def evaluate_goals(results: Json) -> list[Json]:

@@ -1,0 +1,45 @@
+"""``refproj serve``: the HTTP service under uvicorn.
+
+Each uvicorn worker process builds its own app (``app_from_environment``, a factory uvicorn
+imports), so each has its own pool, single flight and one LISTEN connection.
+"""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+from starlette.applications import Starlette
+
+from refproj import AsyncProjection
+from refproj.settings import database_url, libpq_url
+from refproj.web.app import create_app
+
+TOKEN_VARIABLE = "REFPROJ_API_TOKEN"
+
+
+def app_from_environment() -> Starlette:
+    """The app for ``$DATABASE_URL`` with the token ``$REFPROJ_API_TOKEN`` (none when unset)."""
+    url = database_url().render_as_string(hide_password=False)
+    projection = AsyncProjection(url)
+    return create_app(
+        projection,
+        token=os.environ.get(TOKEN_VARIABLE) or None,
+        listen_conninfo=libpq_url(url),
+        close_projection=projection.aclose,
+    )
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info") -> None:
+    """Run the service until interrupted (blocks). The database comes from ``$DATABASE_URL``."""
+    uvicorn.run(
+        "refproj.web.serve:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        # The overview body is already JSON bytes; nothing to gain from uvicorn's access log
+        # formatting on the hot path at high request rates.
+        access_log=log_level == "debug",
+    )

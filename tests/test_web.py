@@ -1,0 +1,499 @@
+"""The HTTP service against a real uvicorn and the real database: every status code, ETag/304,
+paging, the event stream, cancellation on disconnect, and detail reads that cannot starve
+overview reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.web_server import free_port, running_server
+from tests.world import World, at, iso, wait_for
+
+AT = "2026-01-05T12:00:00+00:00"
+
+
+def _world(db: psycopg.Connection[Any]) -> World:
+    """acme: cin_work (succeeded 11:05), cin_personal (never ran); beta: beta_one, 1 h bound,
+    succeeded at 10:00 (current until 11:00)."""
+    world = World(db)
+    world.siblings()
+    world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    world.connector("beta", manifest={"refresh_policy": {"max_staleness_seconds": 3600}})
+    world.connection("beta_one", "beta", created="09:00")
+    world.succeeded_run("run_b1", "beta_one", "09:50", "10:00", connector="beta")
+    world.refresh()
+    return world
+
+
+@pytest.fixture
+def served(db: psycopg.Connection[Any], db_url: str) -> Iterator[tuple[World, httpx.Client, Any]]:
+    world = _world(db)
+    with (
+        running_server(db_url, heartbeat=0.2) as (base, app),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        yield world, client, app
+
+
+def _db_json(db: psycopg.Connection[Any], when: str, connector_id: str | None = None) -> str:
+    row = db.execute("SELECT refproj.connection_summaries_json(%s, %s)", (at(when), connector_id)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _as_of(db: psycopg.Connection[Any]) -> str:
+    """The overview's as_of as the service writes it (ISO-8601, UTC, Python's isoformat)."""
+    row = db.execute("SELECT as_of FROM refproj.projection_status()").fetchone()
+    assert row is not None
+    return str(row[0].astimezone(UTC).isoformat())
+
+
+# -- GET /_ref/connectors ---------------------------------------------------------------------------
+
+
+def test_overview_body_is_the_database_text(served: Any, db: psycopg.Connection[Any]) -> None:
+    _, client, _ = served
+    response = client.get("/_ref/connectors", params={"at": AT})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-cache"
+    text = _db_json(db, AT)
+    assert response.content == (
+        b'{"as_of":"'
+        + _as_of(db).encode()
+        + b'","source_changed":false,"valid_until":"2026-01-06T11:05:00+00:00","connections":'
+        + text.encode()
+        + b"}"
+    )
+    body = response.json()
+    assert [row["connector_instance_id"] for row in body["connections"]] == [
+        "cin_work",
+        "cin_personal",
+        "beta_one",
+    ]
+    one = client.get("/_ref/connectors", params={"at": AT, "connector_id": "beta"})
+    assert one.json()["connections"] == json.loads(_db_json(db, AT, "beta"))
+    assert client.get("/_ref/connectors", params={"connector_id": "nobody"}).json()["connections"] == []
+
+
+def test_etag_and_304_across_a_refresh(served: Any, db: psycopg.Connection[Any]) -> None:
+    world, client, _ = served
+    first = client.get("/_ref/connectors")
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    again = client.get("/_ref/connectors", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert again.headers["cache-control"] == "no-cache"
+    assert client.get("/_ref/connectors", headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304
+    world.succeeded_run("run_ok2", "cin_personal", "11:10", "11:20")
+    refreshed = client.post("/_ref/connectors/refresh")
+    assert refreshed.status_code == 200
+    assert refreshed.json()["as_of"] == _as_of(db)
+    after = client.get("/_ref/connectors", headers={"If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.headers["etag"] != etag
+    assert after.json()["as_of"] == _as_of(db)
+    personal = next(r for r in after.json()["connections"] if r["connector_instance_id"] == "cin_personal")
+    assert personal["last_run"]["run_id"] == "run_ok2"
+
+
+def test_etag_across_a_valid_until_crossing(served: Any) -> None:
+    """beta_one is current up to 11:00 and stale after: the body, and so the ETag, changes
+    exactly there, and not between two read times on the same side."""
+    _, client, _ = served
+    early = client.get("/_ref/connectors", params={"at": "2026-01-05T10:30:00+00:00"})
+    assert early.json()["valid_until"] == iso("11:00")
+    etag = early.headers["etag"]
+    at_step = client.get(
+        "/_ref/connectors", params={"at": "2026-01-05T11:00:00+00:00"}, headers={"If-None-Match": etag}
+    )
+    assert at_step.status_code == 304
+    crossed = client.get(
+        "/_ref/connectors", params={"at": "2026-01-05T11:00:00.000001+00:00"}, headers={"If-None-Match": etag}
+    )
+    assert crossed.status_code == 200
+    assert crossed.headers["etag"] != etag
+    beta = next(r for r in crossed.json()["connections"] if r["connector_instance_id"] == "beta_one")
+    assert beta["health"] == {"state": "stale", "reason": "past_max_staleness"}
+    assert crossed.json()["valid_until"] == iso("2026-01-06T11:05:00+00:00")
+    assert (
+        client.get(
+            "/_ref/connectors",
+            params={"at": "2026-01-06T00:00:00+00:00"},
+            headers={"If-None-Match": crossed.headers["etag"]},
+        ).status_code
+        == 304
+    )
+
+
+def test_pages_follow_next_after(served: Any, db: psycopg.Connection[Any]) -> None:
+    _, client, _ = served
+    whole = client.get("/_ref/connectors", params={"at": AT}).json()
+    assert "next_after" not in whole
+    seen: list[Any] = []
+    params: dict[str, Any] = {"at": AT, "limit": 2}
+    pages = 0
+    while True:
+        page = client.get("/_ref/connectors", params=params).json()
+        pages += 1
+        seen.extend(page["connections"])
+        if page["next_after"] is None:
+            break
+        params["after"] = page["next_after"]
+    assert pages == 2
+    assert seen == whole["connections"]
+    for bad in (
+        {"limit": "0"},
+        {"limit": "10001"},
+        {"limit": "two"},
+        {"after": "not-a-cursor"},
+        {"at": "noon"},
+    ):
+        response = client.get("/_ref/connectors", params=bad)
+        assert response.status_code == 422, bad
+        assert response.json()["error"] == "invalid"
+
+
+# -- GET /_ref/connectors/{connection} ----------------------------------------------------------------
+
+
+def test_detail_and_its_errors(served: Any) -> None:
+    _, client, _ = served
+    detail = client.get("/_ref/connectors/cin_work", params={"at": AT})
+    assert detail.status_code == 200
+    body = detail.json()
+    assert body["connector_instance_id"] == "cin_work"
+    assert [run["run_id"] for run in body["recent_runs"]] == ["run_ok"]
+    assert client.get("/_ref/connectors/cin_work", params={"runs": 0}).json()["recent_runs"] == []
+    # A connector id with one connection resolves to it.
+    assert client.get("/_ref/connectors/beta").json()["connector_instance_id"] == "beta_one"
+    missing = client.get("/_ref/connectors/nobody")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "message": "no connection 'nobody'"}
+    ambiguous = client.get("/_ref/connectors/acme")
+    assert ambiguous.status_code == 409
+    assert ambiguous.json()["error"] == "ambiguous"
+    assert ambiguous.json()["candidates"] == ["cin_work", "cin_personal"]
+    for path, params in (
+        ("/_ref/connectors/cin_work", {"runs": "101"}),
+        ("/_ref/connectors/cin_work", {"runs": "-1"}),
+        ("/_ref/connectors/cin_work", {"at": "2026-01-05T12:00:00"}),
+        ("/_ref/connectors/" + "x" * 1001, {}),
+        ("/_ref/connectors/a%00b", {}),
+    ):
+        response = client.get(path, params=params)
+        assert response.status_code == 422, (path, params)
+        assert response.json()["error"] == "invalid"
+    # Ids may hold any character, slashes included.
+    assert client.get("/_ref/connectors/a%2Fb").status_code == 404
+
+
+def test_unknown_routes_and_methods_answer_json(served: Any) -> None:
+    _, client, _ = served
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    response = client.delete("/_ref/connectors")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_bearer_token(db: psycopg.Connection[Any], db_url: str) -> None:
+    _world(db)
+    with running_server(db_url, token="s3cret") as (base, _), httpx.Client(base_url=base) as client:
+        assert client.get("/healthz").status_code == 200
+        for path in ("/_ref/connectors", "/_ref/connectors/cin_work", "/readyz", "/metrics", "/openapi.json"):
+            response = client.get(path)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert response.json()["error"] == "unauthorized"
+            assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
+        assert client.post("/_ref/connectors/refresh").status_code == 401
+        assert (
+            client.post("/_ref/connectors/refresh", headers={"Authorization": "Bearer s3cret"}).status_code
+            == 200
+        )
+
+
+def test_unreachable_database_is_503(db_url: str) -> None:
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    with (
+        running_server(closed, listen_conninfo=None, projection_options={"connect_timeout": 2}) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        assert client.get("/healthz").status_code == 200
+        for path in ("/_ref/connectors", "/_ref/connectors/cin_work", "/readyz"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert response.json()["error"] == "unavailable"
+
+
+def test_unmigrated_database_is_503(empty_db_url: str) -> None:
+    with (
+        running_server(empty_db_url, listen_conninfo=None) as (base, _),
+        httpx.Client(base_url=base) as client,
+    ):
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["error"] == "not_migrated"
+        assert "refproj migrate" in response.json()["message"]
+
+
+def test_statement_timeout_is_504(db: psycopg.Connection[Any], db_url: str) -> None:
+    _world(db)
+    with (
+        running_server(db_url, projection_options={"statement_timeout": 0.3}) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as client,
+        psycopg.connect(db_url) as locker,
+    ):
+        locker.execute("LOCK TABLE refproj.run_facts IN ACCESS EXCLUSIVE MODE")
+        response = client.get("/_ref/connectors/cin_work")
+        assert response.status_code == 504
+        assert response.json()["error"] == "timeout"
+        locker.rollback()
+        assert client.get("/_ref/connectors/cin_work").status_code == 200
+
+
+# -- the event stream -------------------------------------------------------------------------------
+
+
+def _listeners(db: psycopg.Connection[Any]) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query = 'LISTEN refproj_refreshed'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _next_event(lines: Any) -> dict[str, str]:
+    """The next event (not a heartbeat comment) of an SSE line iterator."""
+    event: dict[str, str] = {}
+    async for line in lines:
+        if line == "" and event:
+            return event
+        if line.startswith(":") or not line:
+            continue
+        name, _, value = line.partition(":")
+        event[name] = value.removeprefix(" ")
+    raise AssertionError("the stream ended")
+
+
+def test_events_after_a_write_without_anyone_refreshing(served: Any, db: psycopg.Connection[Any]) -> None:
+    world, client, app = served
+    base = str(client.base_url)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as aclient:
+            # Five subscribers, one LISTEN connection.
+            streams = [aclient.stream("GET", "/_ref/connectors/events") for _ in range(5)]
+            responses = [await stream.__aenter__() for stream in streams]
+            try:
+                assert all(r.status_code == 200 for r in responses)
+                assert responses[0].headers["content-type"].startswith("text/event-stream")
+                await asyncio.to_thread(
+                    wait_for, lambda: app.state.service.metrics.subscribers._value.get() == 5
+                )
+                assert _listeners(db) == 1
+                # The service's projection watches for writes; nobody calls refresh or reads.
+                world.succeeded_run("run_late", "cin_personal", "11:30", "11:40")
+                lines = [r.aiter_lines() for r in responses]
+                events = await asyncio.wait_for(asyncio.gather(*(_next_event(it) for it in lines)), 20)
+                as_of = _as_of(db)
+                for event in events:
+                    assert event["event"] == "refreshed"
+                    assert event["id"] == as_of
+                    assert json.loads(event["data"]) == {"as_of": as_of}
+                overview = (await aclient.get("/_ref/connectors")).json()
+                assert overview["as_of"] == as_of
+            finally:
+                for stream in streams:
+                    await stream.__aexit__(None, None, None)
+
+    asyncio.run(scenario())
+    assert _listeners(db) == 1
+
+
+def test_last_event_id_is_honoured(served: Any, db: psycopg.Connection[Any]) -> None:
+    _, client, _ = served
+    base = str(client.base_url)
+    current = _as_of(db)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as aclient:
+            # An id from before the last refresh: the current as_of comes at once.
+            old = "2026-01-01T00:00:00+00:00"
+            async with aclient.stream("GET", "/_ref/connectors/events", headers={"Last-Event-ID": old}) as r:
+                event = await asyncio.wait_for(_next_event(r.aiter_lines()), 20)
+                assert event["id"] == current
+            # The current id: the next event is the next refresh's, after heartbeats only.
+            async with aclient.stream(
+                "GET", "/_ref/connectors/events", headers={"Last-Event-ID": current}
+            ) as r:
+                lines = r.aiter_lines()
+                heartbeat = await asyncio.wait_for(lines.__anext__(), 20)
+                assert heartbeat.startswith(":")
+                await aclient.post("/_ref/connectors/refresh")
+                event = await asyncio.wait_for(_next_event(lines), 20)
+                assert event["id"] == _as_of(db) != current
+
+    asyncio.run(scenario())
+
+
+# -- cancellation and budgets -----------------------------------------------------------------------
+
+
+def _detail_statements(db: psycopg.Connection[Any]) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%connection_detail%'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_client_disconnect_cancels_the_statement(
+    served: Any, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    _, client, _ = served
+    port = client.base_url.port
+    with psycopg.connect(db_url) as locker:
+        locker.execute("LOCK TABLE refproj.run_facts IN ACCESS EXCLUSIVE MODE")
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /_ref/connectors/cin_work HTTP/1.1\r\nHost: test\r\n\r\n")
+            wait_for(lambda: _detail_statements(db) == 1, what="the detail statement to wait on the lock")
+        # The client is gone; the lock is still held, so only a cancel ends the statement.
+        wait_for(lambda: _detail_statements(db) == 0, what="the detail statement to be canceled")
+        locker.rollback()
+    assert client.get("/_ref/connectors/cin_work").status_code == 200
+
+
+def test_slow_details_cannot_starve_overview_reads(
+    served: Any, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    _, client, app = served
+    base = str(client.base_url)
+    slots = 4  # create_app's default detail_concurrency
+
+    async def scenario(locker: psycopg.AsyncConnection[Any]) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as aclient:
+            details = [asyncio.ensure_future(aclient.get("/_ref/connectors/cin_work")) for _ in range(20)]
+            await asyncio.to_thread(wait_for, lambda: _detail_statements(db) == slots)
+            await asyncio.to_thread(wait_for, lambda: app.state.service.details_waiting == 20 - slots)
+            # Twenty slow details in flight: the overview still answers, and a refresh runs.
+            overview = await aclient.get("/_ref/connectors")
+            assert overview.status_code == 200
+            assert len(overview.json()["connections"]) == 3
+            assert not any(d.done() for d in details)
+            metrics = (await aclient.get("/metrics")).text
+            assert f"refproj_pool_waiting {float(20 - slots)}" in metrics
+            await locker.rollback()
+            responses = await asyncio.gather(*details)
+            assert [r.status_code for r in responses] == [200] * 20
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url) as locker:
+            await locker.execute("LOCK TABLE refproj.run_facts IN ACCESS EXCLUSIVE MODE")
+            await scenario(locker)
+
+    asyncio.run(main())
+
+
+# -- health, metrics, documentation -----------------------------------------------------------------
+
+
+def test_health_readiness_and_metrics(served: Any, db: psycopg.Connection[Any]) -> None:
+    _, client, app = served
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "as_of": _as_of(db), "source_changed": False}
+    before = app.state.service.metrics.refreshes._value.get()
+    client.post("/_ref/connectors/refresh")
+    wait_for(lambda: app.state.service.metrics.refreshes._value.get() == before + 1, what="the NOTIFY")
+    client.get("/_ref/connectors/nobody")
+    text = client.get("/metrics").text
+    for name in (
+        "refproj_refreshes_total 1.0",
+        "refproj_refresh_duration_seconds_count 1.0",
+        "refproj_overview_staleness_seconds 0.0",
+        "refproj_coalesced_reads",
+        "refproj_pool_connections_in_use",
+        "refproj_pool_waiting 0.0",
+        'refproj_errors_total{error_class="ConnectionNotFound"} 1.0',
+        "refproj_event_subscribers 0.0",
+    ):
+        assert name in text, name
+
+
+def test_openapi_documents_typed_responses(served: Any) -> None:
+    _, client, _ = served
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    schemas = document["components"]["schemas"]
+    for name in ("OverviewRow", "Detail", "RunBrief", "Freshness", "Health", "OverviewEnvelope", "Error"):
+        assert schemas[name]["type"] == "object", name
+    assert set(schemas["OverviewRow"]["required"]) >= {"connector_instance_id", "freshness", "health"}
+    get = document["paths"]["/_ref/connectors/{connection}"]["get"]
+    assert set(get["responses"]) == {"200", "401", "404", "409", "422", "503", "504"}
+
+
+def test_refproj_serve(db: psycopg.Connection[Any], db_url: str) -> None:
+    """The command: two workers on 127.0.0.1, the token from the environment."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _world(db)
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "refproj"), "serve", "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "DATABASE_URL": db_url, "REFPROJ_API_TOKEN": "t0ken"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return server.poll() is not None
+
+        wait_for(ready, timeout=60, what="refproj serve to answer")
+        assert server.poll() is None
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/_ref/connectors").status_code == 401
+            response = client.get("/_ref/connectors", headers={"Authorization": "Bearer t0ken"})
+            assert response.status_code == 200
+            assert [r["connector_instance_id"] for r in response.json()["connections"]] == [
+                "cin_work",
+                "cin_personal",
+                "beta_one",
+            ]
+        # One LISTEN connection per worker process.
+        wait_for(lambda: _listeners(db) == 2, what="each worker's LISTEN connection")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert server.returncode == 0
+
+
+def test_refproj_serve_refuses_bad_options() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    refproj = str(Path(sys.executable).parent / "refproj")
+    done = subprocess.run([refproj, "serve", "--workers", "0"], capture_output=True, text=True, check=False)
+    assert done.returncode == 7
+    assert done.stderr == "refproj: --workers must be at least 1\n"
