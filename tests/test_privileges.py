@@ -176,6 +176,7 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "freshness_status",
         "health_at",
         "jsonb_text",
+        "newest_first",
         "overview_row_ending",
         "run_brief",
         "run_match_token",

@@ -46,38 +46,3 @@ LEFT JOIN (
    AND accepting.match_token = refproj.run_match_token(r.browser_surface_profile_key, r.connector_instance_id);
 COMMENT ON VIEW refproj.attributed_runs IS
     'Every run summary with attributed_to: the connection it belongs to under DOMAIN.md section 4 (profile key, else identity, else sole active connection), NULL when unattributed.';
-
--- Per connection: latest run, latest successful run and failures since that success.
--- "Latest" is (last_at DESC, last_event_seq DESC) everywhere.
-CREATE VIEW refproj.connection_run_rollup AS
-SELECT
-    ranked.connector_id,
-    ranked.attributed_to AS connector_instance_id,
-    (array_agg(refproj.run_brief(ranked.run_id, ranked.status, ranked.started_at, ranked.last_at,
-                                 ranked.finished_at, ranked.failure_reason, ranked.event_count,
-                                 ranked.browser_surface_profile_key))
-        FILTER (WHERE ranked.recency = 1))[1] AS last_run,
-    (array_agg(refproj.run_brief(ranked.run_id, ranked.status, ranked.started_at, ranked.last_at,
-                                 ranked.finished_at, ranked.failure_reason, ranked.event_count,
-                                 ranked.browser_surface_profile_key))
-        FILTER (WHERE ranked.status = 'succeeded' AND ranked.outcome_recency = 1))[1]
-        AS last_successful_run,
-    (count(*) FILTER (WHERE ranked.status IN ('failed', 'surface_failed', 'abandoned')
-                        AND (ranked.success_at IS NULL OR ranked.last_at > ranked.success_at)))::int
-        AS failures_since_last_success
-FROM (
-    SELECT
-        ar.*,
-        row_number() OVER (PARTITION BY ar.connector_id, ar.attributed_to
-                           ORDER BY ar.last_at DESC, ar.last_event_seq DESC) AS recency,
-        row_number() OVER (PARTITION BY ar.connector_id, ar.attributed_to, ar.status = 'succeeded'
-                           ORDER BY ar.last_at DESC, ar.last_event_seq DESC) AS outcome_recency,
-        max(ar.last_at) FILTER (WHERE ar.status = 'succeeded')
-            OVER (PARTITION BY ar.connector_id, ar.attributed_to) AS success_at
-    FROM refproj.attributed_runs AS ar
-    WHERE ar.attributed_to IS NOT NULL
-) AS ranked
-GROUP BY ranked.connector_id, ranked.attributed_to;
-COMMENT ON VIEW refproj.connection_run_rollup IS
-    'Per connection with at least one run: last_run, last_successful_run, failures_since_last_success (DOMAIN.md section 4). Computed live.';
-

@@ -75,21 +75,3 @@ LEFT JOIN retained_size_connection AS rc
     ON rc.connector_instance_id = ci.connector_instance_id;
 COMMENT ON VIEW refproj.connection_profile IS
     'Every visible connection with the fields of DOMAIN.md section 5 that do not come from runs: names, status, streams, retained sizes, max_staleness.';
--- The stored evidence of every visible connection, computed live from the source tables;
--- connection_detail reads it for one connection.
-CREATE VIEW refproj.connection_evidence AS
-SELECT
-    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
-    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
-    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-    rollup.last_run,
-    rollup.last_successful_run,
-    COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success,
-    p.max_staleness
-FROM refproj.connection_profile AS p
-LEFT JOIN refproj.connection_run_rollup AS rollup
-    ON rollup.connector_id = p.connector_id
-   AND rollup.connector_instance_id = p.connector_instance_id;
-COMMENT ON VIEW refproj.connection_evidence IS
-    'The stored evidence of every visible connection (DOMAIN.md section 5), computed live from the source tables (refproj.connection_summary holds the same, maintained).';
-

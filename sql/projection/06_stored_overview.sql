@@ -1,3 +1,5 @@
+-- The stored overview: each visible connection's profile and the evidence rules over its
+-- stored run facts (refproj.stored_run_facts), refreshed by refproj.refresh_connection_summary().
 CREATE MATERIALIZED VIEW refproj.connection_summary AS
 SELECT
     p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
@@ -10,10 +12,10 @@ SELECT
 FROM refproj.connection_profile AS p
 JOIN refproj.connection_keys AS k
     ON k.connector_instance_id = p.connector_instance_id
-CROSS JOIN LATERAL refproj.stored_run_evidence(
+CROSS JOIN LATERAL refproj.run_evidence_of(refproj.newest_first(refproj.stored_run_facts(
     p.connector_id,
     refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key, k.sole_active)
-) AS evidence;
+))) AS evidence;
 CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx
     ON refproj.connection_summary (connector_instance_id);
 CREATE INDEX connection_summary_overview_order_idx

@@ -273,10 +273,8 @@ DECLARE
     v_connector_id text;
     v_tokens text[];
     v_connector_tokens text[];
-    v_last_run jsonb;
-    v_last_successful_run jsonb;
-    v_failures int;
-    v_recent_runs jsonb;
+    v_mine refproj.run_facts[];
+    v_evidence refproj.run_evidence;
     v_unattributed int;
 BEGIN
     SELECT r.connector_instance_id, r.connector_id
@@ -300,79 +298,36 @@ BEGIN
         ARRAY(SELECT token FROM accepting AS a CROSS JOIN LATERAL unnest(a.tokens) AS token)
     INTO v_tokens, v_connector_tokens;
 
+    -- Which run facts the detail reads: the stored ones when nothing of this connector changed
+    -- since the last refresh (the same index probes as the overview), else the connector's
+    -- current facts (changed runs recomputed). The rules and the recent runs read them alike.
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
        AND (SELECT ps.rebuild_requests = ps.rebuild_done FROM refproj.projection_state AS ps) THEN
-        -- Nothing of this connector changed since the last refresh: run_facts is current for it,
-        -- and the stored rows answer with the same index probes as the overview.
-        SELECT ev.last_run, ev.last_successful_run, ev.failures_since_last_success
-        INTO v_last_run, v_last_successful_run, v_failures
-        FROM refproj.stored_run_evidence(v_connector_id, v_tokens) AS ev;
-        SELECT COALESCE(jsonb_agg(recent.brief || recent.details
-                                  ORDER BY recent.last_at DESC, recent.last_event_seq DESC), '[]')
-        INTO v_recent_runs
-        FROM (
-            SELECT newest.*
-            FROM unnest(v_tokens) AS token (match_token)
-            CROSS JOIN LATERAL (
-                SELECT f.brief, f.details, f.last_at, f.last_event_seq
-                FROM refproj.run_facts AS f
-                WHERE f.connector_id = v_connector_id
-                  AND f.match_token = token.match_token
-                ORDER BY f.last_at DESC, f.last_event_seq DESC
-                LIMIT GREATEST(p_run_limit, 0)
-            ) AS newest
-            ORDER BY newest.last_at DESC, newest.last_event_seq DESC
-            LIMIT GREATEST(p_run_limit, 0)
-        ) AS recent;
+        v_mine := refproj.newest_first(refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit));
         SELECT count(*)::int
         INTO v_unattributed
         FROM refproj.run_facts AS f
         WHERE f.connector_id = v_connector_id
           AND f.match_token <> ALL (v_connector_tokens);
     ELSE
-        -- Some runs changed: read the connector's current facts (changed runs recomputed).
-        WITH facts AS MATERIALIZED (
-            SELECT * FROM refproj.current_run_facts(v_connector_id)
-        ),
-        mine AS MATERIALIZED (
-            SELECT f.* FROM facts AS f WHERE f.match_token = ANY (v_tokens)
-        ),
-        latest_success AS (
-            SELECT m.brief, m.last_at
-            FROM mine AS m
-            WHERE m.status = 'succeeded'
-            ORDER BY m.last_at DESC, m.last_event_seq DESC
-            LIMIT 1
-        )
-        SELECT
-            (SELECT m.brief FROM mine AS m ORDER BY m.last_at DESC, m.last_event_seq DESC LIMIT 1),
-            (SELECT ls.brief FROM latest_success AS ls),
-            (SELECT count(*)::int
-             FROM mine AS m
-             WHERE m.status IN ('failed', 'surface_failed', 'abandoned')
-               AND m.last_at > COALESCE((SELECT ls.last_at FROM latest_success AS ls), '-infinity')),
-            COALESCE((
-                SELECT jsonb_agg(recent.brief || recent.details
-                                 ORDER BY recent.last_at DESC, recent.last_event_seq DESC)
-                FROM (
-                    SELECT m.brief, m.details, m.last_at, m.last_event_seq
-                    FROM mine AS m
-                    ORDER BY m.last_at DESC, m.last_event_seq DESC
-                    LIMIT GREATEST(p_run_limit, 0)
-                ) AS recent), '[]'),
-            (SELECT count(*)::int FROM facts AS f WHERE f.match_token <> ALL (v_connector_tokens))
-        INTO v_last_run, v_last_successful_run, v_failures, v_recent_runs, v_unattributed;
+        SELECT refproj.newest_first(array_agg(f) FILTER (WHERE f.match_token = ANY (v_tokens))),
+               count(*) FILTER (WHERE f.match_token <> ALL (v_connector_tokens))::int
+        INTO v_mine, v_unattributed
+        FROM refproj.current_run_facts(v_connector_id) AS f;
     END IF;
+    v_evidence := refproj.run_evidence_of(v_mine);
 
     RETURN QUERY
     SELECT
         p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
         p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
         p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-        v_last_run, v_last_successful_run, v_failures, p.max_staleness,
-        refproj.freshness_object(read_time.freshness, v_last_run, v_last_successful_run, p.max_staleness),
-        refproj.health_at(p.status, v_last_run, read_time.freshness),
-        v_recent_runs,
+        v_evidence.last_run, v_evidence.last_successful_run, v_evidence.failures_since_last_success,
+        p.max_staleness,
+        refproj.freshness_object(read_time.freshness, v_evidence.last_run, v_evidence.last_successful_run,
+                                 p.max_staleness),
+        refproj.health_at(p.status, v_evidence.last_run, read_time.freshness),
+        refproj.recent_runs_of(v_mine, p_run_limit),
         COALESCE((
             SELECT jsonb_agg(jsonb_build_object(
                     'stream', s.stream,
@@ -388,7 +343,8 @@ BEGIN
     FROM refproj.connection_profile AS p
     CROSS JOIN LATERAL (
         SELECT refproj.freshness_status(
-                   refproj.fresh_until(v_last_run, v_last_successful_run, p.max_staleness), p_at) AS freshness
+                   refproj.fresh_until(v_evidence.last_run, v_evidence.last_successful_run, p.max_staleness),
+                   p_at) AS freshness
         OFFSET 0
     ) AS read_time
     WHERE p.connector_id = v_connector_id
