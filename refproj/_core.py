@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import exc
 from sqlalchemy.engine import URL
 
@@ -24,7 +23,7 @@ from refproj.errors import (
     first_line,
     translate,
 )
-from refproj.rows import Detail, Overview, RefreshResult, Status
+from refproj.rows import Detail, OverviewJson, RefreshResult, Status
 
 MAX_IDENTIFIER_LENGTH = 1000
 MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
@@ -135,12 +134,9 @@ def overview_params(connector_id: str | None, at: datetime | None) -> dict[str, 
     return {"at": check_read_time(at), "connector_id": connector_id}
 
 
-def overview_answer(row: tuple[Any, ...]) -> Overview:
+def overview_answer(row: tuple[Any, ...]) -> OverviewJson:
     status, json_text = row
-    try:
-        return Overview(json_text, datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
-    except orjson.JSONDecodeError as error:  # the SQL caps depth and numbers; say so if it did not
-        raise DatabaseError(f"the database answered JSON refproj cannot parse: {error}") from error
+    return OverviewJson(json_text, datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
 
 
 def detail_params(connection: str, run_limit: int, at: datetime | None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from refproj._compat import Event, driver, join, spawn
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
 from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
-from refproj.rows import Detail, Overview, RefreshResult, Status
+from refproj.rows import Detail, Overview, OverviewJson, RefreshResult, Status
 from refproj.settings import database_url
 from refproj.singleflight import SingleFlight
 
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REFRESH = "refresh"  # the single-flight key of explicit refreshes
+_PARSE_IN_THREAD = 256 * 1024  # characters of overview JSON (about 200 rows): parse larger ones in a thread
 
 
 class Projection:
@@ -94,7 +95,7 @@ class Projection:
             self._engine = create_engine(url, **options.engine_options())
             self._owns_engine = True
         self._read_reuse = options.read_reuse
-        self._reads: SingleFlight[Overview] = SingleFlight(options.read_reuse)
+        self._reads: SingleFlight[OverviewJson] = SingleFlight(options.read_reuse)
         self._pages: SingleFlight[OverviewPage] = SingleFlight(options.read_reuse)
         self._refreshes: SingleFlight[RefreshResult] = SingleFlight(0)
         self._staleness_bound = options.staleness_bound
@@ -114,6 +115,14 @@ class Projection:
         an ``Overview`` of ``OverviewRow``s, read-only and shared with concurrent callers.
 
         Freshness and health are computed for ``at`` (default: the database's now()).
+        """
+        answer = self.list_json(connector_id, at=at)
+        return answer.overview()
+
+    def list_json(self, connector_id: str | None = None, *, at: datetime | None = None) -> OverviewJson:
+        """The same answer as ``list()``, unparsed: an ``OverviewJson`` whose ``json_text`` is the
+        rows as the database serialised them, for writing a response body as is. Shares the
+        statement (and the reuse window) with ``list()`` calls of the same arguments.
         """
         params = _core.overview_params(connector_id, at)
         self._ensure_watcher()

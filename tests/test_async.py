@@ -28,6 +28,7 @@ from refproj import (
     Projection,
     StatementCanceled,
     json_schemas,
+    projection_async,
 )
 from tests.world import StatementLog, World, backends_waiting, iso
 
@@ -335,3 +336,102 @@ async def test_rows_match_their_typed_definitions_and_json_schemas(
         "unknown",
     ]
     assert json.loads(json.dumps(schemas)) == schemas
+
+
+async def test_list_json_shares_the_statement_and_is_never_parsed_again(
+    world: World, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncProjection(db_url, staleness_bound=None, read_reuse=1.0) as proj:
+        log = StatementLog(proj.engine)
+        text = await proj.list_json()
+        assert not text.parsed
+        assert json.loads(text.json_text)[0]["connector_instance_id"] == "cin_work"
+        assert (text.as_of, text.source_changed) == ((await proj.status()).as_of, False)
+        # list() with the same arguments, within the reuse window: the same answer, parsed once.
+        monkeypatch.setattr(projection_async, "_PARSE_IN_THREAD", 0)  # the large-answer path
+        rows = await asyncio.gather(*(proj.list() for _ in range(8)))
+        assert all(r is rows[0] for r in rows) and text.parsed and text.overview() is rows[0]
+        assert rows[0].json_text is text.json_text
+        assert log.count(OVERVIEW_MARK) == 1
+
+
+# -- refreshes and automatic freshness ---------------------------------------------------------------------
+
+
+async def test_write_reaches_readers_without_refresh(world: World, db_url: str) -> None:
+    async with AsyncProjection(db_url, staleness_bound=0.6, read_reuse=0.1) as proj:
+        assert (await proj.list())[0]["last_run"]["run_id"] == "run_ok"
+        refreshes_before = (await proj.status()).refresh_count
+        world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+        # Nobody calls refresh(): the watcher task notices the write and refreshes.
+        latest: Any = None
+
+        async def read() -> bool:
+            nonlocal latest
+            latest = await proj.list()
+            return latest[0]["last_run"]["run_id"] == "run_bad"
+
+        deadline = time.monotonic() + 20
+        while not await read():
+            assert time.monotonic() < deadline, "the new run never reached list()"
+            await asyncio.sleep(0.05)
+        assert latest.source_changed is False
+        assert (await proj.status()).refresh_count == refreshes_before + 1
+        watcher = proj._watcher
+        assert isinstance(watcher, asyncio.Task) and not watcher.done()
+    assert watcher.done()  # aclose() stopped it
+
+
+async def test_sixteen_concurrent_refreshes_cost_at_most_two(
+    world: World, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+    before = db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert before is not None
+    # Sixteen projections (as sixteen processes would have): no in-process joining, every call
+    # reaches the database, which coalesces them.
+    projections = [AsyncProjection(db_url, staleness_bound=None) for _ in range(16)]
+    locker = psycopg.connect(db_url, autocommit=False)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    called_at = db.execute("SELECT clock_timestamp()").fetchone()
+    assert called_at is not None
+    callers = [asyncio.create_task(proj.refresh()) for proj in projections]
+    await until(
+        lambda: backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16,
+        timeout=60,
+        what="16 refresh calls queued in the database",
+    )
+    assert not any(caller.done() for caller in callers)
+    locker.rollback()
+    locker.close()
+    results = await asyncio.gather(*callers)
+    for proj in projections:
+        await proj.aclose()
+    assert all(result.as_of > called_at[0] for result in results)
+    after = db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert after is not None
+    assert 1 <= after[0] - before[0] <= 2
+    async with AsyncProjection(db_url, staleness_bound=None) as proj:
+        assert (await proj.list())[0]["last_run"]["run_id"] == "run_bad"
+
+
+async def test_a_cancelled_detail_read_is_cancelled_on_the_server(
+    world: World, db: psycopg.Connection[Any], db_url: str, aproj: AsyncProjection
+) -> None:
+    await aproj.status()
+    locker = psycopg.connect(db_url, autocommit=False)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    readers = [asyncio.create_task(aproj.get("cin_work")) for _ in range(3)]
+    await until(
+        lambda: backends_waiting(db, "Lock", "%connection_detail%") == 3, what="three detail reads waiting"
+    )
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    await until(
+        lambda: backends_waiting(db, "Lock", "%connection_detail%") == 0, what="the detail reads to go away"
+    )
+    await until(lambda: aproj.engine.pool.checkedout() == 0, what="their connections back in the pool")  # type: ignore[attr-defined]
+    locker.rollback()
+    locker.close()
+    assert (await aproj.get("cin_work"))["connector_instance_id"] == "cin_work"
