@@ -1,0 +1,259 @@
+"""``refproj browser-bench``: load the owner console in a real headless Chromium and measure it.
+
+The original slowness was only visible in a browser (the page fetched the list several times in a
+row), so this harness loads pages the way an owner does and records, per route, viewport and
+cache state: document status, TTFB, DOMContentLoaded, load, FCP, LCP, CLS and wall time; console
+messages and page errors; failed requests (kept apart from aborted ones); the request count and
+the slowest requests; and every read of the connection list with its start, end, duration and
+bytes, and whether those reads ran stacked (each starting after the previous one ended).
+
+It drives Debian's Chromium (``CHROME_BIN`` overrides ``/usr/bin/chromium``) with Playwright for
+Python over the DevTools protocol. Playwright rather than a hand-written CDP client: it is
+maintained, launches the binary we name without downloading a browser of its own, and hands us
+request timings, console and page-error events as plain objects.
+
+A "list read" is a request to ``/_ref/connectors`` (not the event stream), or a document whose
+``Server-Timing`` header names ``overview``: the server-rendered console page carries the list in
+its first response, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+Json = dict[str, Any]
+
+DEFAULT_CHROME = "/usr/bin/chromium"
+LIST_PATH = "/_ref/connectors"
+EVENTS_PATH = "/_ref/connectors/events"
+VIEWPORTS: dict[str, Json] = {
+    "desktop": {"viewport": {"width": 1280, "height": 900}, "device_scale_factor": 1},
+    "mobile": {
+        "viewport": {"width": 390, "height": 844},
+        "device_scale_factor": 2,
+        "is_mobile": True,
+        "has_touch": True,
+    },
+}
+# Pages mark themselves settled (their rows are on screen) with data-settled on <html>; the
+# harness waits for that instead of "network idle", which a page holding an event stream open
+# never reaches.
+SETTLE_TIMEOUT_MS = int(os.environ.get("REFPROJ_BROWSER_TIMEOUT_MS", "120000"))
+SLOWEST = 5
+
+# Paint and layout-shift entries are observed from the first byte (buffered), as web-vitals does.
+_OBSERVE_VITALS = """
+window.__vitals = {lcp: null, fcp: null, cls: 0};
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.__vitals.lcp = e.startTime;
+}).observe({type: 'largest-contentful-paint', buffered: true});
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if (e.name === 'first-contentful-paint') window.__vitals.fcp = e.startTime;
+}).observe({type: 'paint', buffered: true});
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if (!e.hadRecentInput) window.__vitals.cls += e.value;
+}).observe({type: 'layout-shift', buffered: true});
+"""
+_READ_TIMINGS = """
+() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const vitals = window.__vitals || {lcp: null, fcp: null, cls: null};
+  resolve({
+    ttfb_ms: nav ? nav.responseStart : null,
+    dom_content_loaded_ms: nav ? nav.domContentLoadedEventEnd : null,
+    load_ms: nav ? nav.loadEventEnd : null,
+    fcp_ms: vitals.fcp,
+    lcp_ms: vitals.lcp,
+    cls: vitals.cls,
+    resources: [nav, ...performance.getEntriesByType('resource')].filter(Boolean).map((e) => ({
+      url: e.name, kind: e.initiatorType, start_ms: e.startTime, end_ms: e.responseEnd,
+      duration_ms: e.responseEnd - e.startTime, bytes: e.encodedBodySize,
+      server_timing: (e.serverTiming || []).map((t) => t.name),
+    })),
+  });
+})))
+"""
+
+
+class SetupError(Exception):
+    """No browser, no DevTools connection, or no server to measure: exit code 2."""
+
+
+@dataclass
+class PageLoad:
+    """One load of one route: times in milliseconds from the navigation start."""
+
+    route: str
+    viewport: str
+    cache: str  # "cold" (fresh profile) or "warm" (same profile, second load)
+    status: int | None = None
+    ttfb_ms: float | None = None
+    dom_content_loaded_ms: float | None = None
+    load_ms: float | None = None
+    fcp_ms: float | None = None
+    lcp_ms: float | None = None
+    cls: float | None = None
+    wall_ms: float | None = None
+    settled: bool = False
+    console: list[Json] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    failed_requests: list[Json] = field(default_factory=list)
+    aborted_requests: list[Json] = field(default_factory=list)
+    request_count: int = 0
+    slowest_requests: list[Json] = field(default_factory=list)
+    list_reads: list[Json] = field(default_factory=list)
+    list_reads_stacked: bool = False
+    list_read_ms: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """The document did not answer 2xx or the page never showed its rows."""
+        return self.status is None or not 200 <= self.status < 300 or not self.settled
+
+    @property
+    def console_errors(self) -> list[Json]:
+        return [m for m in self.console if m["type"] == "error"]
+
+
+def chrome_binary() -> str:
+    """The Chromium to drive; raises SetupError when there is none."""
+    candidate = os.environ.get("CHROME_BIN") or DEFAULT_CHROME
+    found = shutil.which(candidate)
+    if found is None:
+        raise SetupError(f"no Chromium at {candidate} (apt-get install chromium, or set CHROME_BIN)")
+    return found
+
+
+@contextmanager
+def launched_browser() -> Iterator[Any]:
+    """A headless Chromium under Playwright; SetupError when either is missing or will not start."""
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise SetupError(f"Playwright is not installed ({exc}); pip install 'refproj[bench]'") from exc
+    binary = chrome_binary()
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=binary, headless=True)
+        except PlaywrightError as exc:
+            raise SetupError(f"Chromium at {binary} did not start: {str(exc).splitlines()[0]}") from exc
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _is_list_read(resource: Json) -> bool:
+    """A read of the connection list: a GET of /_ref/connectors (not the event stream), or a
+    document whose Server-Timing says the server read the overview for it."""
+    path = urlsplit(resource["url"]).path
+    if path.startswith(LIST_PATH) and not path.startswith(EVENTS_PATH):
+        return resource["kind"] in ("fetch", "xmlhttprequest")
+    return "overview" in resource["server_timing"]
+
+
+def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> PageLoad:
+    result = PageLoad(route=route, viewport=viewport, cache=cache)
+    page = context.new_page()
+    requests: list[Any] = []
+    page.on("console", lambda m: result.console.append({"type": m.type, "text": m.text}))
+    page.on("pageerror", lambda e: result.page_errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r))
+
+    def failed(request: Any) -> None:
+        entry = {"url": request.url, "error": request.failure}
+        aborted = "ERR_ABORTED" in (request.failure or "")
+        (result.aborted_requests if aborted else result.failed_requests).append(entry)
+
+    page.on("requestfailed", failed)
+    started = time.perf_counter()
+    try:
+        response = page.goto(url, wait_until="load", timeout=SETTLE_TIMEOUT_MS)
+        result.status = response.status if response is not None else None
+        page.wait_for_function(
+            "document.documentElement.dataset.settled === '1'", timeout=SETTLE_TIMEOUT_MS
+        )
+        result.settled = True
+    except Exception as exc:  # a page that fails to load is a result to report, not a crash
+        result.page_errors.append(f"load: {str(exc).splitlines()[0]}")
+    result.wall_ms = (time.perf_counter() - started) * 1000
+    resources: list[Json] = []
+    if result.settled:
+        timings: Json = page.evaluate(_READ_TIMINGS)
+        resources = timings.pop("resources")
+        for key, value in timings.items():
+            setattr(result, key, value)
+    result.list_reads = [r for r in resources if _is_list_read(r)]
+    result.request_count = len(requests)
+    result.slowest_requests = sorted(resources, key=lambda r: -r["duration_ms"])[:SLOWEST]
+    reads = sorted(result.list_reads, key=lambda r: r["start_ms"])
+    result.list_reads_stacked = len(reads) > 1 and all(
+        later["start_ms"] >= earlier["end_ms"] for earlier, later in zip(reads, reads[1:], strict=False)
+    )
+    result.list_read_ms = sum(r["duration_ms"] for r in reads)
+    page.close()
+    return result
+
+
+def measure(base: str, routes: Sequence[str], viewports: Sequence[str], browser: Any) -> list[PageLoad]:
+    """Load every route in every viewport, cold (a fresh browser profile) then warm (reloaded in
+    the same profile). Raises SetupError for an unknown viewport."""
+    loads: list[PageLoad] = []
+    for viewport in viewports:
+        if viewport not in VIEWPORTS:
+            raise SetupError(f"unknown viewport {viewport!r}; choose from {', '.join(VIEWPORTS)}")
+        for route in routes:
+            context = browser.new_context(**VIEWPORTS[viewport])
+            context.add_init_script(_OBSERVE_VITALS)
+            try:
+                url = base.rstrip("/") + route
+                loads.append(_load(context, url, route, viewport, "cold"))
+                loads.append(_load(context, url, route, viewport, "warm"))
+            finally:
+                context.close()
+    return loads
+
+
+def check_failures(loads: Sequence[PageLoad]) -> list[str]:
+    """What ``--check`` rejects: console errors, page errors, failed (not aborted) requests."""
+    problems = []
+    for load in loads:
+        where = f"{load.route} ({load.viewport}, {load.cache})"
+        problems += [f"{where}: console error: {m['text']}" for m in load.console_errors]
+        problems += [f"{where}: page error: {e}" for e in load.page_errors]
+        problems += [f"{where}: failed request {r['url']}: {r['error']}" for r in load.failed_requests]
+    return problems
+
+
+def as_json(loads: Sequence[PageLoad]) -> list[Json]:
+    return [{**asdict(load), "failed": load.failed} for load in loads]
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(loads: Sequence[PageLoad]) -> str:
+    """A table of one harness run, one line per load."""
+    lines = [
+        "| route | viewport | cache | status | TTFB ms | DCL ms | load ms | FCP ms | LCP ms | CLS "
+        "| wall ms | requests | list reads (stacked) | list read ms | console errors | failed requests |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for load in loads:
+        lines.append(
+            f"| `{load.route}` | {load.viewport} | {load.cache} | {load.status} | {_fmt(load.ttfb_ms)} "
+            f"| {_fmt(load.dom_content_loaded_ms)} | {_fmt(load.load_ms)} | {_fmt(load.fcp_ms)} "
+            f"| {_fmt(load.lcp_ms)} | {_fmt(load.cls, 3)} | {_fmt(load.wall_ms)} | {load.request_count} "
+            f"| {len(load.list_reads)} ({'yes' if load.list_reads_stacked else 'no'}) "
+            f"| {_fmt(load.list_read_ms)} | {len(load.console_errors)} | {len(load.failed_requests)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,231 @@
+"""``refproj browser-bench``: the harness runs (a server's console pages, or the side-by-side).
+
+Exit codes: 0 measured; 1 a page failed to load (or, with ``--check``, a console error, a page
+error or a failed request); 2 a setup problem (no browser, no DevTools connection, no server).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from refproj_bench.browser import PageLoad, SetupError, as_json, check_failures, launched_browser, markdown, measure
+
+Json = dict[str, Any]
+SERVER_START_TIMEOUT_S = 60.0
+OLD, REFPROJ, FLOOR = "/old/dashboard/runs", "/dashboard/runs", "/floor/dashboard/runs"
+# The side-by-side goals (docs/BENCHMARK.md): next to the code that measures them.
+GOAL_OLD_OVER_NEW_AT_S = 10.0  # old design cold LCP / refproj cold LCP, at least, at S
+GOAL_NEW_OVER_FLOOR_AT_M = 1.5  # refproj cold LCP / in-memory floor cold LCP, at most, at M
+
+
+@dataclass
+class Options:
+    base: str | None
+    database_url: str
+    routes: Sequence[str] | None
+    viewports: Sequence[str]
+    check: bool
+    compare_profiles: Sequence[str]
+    repeat: int
+    output: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def bench_server(database_url: str) -> Iterator[str]:
+    """Start ``refproj_bench.browser_app`` on a free port; yield its base URL; stop it."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "refproj_bench.browser_app", "--database-url", database_url, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                error = (process.stderr.read() if process.stderr else b"").decode(errors="replace").strip()
+                raise SetupError(f"the page server exited: {error.splitlines()[-1] if error else process.returncode}")
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SetupError(f"the page server did not answer within {SERVER_START_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)  # polling a starting server's readiness, bounded by the deadline
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def default_routes(base: str) -> list[str]:
+    """The console list and the detail of its first connection (when there is one)."""
+    body = httpx.get(base + "/_ref/connectors", params={"limit": "1"}, timeout=30).json()
+    routes = [REFPROJ]
+    if body.get("connections"):
+        routes.append(f"{REFPROJ}/{quote(body['connections'][0]['connection_id'], safe='')}")
+    return routes
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def side_by_side(base: str, browser: Any, repeat: int) -> tuple[Json, list[PageLoad]]:
+    """Cold loads (desktop) of the old design, refproj and the floor, ``repeat`` times each,
+    interleaved so drift on a noisy machine hits all three alike; medians and ratios."""
+    loads: list[PageLoad] = []
+    for _ in range(repeat):
+        for route in (OLD, REFPROJ, FLOOR):
+            loads.extend(load for load in measure(base, [route], ["desktop"], browser) if load.cache == "cold")
+    figures: Json = {}
+    for route in (OLD, REFPROJ, FLOOR):
+        mine = [load for load in loads if load.route == route]
+        figures[route] = {
+            "cold_lcp_ms": _median([load.lcp_ms for load in mine]),
+            "list_read_ms": _median([load.list_read_ms for load in mine]),
+            "list_reads": _median([len(load.list_reads) for load in mine]),
+            "stacked": any(load.list_reads_stacked for load in mine),
+        }
+    old, new, floor = (figures[r]["cold_lcp_ms"] for r in (OLD, REFPROJ, FLOOR))
+    figures["old_over_refproj"] = old / new if old and new else None
+    figures["refproj_over_floor"] = new / floor if new and floor else None
+    return figures, loads
+
+
+def _seeded_database(profile: str, database_url: str) -> tuple[Any, str]:
+    from refproj import Projection
+    from refproj_bench.workload import Server
+
+    server = Server(database_url, keep=False, say=lambda message: print(message, file=sys.stderr))
+    url = server.create(f"refproj_bench_browser_{profile.lower()}")
+    server.seed(url, profile, history_factor=1.0, seed_value=1)
+    with Projection(url, staleness_bound=None) as projection:
+        projection.refresh()
+    return server, url
+
+
+def _goals(comparison: Json) -> list[Json]:
+    goals = []
+    if "S" in comparison:
+        value = comparison["S"]["old_over_refproj"]
+        goals.append({"figure": "cold LCP old / refproj at S", "goal": f">= {GOAL_OLD_OVER_NEW_AT_S:g}x",
+                      "value": value, "met": value is not None and value >= GOAL_OLD_OVER_NEW_AT_S})
+    if "M" in comparison:
+        value = comparison["M"]["refproj_over_floor"]
+        goals.append({"figure": "cold LCP refproj / floor at M", "goal": f"<= {GOAL_NEW_OVER_FLOOR_AT_M:g}x",
+                      "value": value, "met": value is not None and value <= GOAL_NEW_OVER_FLOOR_AT_M})
+    return goals
+
+
+def _write(options: Options, document: Json, table: str) -> Path:
+    results = options.output / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results / f"browser-{stamp}.json"
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    (results / f"browser-{stamp}.md").write_text(table, encoding="utf-8")
+    return path
+
+
+def run(options: Options) -> int:
+    """Measure and report; the exit code of the module docstring."""
+    document: Json = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv[1:]}
+    loads: list[PageLoad] = []
+    table = ""
+    with launched_browser() as browser:
+        document["browser"] = browser.version
+        if options.compare_profiles:
+            comparison: Json = {}
+            for profile in options.compare_profiles:
+                server, url = _seeded_database(profile, options.database_url)
+                try:
+                    with bench_server(url) as base:
+                        comparison[profile], measured = side_by_side(base, browser, options.repeat)
+                        loads += measured
+                finally:
+                    server.drop_created()
+            document["comparison"] = comparison
+            document["goals"] = _goals(comparison)
+            table += comparison_markdown(comparison, document["goals"])
+        else:
+            with _server(options) as base:
+                routes = options.routes or default_routes(base)
+                loads = measure(base, routes, options.viewports, browser)
+            table += markdown(loads)
+    document["loads"] = as_json(loads)
+    path = _write(options, document, table)
+    print(table, end="")
+    print(f"results: {path}")
+    if any(load.failed for load in loads):
+        print("a page failed to load", file=sys.stderr)
+        return 1
+    problems = check_failures(loads) if options.check else []
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+@contextmanager
+def _server(options: Options) -> Iterator[str]:
+    if options.base is not None:
+        yield options.base.rstrip("/")
+    else:
+        with bench_server(options.database_url) as base:
+            yield base
+
+
+def comparison_markdown(comparison: Json, goals: Sequence[Json]) -> str:
+    lines = [
+        "| profile | old design cold LCP ms | refproj cold LCP ms | floor cold LCP ms | old list reads (ms) "
+        "| refproj list reads (ms) | old / refproj | refproj / floor |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for profile, f in comparison.items():
+        def ms(route: str, key: str) -> str:
+            value = f[route][key]
+            return "n/a" if value is None else f"{value:,.0f}"
+
+        lines.append(
+            f"| {profile} | {ms(OLD, 'cold_lcp_ms')} | {ms(REFPROJ, 'cold_lcp_ms')} | {ms(FLOOR, 'cold_lcp_ms')} "
+            f"| {f[OLD]['list_reads']:g} ({ms(OLD, 'list_read_ms')}) | {f[REFPROJ]['list_reads']:g} "
+            f"({ms(REFPROJ, 'list_read_ms')}) | {_x(f['old_over_refproj'])} | {_x(f['refproj_over_floor'])} |"
+        )
+    lines += ["", "| goal | target | measured | met |", "| --- | --- | --- | --- |"]
+    lines += [f"| {g['figure']} | {g['goal']} | {_x(g['value'])} | {'yes' if g['met'] else 'no'} |" for g in goals]
+    return "\n".join(lines) + "\n"
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}x"
+
+
+def database_url_default() -> str:
+    return os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/refproj_demo")
