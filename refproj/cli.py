@@ -174,6 +174,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     sub.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sub = command(
+        "browser-bench",
+        cmd_browser_bench,
+        "load the console pages in headless Chromium and measure them (exit 2: no browser or server)",
+    )
+    sub.add_argument("--base", metavar="URL", help="measure this running server (default: start one)")
+    sub.add_argument("--check", action="store_true", help="fail on console errors or failed requests")
+    sub.add_argument(
+        "--route", action="append", dest="routes", metavar="PATH", help="a page to load (repeat)"
+    )
+    sub.add_argument("--viewport", action="append", dest="viewports", choices=["desktop", "mobile"])
+    sub.add_argument("--compare", metavar="PROFILES", help="side-by-side old/refproj/floor, e.g. S,M")
+    sub.add_argument("--repeat", type=int, default=3, help="cold loads per page in --compare (default 3)")
+    sub.add_argument("--output", default="bench", metavar="DIR", help="where results/ goes")
     return parser
 
 
@@ -425,6 +439,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(bench.render_markdown(results))
     print(f"results: {path}; {Path(args.output) / 'README.md'} regenerated", file=sys.stderr)
     return 0
+
+
+def cmd_browser_bench(args: argparse.Namespace) -> int:
+    """Exit codes: 0 measured, 1 a failed load (or --check found errors), 2 a setup problem."""
+    from pathlib import Path
+
+    try:
+        from refproj_bench.browser import SetupError
+        from refproj_bench.browser_run import Options, run
+    except ImportError as error:
+        missing = error.name or "refproj_bench"
+        print(
+            f"refproj: the browser harness is not installed ({missing} missing): "
+            "pip install 'refproj[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.repeat < 1:
+        raise InvalidArgument("--repeat must be at least 1")
+    options = Options(
+        base=args.base,
+        database_url=database_url(args.database_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False),
+        routes=args.routes,
+        viewports=args.viewports or ["desktop", "mobile"],
+        check=args.check,
+        compare_profiles=[p.strip() for p in (args.compare or "").split(",") if p.strip()],
+        repeat=args.repeat,
+        output=Path(args.output),
+    )
+    try:
+        return run(options)
+    except SetupError as error:
+        print(f"refproj: {error}", file=sys.stderr)
+        return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

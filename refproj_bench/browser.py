@@ -19,6 +19,7 @@ its first response, and says so.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -55,7 +56,9 @@ new PerformanceObserver((list) => {
   for (const e of list.getEntries()) window.__vitals.lcp = e.startTime;
 }).observe({type: 'largest-contentful-paint', buffered: true});
 new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) if (e.name === 'first-contentful-paint') window.__vitals.fcp = e.startTime;
+  for (const e of list.getEntries()) {
+    if (e.name === 'first-contentful-paint') window.__vitals.fcp = e.startTime;
+  }
 }).observe({type: 'paint', buffered: true});
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) if (!e.hadRecentInput) window.__vitals.cls += e.value;
@@ -178,9 +181,7 @@ def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> Page
     try:
         response = page.goto(url, wait_until="load", timeout=SETTLE_TIMEOUT_MS)
         result.status = response.status if response is not None else None
-        page.wait_for_function(
-            "document.documentElement.dataset.settled === '1'", timeout=SETTLE_TIMEOUT_MS
-        )
+        page.wait_for_function("document.documentElement.dataset.settled === '1'", timeout=SETTLE_TIMEOUT_MS)
         result.settled = True
     except Exception as exc:  # a page that fails to load is a result to report, not a crash
         result.page_errors.append(f"load: {str(exc).splitlines()[0]}")
@@ -196,7 +197,7 @@ def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> Page
     result.slowest_requests = sorted(resources, key=lambda r: -r["duration_ms"])[:SLOWEST]
     reads = sorted(result.list_reads, key=lambda r: r["start_ms"])
     result.list_reads_stacked = len(reads) > 1 and all(
-        later["start_ms"] >= earlier["end_ms"] for earlier, later in zip(reads, reads[1:], strict=False)
+        later["start_ms"] >= earlier["end_ms"] for earlier, later in itertools.pairwise(reads)
     )
     result.list_read_ms = sum(r["duration_ms"] for r in reads)
     page.close()

@@ -38,7 +38,7 @@ OLD_FETCHES = 3
 
 _OLD_SHELL = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>Connections (old design)</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,"><title>Connections (old design)</title>
 <style>body{font:15px/1.45 system-ui,sans-serif;margin:1rem}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #d0d7de;padding:.5rem;text-align:left}</style></head>
 <body><div id="app">Loading…</div>
@@ -65,7 +65,9 @@ td,th{border-bottom:1px solid #d0d7de;padding:.5rem;text-align:left}</style></he
 def build(database_url: str) -> Starlette:
     """The comparison app over ``database_url``: refproj mounted at /, the old and floor pages."""
     projection = AsyncProjection(database_url, staleness_bound=None)
-    refproj_app = create_app(projection, close_projection=projection.aclose)
+    refproj_app = create_app(
+        projection, listen_conninfo=libpq_url(database_url), close_projection=projection.aclose
+    )
     conninfo = libpq_url(database_url)
     floor: dict[str, Any] = {}
 
@@ -98,9 +100,9 @@ def build(database_url: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         page = await projection.list_page(None)
-        floor["rows"] = orjson.loads(page.connections_json)
+        floor["rows"] = rows = orjson.loads(page.connections_json)
         floor["as_of"] = page.as_of
-        floor["connectors"] = sorted({(r["connector_id"], r["connector_display_name"]) for r in floor["rows"]})
+        floor["connectors"] = sorted({(r["connector_id"], r["connector_display_name"]) for r in rows})
         async with refproj_app.router.lifespan_context(refproj_app):
             yield
 

@@ -23,7 +23,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from refproj_bench.browser import PageLoad, SetupError, as_json, check_failures, launched_browser, markdown, measure
+from refproj_bench import browser
+from refproj_bench.browser import PageLoad, SetupError, launched_browser, measure
 
 Json = dict[str, Any]
 SERVER_START_TIMEOUT_S = 60.0
@@ -55,8 +56,9 @@ def _free_port() -> int:
 def bench_server(database_url: str) -> Iterator[str]:
     """Start ``refproj_bench.browser_app`` on a free port; yield its base URL; stop it."""
     port = _free_port()
+    command = [sys.executable, "-m", "refproj_bench.browser_app", "--database-url", database_url]
     process = subprocess.Popen(
-        [sys.executable, "-m", "refproj_bench.browser_app", "--database-url", database_url, "--port", str(port)],
+        [*command, "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -66,7 +68,8 @@ def bench_server(database_url: str) -> Iterator[str]:
         while True:
             if process.poll() is not None:
                 error = (process.stderr.read() if process.stderr else b"").decode(errors="replace").strip()
-                raise SetupError(f"the page server exited: {error.splitlines()[-1] if error else process.returncode}")
+                last = error.splitlines()[-1] if error else f"exit code {process.returncode}"
+                raise SetupError(f"the page server exited: {last}")
             try:
                 if httpx.get(base + "/readyz", timeout=2).status_code == 200:
                     break
@@ -104,7 +107,8 @@ def side_by_side(base: str, browser: Any, repeat: int) -> tuple[Json, list[PageL
     loads: list[PageLoad] = []
     for _ in range(repeat):
         for route in (OLD, REFPROJ, FLOOR):
-            loads.extend(load for load in measure(base, [route], ["desktop"], browser) if load.cache == "cold")
+            measured = measure(base, [route], ["desktop"], browser)
+            loads.extend(load for load in measured if load.cache == "cold")
     figures: Json = {}
     for route in (OLD, REFPROJ, FLOOR):
         mine = [load for load in loads if load.route == route]
@@ -136,12 +140,24 @@ def _goals(comparison: Json) -> list[Json]:
     goals = []
     if "S" in comparison:
         value = comparison["S"]["old_over_refproj"]
-        goals.append({"figure": "cold LCP old / refproj at S", "goal": f">= {GOAL_OLD_OVER_NEW_AT_S:g}x",
-                      "value": value, "met": value is not None and value >= GOAL_OLD_OVER_NEW_AT_S})
+        goals.append(
+            {
+                "figure": "cold LCP old / refproj at S",
+                "goal": f">= {GOAL_OLD_OVER_NEW_AT_S:g}x",
+                "value": value,
+                "met": value is not None and value >= GOAL_OLD_OVER_NEW_AT_S,
+            }
+        )
     if "M" in comparison:
         value = comparison["M"]["refproj_over_floor"]
-        goals.append({"figure": "cold LCP refproj / floor at M", "goal": f"<= {GOAL_NEW_OVER_FLOOR_AT_M:g}x",
-                      "value": value, "met": value is not None and value <= GOAL_NEW_OVER_FLOOR_AT_M})
+        goals.append(
+            {
+                "figure": "cold LCP refproj / floor at M",
+                "goal": f"<= {GOAL_NEW_OVER_FLOOR_AT_M:g}x",
+                "value": value,
+                "met": value is not None and value <= GOAL_NEW_OVER_FLOOR_AT_M,
+            }
+        )
     return goals
 
 
@@ -160,15 +176,15 @@ def run(options: Options) -> int:
     document: Json = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv[1:]}
     loads: list[PageLoad] = []
     table = ""
-    with launched_browser() as browser:
-        document["browser"] = browser.version
+    with launched_browser() as chromium:
+        document["browser"] = chromium.version
         if options.compare_profiles:
             comparison: Json = {}
             for profile in options.compare_profiles:
                 server, url = _seeded_database(profile, options.database_url)
                 try:
                     with bench_server(url) as base:
-                        comparison[profile], measured = side_by_side(base, browser, options.repeat)
+                        comparison[profile], measured = side_by_side(base, chromium, options.repeat)
                         loads += measured
                 finally:
                     server.drop_created()
@@ -178,16 +194,16 @@ def run(options: Options) -> int:
         else:
             with _server(options) as base:
                 routes = options.routes or default_routes(base)
-                loads = measure(base, routes, options.viewports, browser)
-            table += markdown(loads)
-    document["loads"] = as_json(loads)
+                loads = measure(base, routes, options.viewports, chromium)
+            table += browser.markdown(loads)
+    document["loads"] = browser.as_json(loads)
     path = _write(options, document, table)
     print(table, end="")
     print(f"results: {path}")
     if any(load.failed for load in loads):
         print("a page failed to load", file=sys.stderr)
         return 1
-    problems = check_failures(loads) if options.check else []
+    problems = browser.check_failures(loads) if options.check else []
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
@@ -209,18 +225,18 @@ def comparison_markdown(comparison: Json, goals: Sequence[Json]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for profile, f in comparison.items():
-        def ms(route: str, key: str) -> str:
-            value = f[route][key]
-            return "n/a" if value is None else f"{value:,.0f}"
-
-        lines.append(
-            f"| {profile} | {ms(OLD, 'cold_lcp_ms')} | {ms(REFPROJ, 'cold_lcp_ms')} | {ms(FLOOR, 'cold_lcp_ms')} "
-            f"| {f[OLD]['list_reads']:g} ({ms(OLD, 'list_read_ms')}) | {f[REFPROJ]['list_reads']:g} "
-            f"({ms(REFPROJ, 'list_read_ms')}) | {_x(f['old_over_refproj'])} | {_x(f['refproj_over_floor'])} |"
-        )
+        lcp = [_ms(f[route]["cold_lcp_ms"]) for route in (OLD, REFPROJ, FLOOR)]
+        reads = [f"{f[route]['list_reads']:g} ({_ms(f[route]['list_read_ms'])})" for route in (OLD, REFPROJ)]
+        ratios = [_x(f["old_over_refproj"]), _x(f["refproj_over_floor"])]
+        lines.append("| " + " | ".join([profile, *lcp, *reads, *ratios]) + " |")
     lines += ["", "| goal | target | measured | met |", "| --- | --- | --- | --- |"]
-    lines += [f"| {g['figure']} | {g['goal']} | {_x(g['value'])} | {'yes' if g['met'] else 'no'} |" for g in goals]
+    for g in goals:
+        lines.append(f"| {g['figure']} | {g['goal']} | {_x(g['value'])} | {'yes' if g['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def _x(value: float | None) -> str:

@@ -38,6 +38,7 @@ from refproj.errors import (
 )
 from refproj.paging import OverviewPage
 from refproj.rows import Detail, RefreshResult, Status
+from refproj.web import dashboard
 from refproj.web.events import Listener
 from refproj.web.metrics import Metrics
 from refproj.web.openapi import openapi_document
@@ -383,6 +384,7 @@ def create_app(
         Route("/readyz", service.readyz, methods=["GET"]),
         Route("/metrics", service.metrics_text, methods=["GET"]),
         Route("/openapi.json", service.openapi, methods=["GET"]),
+        *dashboard.ROUTES,
     ]
 
     async def on_refproj_error(request: Request, error: Exception) -> Response:

@@ -18,9 +18,12 @@ from typing import Any
 
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+
+from refproj.errors import AmbiguousConnection, ConnectionNotFound
 
 ENVIRONMENT = Environment(
     loader=PackageLoader("refproj.web", "templates"),
@@ -30,6 +33,7 @@ ENVIRONMENT = Environment(
 )
 DETAIL_RUNS = 20
 _BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+_STREAM_BYTES = ("current_record_json_bytes", "record_history_json_bytes", "blob_bytes")
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -53,11 +57,14 @@ def _ago(seconds: float) -> str:
 def helpers(at: datetime) -> dict[str, Any]:
     """Formatting functions the templates call, bound to the read time ``at``."""
 
-    def when(value: str | None) -> str:
+    def when(value: str | None) -> Markup:
         moment = _parse(value)
         if moment is None:
-            return "n/a"
-        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({_ago((at - moment).total_seconds())})"
+            return Markup("n/a")
+        exact = f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        return Markup('<time datetime="{}" title="{}">{}</time>').format(
+            value, exact, _ago((at - moment).total_seconds())
+        )
 
     def size(value: int | None) -> str:
         if value is None:
@@ -75,8 +82,8 @@ def helpers(at: datetime) -> dict[str, Any]:
         return ", ".join(str(item) for item in value[:5]) + (" …" if len(value) > 5 else "")
 
     def stream_bytes(stream: dict[str, Any]) -> int | None:
-        parts = [stream.get(k) for k in ("current_record_json_bytes", "record_history_json_bytes", "blob_bytes")]
-        return None if any(not isinstance(p, int) for p in parts) else sum(parts)  # type: ignore[arg-type]
+        parts = [stream.get(k) for k in _STREAM_BYTES]
+        return sum(parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
 
     return {"when": when, "size": size, "gaps": gaps, "stream_bytes": stream_bytes}
 
@@ -137,14 +144,23 @@ async def run_detail_page(request: Request) -> Response:
     for an unknown id or an ambiguous connector id come from the app's error handlers)."""
     projection = request.app.state.service.projection
     at = datetime.now(UTC)
-    detail = await projection.get(request.path_params["connection"], run_limit=DETAIL_RUNS, at=at)
     status = await projection.status()
-    context = {
-        **helpers(at),
-        **_head(status.as_of.astimezone(UTC).isoformat(), status.source_changed, at),
-        "base": _base(request),
-        "d": detail,
-    }
+    as_of = status.as_of.astimezone(UTC).isoformat()
+    head = {**_head(as_of, status.source_changed, at), "base": _base(request)}
+    try:
+        detail = await projection.get(request.path_params["connection"], run_limit=DETAIL_RUNS, at=at)
+    except (ConnectionNotFound, AmbiguousConnection) as error:
+        ambiguous = isinstance(error, AmbiguousConnection)
+        context = {
+            **head,
+            "title": "Which connection?" if ambiguous else "No such connection",
+            "message": str(error),
+            "candidates": list(error.candidate_ids) if isinstance(error, AmbiguousConnection) else [],
+        }
+        response = _render("not_found.html", context, None)
+        response.status_code = 409 if ambiguous else 404
+        return response
+    context = {**helpers(at), **head, "d": detail}
     return _render("run_detail.html", context, None)
 
 

@@ -1,0 +1,121 @@
+"""The owner console pages (/dashboard/runs, /dashboard/runs/{connection}) served by a real uvicorn
+over the real database: what each page shows, in which order, and its error pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html import unescape
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.web_server import running_server
+from tests.world import World
+
+
+def _world(db: psycopg.Connection[Any]) -> World:
+    """acme: cin_work (succeeded, then failed with connector_exit and a known gap), cin_personal
+    (never ran), a legacy run nobody owns, a retired setup shell; beta: beta_one (succeeded)."""
+    world = World(db)
+    world.connector("acme", display_name="Acme")
+    world.connection("cin_work", created="09:00", display_name="Work account")
+    world.connection("cin_personal", created="09:05")
+    world.connection(
+        "cin_shell",
+        status="revoked",
+        source_binding={"kind": "browser_enrollment_shell"},
+        created="09:10",
+        revoked="09:20",
+    )
+    world.succeeded_run("run_ok", "cin_work", "10:00", "10:05")
+    world.event("run_bad", "run.started", "11:00", identity="cin_work")
+    world.event(
+        "run_bad",
+        "run.failed",
+        "11:05",
+        status="failed",
+        identity="cin_work",
+        data={"reason": "connector_exit", "known_gaps": ["orders:rate_limited"]},
+    )
+    world.event("run_legacy", "run.completed", "11:30", status="succeeded")
+    world.connector("beta")
+    world.connection("beta_one", "beta", created="08:00")
+    world.succeeded_run("run_b1", "beta_one", "09:50", "10:00", connector="beta")
+    db.execute(
+        "INSERT INTO retained_size_stream (connector_instance_id, connector_id, stream, record_count,"
+        " current_record_json_bytes, record_history_json_bytes, blob_bytes) VALUES"
+        " ('cin_work', 'acme', 'messages', 1234, 2000, 500, 0)"
+    )
+    world.refresh()
+    return world
+
+
+@pytest.fixture
+def console(db: psycopg.Connection[Any], db_url: str) -> Iterator[httpx.Client]:
+    _world(db)
+    with running_server(db_url) as (base, _app), httpx.Client(base_url=base, timeout=30) as client:
+        yield client
+
+
+def _rows(html: str) -> list[str]:
+    return re.findall(r'<tr id="row-\d+" data-connection="([^"]+)">', html)
+
+
+def _text(html: str) -> str:
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+
+def test_list_page_shows_every_visible_connection_in_overview_order(console: httpx.Client) -> None:
+    response = console.get("/dashboard/runs")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    # The document carries the list read, and says so for the browser harness.
+    assert response.headers["server-timing"].startswith("overview;dur=")
+    html = response.text
+    assert _rows(html) == ["cin_work", "cin_personal", "beta_one"]  # connector, then created_at
+    text = _text(html)
+    assert "3 connections · 1 failing · 1 idle · 1 stale" in text
+    work = html.split('data-connection="cin_work"')[1].split("</tr>")[0]
+    assert '<a href="/dashboard/runs/cin_work">Work account</a>' in work
+    assert '<span class="badge state-failing">failing</span>' in work
+    assert '<span class="run-failed">failed</span>' in work
+    assert "connector_exit" in work
+    assert '<td data-label="Records" class="num"><div>1,234</div></td>' in work
+    assert '<td data-label="Retained" class="num"><div>0 B</div></td>' in work
+    personal = html.split('data-connection="cin_personal"')[1].split("</tr>")[0]
+    assert '<span class="badge state-idle">idle</span>' in personal and "never_run" in personal
+
+
+def test_list_page_filters_by_connector_and_offers_every_connector(console: httpx.Client) -> None:
+    html = console.get("/dashboard/runs", params={"connector_id": "beta"}).text
+    assert _rows(html) == ["beta_one"]
+    assert re.findall(r'<option value="([^"]*)"', html) == ["", "acme", "beta"]
+    assert '<option value="beta" selected>' in html
+    empty = console.get("/dashboard/runs", params={"connector_id": "nobody"}).text
+    assert _rows(empty) == [] and "No connections for connector nobody." in _text(empty)
+
+
+def test_detail_page_shows_runs_reasons_gaps_streams_and_unattributed(console: httpx.Client) -> None:
+    response = console.get("/dashboard/runs/cin_work")
+    assert response.status_code == 200
+    text = _text(response.text)
+    assert "Work account failing" in text
+    assert "Unattributed runs of acme 1" in text  # run_legacy: two active siblings, nobody's
+    runs = re.findall(r'<td class="name reason">([^<]+)</td>', response.text)
+    assert runs == ["run_bad", "run_ok"]  # newest first
+    assert "connector_exit" in text and "orders:rate_limited" in text
+    assert "messages 1,234 2.5 KB" in text
+
+
+def test_detail_page_errors_are_pages_with_the_right_status(console: httpx.Client) -> None:
+    missing = console.get("/dashboard/runs/nope")
+    assert missing.status_code == 404
+    assert "No such connection" in missing.text
+    ambiguous = console.get("/dashboard/runs/acme")
+    assert ambiguous.status_code == 409
+    assert re.findall(r'<li><a href="/dashboard/runs/([^"]+)">', ambiguous.text) == ["cin_work", "cin_personal"]  # overview order
+    shell = console.get("/dashboard/runs/cin_shell")
+    assert shell.status_code == 404
