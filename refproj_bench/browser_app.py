@@ -38,7 +38,8 @@ OLD_FETCHES = 3
 
 _OLD_SHELL = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,"><title>Connections (old design)</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"><title>Connections (old design)</title>
 <style>body{font:15px/1.45 system-ui,sans-serif;margin:1rem}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #d0d7de;padding:.5rem;text-align:left}</style></head>
 <body><div id="app">Loading…</div>

@@ -116,6 +116,7 @@ def test_detail_page_errors_are_pages_with_the_right_status(console: httpx.Clien
     assert "No such connection" in missing.text
     ambiguous = console.get("/dashboard/runs/acme")
     assert ambiguous.status_code == 409
-    assert re.findall(r'<li><a href="/dashboard/runs/([^"]+)">', ambiguous.text) == ["cin_work", "cin_personal"]  # overview order
+    candidates = re.findall(r'<li><a href="/dashboard/runs/([^"]+)">', ambiguous.text)
+    assert candidates == ["cin_work", "cin_personal"]  # overview order
     shell = console.get("/dashboard/runs/cin_shell")
     assert shell.status_code == 404

@@ -1,0 +1,102 @@
+"""The console in a real headless Chromium (Debian's): the harness smoke CI runs, and a write that
+reaches an open page through the event stream without a reload."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from refproj.cli import main
+from refproj.seed import seed
+from refproj_bench.browser import launched_browser
+from tests.web_server import running_server
+from tests.world import World
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+def tiny(db: psycopg.Connection[Any], db_url: str) -> Iterator[tuple[str, int]]:
+    """The tiny profile seeded and refreshed; (server base URL, visible connections)."""
+    seed(db, "tiny", base_time=datetime.now(UTC) - timedelta(hours=1))
+    db.execute("SELECT refproj.refresh_connection_summary()")
+    row = db.execute("SELECT count(*) FROM refproj.connection_summary").fetchone()
+    assert row is not None
+    with running_server(db_url) as (base, _app):
+        yield base, int(row[0])
+
+
+def test_harness_smoke_on_tiny_with_check(tiny: tuple[str, int], tmp_path: Path, capsys: Any) -> None:
+    base, visible = tiny
+    code = main(
+        ["browser-bench", "--base", base, "--route", "/dashboard/runs", "--check", "--output", str(tmp_path)]
+    )
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    [results] = (tmp_path / "results").glob("browser-*.json")
+    loads = json.loads(results.read_text())["loads"]
+    assert [(load["viewport"], load["cache"]) for load in loads] == [
+        ("desktop", "cold"),
+        ("desktop", "warm"),
+        ("mobile", "cold"),
+        ("mobile", "warm"),
+    ]
+    for load in loads:
+        assert load["status"] == 200 and load["settled"] and not load["failed"]
+        assert (load["console"], load["page_errors"], load["failed_requests"]) == ([], [], [])
+        # The list is read once per load, inside the document, never stacked.
+        assert [read["kind"] for read in load["list_reads"]] == ["navigation"]
+        assert load["list_reads_stacked"] is False
+        assert load["lcp_ms"] is not None and load["fcp_ms"] is not None
+    assert "| `/dashboard/runs` | desktop | cold | 200 |" in out
+    with launched_browser() as browser:
+        page = browser.new_page()
+        page.goto(base + "/dashboard/runs")
+        assert page.locator("tr[data-connection]").count() == visible == 7
+
+
+def test_harness_without_a_browser_is_a_setup_error(
+    tiny: tuple[str, int], tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHROME_BIN", str(tmp_path / "no-such-chromium"))
+    code = main(["browser-bench", "--base", tiny[0], "--output", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 2
+    missing = tmp_path / "no-such-chromium"
+    assert err == f"refproj: no Chromium at {missing} (apt-get install chromium, or set CHROME_BIN)\n"
+
+
+def test_a_write_reaches_an_open_page_through_the_event_stream(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    world = World(db)
+    world.siblings()
+    world.succeeded_run("run_ok", "cin_work", "10:00", "10:05")
+    world.refresh()
+    # The server's own watcher refreshes after the write; nobody calls refresh.
+    with (
+        running_server(db_url, projection_options={"staleness_bound": 1.0}) as (base, _app),
+        launched_browser() as browser,
+    ):
+        page = browser.new_page()
+        page.goto(base + "/dashboard/runs")
+        page.wait_for_function("document.documentElement.dataset.settled === '1'")
+        page.evaluate("window.__sameDocument = true")
+        work = page.locator('tr[data-connection="cin_work"]')
+        assert "succeeded" in work.inner_text()
+        world.failed_run("run_bad", "cin_work", "11:00", "11:05", "connector_exit")
+        page.wait_for_function(
+            "document.querySelector('tr[data-connection=\"cin_work\"]').innerText.includes('connector_exit')",
+            timeout=30_000,
+        )
+        assert "failing" in work.inner_text()
+        # Updated in place: the same document, one navigation, at least one live update.
+        assert page.evaluate("window.__sameDocument") is True
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        assert int(page.evaluate("document.documentElement.dataset.updates")) >= 1
