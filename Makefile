@@ -15,7 +15,7 @@ BENCH_PROFILES ?= S,M
 
 SOAK_SECONDS ?= 60
 
-.PHONY: demo demo-steps test test-versions check lint typecheck install clean bench soak constraints generate
+.PHONY: browser-bench demo demo-steps test test-versions check lint typecheck install clean bench soak constraints generate
 
 # Every version installed, pip and the build backend included, is pinned by constraints.txt so a
 # new upstream release cannot break a clean clone. Upgrading is a commit: `make constraints`.
@@ -58,6 +58,11 @@ test-versions: $(VENV)/.versions
 ## bench: measure the projection against its baselines; writes bench/results/ and bench/README.md
 bench: install
 	$(BIN)/refproj bench --profiles $(BENCH_PROFILES)
+
+## browser-bench: the console in headless Chromium, old design vs refproj vs an in-memory floor
+BROWSER_PROFILES ?= S,M
+browser-bench: install
+	$(BIN)/refproj browser-bench --compare $(BROWSER_PROFILES)
 
 ## soak: readers, a writer and watcher refreshes for SOAK_SECONDS; fails on any error or deadlock
 soak: install
