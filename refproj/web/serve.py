@@ -42,4 +42,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level
         # The overview body is already JSON bytes; nothing to gain from uvicorn's access log
         # formatting on the hot path at high request rates.
         access_log=log_level == "debug",
+        # A worker that has not answered uvicorn's supervisor within this many seconds is killed
+        # and replaced. The default (5 s) is shorter than importing the stack takes on a busy
+        # 2-core machine, where workers were then replaced in a loop and never served.
+        timeout_worker_healthcheck=60,
     )
