@@ -120,3 +120,24 @@ def test_detail_page_errors_are_pages_with_the_right_status(console: httpx.Clien
     assert candidates == ["cin_work", "cin_personal"]  # overview order
     shell = console.get("/dashboard/runs/cin_shell")
     assert shell.status_code == 404
+
+
+def test_a_browser_opens_the_console_with_the_token_once(db: psycopg.Connection[Any], db_url: str) -> None:
+    """With REFPROJ_API_TOKEN set a page load cannot carry a bearer header: ?token= once sets an
+    HttpOnly cookie and redirects to the same URL without the token; the cookie then opens the
+    pages and the event stream, and a wrong token opens nothing."""
+    _world(db)
+    with (
+        running_server(db_url, token="s3cret") as (base, _app),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        assert client.get("/dashboard/runs").status_code == 401
+        assert client.get("/dashboard/runs", params={"token": "wrong"}).status_code == 401
+        assert client.get("/_ref/connectors", params={"token": "s3cret"}).status_code == 401
+        opened = client.get("/dashboard/runs", params={"token": "s3cret", "connector_id": "beta"})
+        assert opened.status_code == 303
+        assert opened.headers["location"] == "/dashboard/runs?connector_id=beta"
+        assert opened.headers["set-cookie"] == "refproj_token=s3cret; HttpOnly; Path=/; SameSite=strict"
+        page = client.get(opened.headers["location"])  # the client keeps the cookie, as a browser does
+        assert page.status_code == 200 and _rows(page.text) == ["beta_one"]
+        assert client.get("/_ref/connectors/cin_work").status_code == 200
