@@ -141,3 +141,36 @@ def test_a_browser_opens_the_console_with_the_token_once(db: psycopg.Connection[
         page = client.get(opened.headers["location"])  # the client keeps the cookie, as a browser does
         assert page.status_code == 200 and _rows(page.text) == ["beta_one"]
         assert client.get("/_ref/connectors/cin_work").status_code == 200
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_text_colours_meet_wcag_aa_contrast() -> None:
+    """Every foreground/background pair the stylesheet uses for text, by WCAG 2's formula."""
+    from importlib.resources import files
+
+    css = (files("refproj.web") / "templates" / "console.css").read_text()
+    var = dict(re.findall(r"--([a-z-]+): (#[0-9a-f]{6})", css))
+    pairs = [
+        ("fg", "bg"),
+        ("muted", "bg"),
+        ("muted", "band"),
+        ("fg", "band"),
+        ("ok", "ok-bg"),
+        ("warn", "warn-bg"),
+        ("bad", "bad-bg"),
+        ("info", "info-bg"),
+        ("fg", "idle-bg"),
+        ("ok", "bg"),
+        ("bad", "bg"),
+        ("warn", "band"),
+    ]
+    for fg, bg in pairs:
+        light, dark = sorted([_luminance(var[fg]), _luminance(var[bg])], reverse=True)
+        assert (light + 0.05) / (dark + 0.05) >= 6.0, (fg, bg)
+    assert re.findall(r"color: (#[0-9a-f]{6})", css) == ["#0550ae"]  # links; 7.6:1 on white
+    assert (_luminance("#ffffff") + 0.05) / (_luminance("#0550ae") + 0.05) >= 6.0
