@@ -18,6 +18,7 @@ from refproj.errors import (
     MigrationsNotApplied,
     PermissionDenied,
     PoolExhausted,
+    ReadOnlyServer,
     RefprojError,
     StatementCanceled,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "PermissionDenied",
     "PoolExhausted",
     "Projection",
+    "ReadOnlyServer",
     "RefprojError",
     "RefreshResult",
     "RetainedBytes",

@@ -10,7 +10,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psycopg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class AEvent(asyncio.Event):
@@ -29,8 +30,26 @@ def aspawn(fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Ta
     return asyncio.create_task(fn(), name=name)
 
 
-async def ajoin(task: asyncio.Task[None]) -> None:
-    await task
+async def ajoin(task: asyncio.Task[None], timeout: float) -> None:
+    """Wait for the task to end, at most ``timeout`` seconds; then cancel it and wait for that
+    (psycopg cancels a statement in flight on the server)."""
+    if task.done() or asyncio.current_task() is task:
+        return
+    _, pending = await asyncio.wait({task}, timeout=timeout)
+    if pending:
+        task.cancel()
+        await asyncio.wait({task})
+
+
+def arelease(engine: AsyncEngine) -> None:
+    """Drop an engine's pooled connections without awaiting anything (a garbage-collection
+    finalizer cannot await): each psycopg connection closes its session as it is collected."""
+    engine.sync_engine.dispose(close=False)
+
+
+def apool(engine: AsyncEngine) -> Engine:
+    """The synchronous engine that owns the pool."""
+    return engine.sync_engine
 
 
 async def adriver(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:

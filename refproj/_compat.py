@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 
 class Event(threading.Event):
@@ -23,8 +23,21 @@ def spawn(fn: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
-def join(thread: threading.Thread) -> None:
-    thread.join()
+def join(thread: threading.Thread, timeout: float) -> None:
+    """Wait for the thread to end, at most ``timeout`` seconds (a thread cannot be cancelled;
+    the caller cancels its statement first)."""
+    if thread is not threading.current_thread():
+        thread.join(timeout)
+
+
+def release(engine: Engine) -> None:
+    """Close an engine's pooled connections (from a garbage-collection finalizer)."""
+    engine.dispose()
+
+
+def pool(engine: Engine) -> Engine:
+    """The synchronous engine that owns the pool: the engine itself."""
+    return engine
 
 
 def driver(conn: Connection) -> psycopg.Connection[Any]:

@@ -6,8 +6,10 @@ The twins differ only in how they wait (threads or asyncio); see refproj/project
 
 from __future__ import annotations
 
+import os
+import weakref
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import exc
 from sqlalchemy.engine import URL
@@ -24,6 +26,7 @@ from refproj.errors import (
     translate,
 )
 from refproj.rows import Detail, OverviewJson, RefreshResult, Status
+from refproj.settings import connect_args
 
 MAX_IDENTIFIER_LENGTH = 1000
 MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
@@ -109,11 +112,44 @@ class Options:
             "pool_size": self.pool_size,
             "max_overflow": self.max_overflow,
             "pool_timeout": self.pool_timeout,
-            "connect_args": {
-                "connect_timeout": self.connect_timeout,
-                "options": f"-c TimeZone=UTC -c statement_timeout={int(self.statement_timeout * 1000)}",
-            },
+            "connect_args": connect_args(cast(int, self.connect_timeout)),
         }
+
+
+def failure_kind(error: BaseException) -> str:
+    """What the watcher's logging treats as one state: every way of being unreachable is one."""
+    return "unreachable" if isinstance(error, DatabaseUnavailable) else type(error).__name__
+
+
+class Progress:
+    """Whether a call's first statement has answered: a connection lost before that was found
+    dead in the pool, so the call may safely run again on a fresh one."""
+
+    reached_server = False
+
+
+#: The longest the watcher waits between checks while the database keeps failing (seconds).
+MAX_BACKOFF = 10.0
+
+
+def backoff(interval: float, failures: int) -> float:
+    """The watcher's wait after ``failures`` failed checks in a row: doubling from ``interval``,
+    at most MAX_BACKOFF (and never shorter than ``interval``)."""
+    return max(interval, min(interval * 2.0 ** min(failures, 30), MAX_BACKOFF))
+
+
+# Every live Projection and AsyncProjection, so a forked child can reset them (below).
+LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # gunicorn --preload, daemonising launchers: the child inherits the parent's pooled sockets,
+    # and none of its threads. Each projection drops what is the parent's and starts afresh.
+    for projection in list(LIVE):
+        projection._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def watch_interval(staleness_bound: float, read_reuse: float) -> float:

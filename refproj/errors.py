@@ -8,7 +8,8 @@ Every exception that leaves refproj's public API is a :class:`RefprojError`:
 - :class:`ConnectionNotFound`, :class:`AmbiguousConnection` (also ``LookupError``): a detail id
   that does not resolve to one connection;
 - :class:`DatabaseUnavailable` (:class:`PoolExhausted`): the database cannot be reached;
-- :class:`MigrationsNotApplied`, :class:`PermissionDenied`, :class:`StatementCanceled`;
+- :class:`MigrationsNotApplied`, :class:`PermissionDenied`, :class:`StatementCanceled`,
+  :class:`ReadOnlyServer` (a refresh sent to a standby or a read-only database);
 - :class:`DatabaseError`: anything else the database or the driver reported (a protocol
   violation, an unexpected SQL error), with the server's first line and its SQLSTATE.
 """
@@ -80,6 +81,11 @@ class PermissionDenied(RefprojError):
     """The database role lacks a privilege the operation needs (SQLSTATE 42501)."""
 
 
+class ReadOnlyServer(RefprojError):
+    """The server accepts no writes (a hot standby, ``default_transaction_read_only``, a
+    read-only replica): refresh on the primary (SQLSTATE 25006)."""
+
+
 class DatabaseError(RefprojError):
     """Any other error the database or the driver reported. ``sqlstate`` is its SQLSTATE code,
     or None when the driver raised it without one."""
@@ -114,6 +120,8 @@ def translate(error: BaseException, where: str) -> RefprojError:
         return MigrationsNotApplied(f"refproj is not installed in {where} ({line}): run `refproj migrate`")
     if sqlstate in ("57014", "55P03"):
         return StatementCanceled(f"the database canceled the statement: {line}")
+    if sqlstate == "25006":
+        return ReadOnlyServer(f"this server is read-only; refresh on the primary ({where}: {line})")
     if sqlstate == "42501":
         return PermissionDenied(f"{line} (connected to {where})")
     # 08P01 is a protocol violation: the server answered, so it is not "unreachable".

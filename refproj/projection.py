@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,12 +28,12 @@ from sqlalchemy import exc
 from sqlalchemy.engine import URL, Engine, create_engine
 
 from refproj import _core
-from refproj._compat import Event, driver, join, spawn
+from refproj._compat import Event, driver, join, pool, release, spawn
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
 from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, OverviewJson, RefreshResult, Status
-from refproj.settings import database_url
+from refproj.settings import database_url, session_settings
 from refproj.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ T = TypeVar("T")
 
 _REFRESH = "refresh"  # the single-flight key of explicit refreshes
 _PARSE_IN_THREAD = 256 * 1024  # characters of overview JSON (about 200 rows): parse larger ones in a thread
+
+# How long close() lets the watcher finish before it is cancelled (its statement with it).
+_CLOSE_GRACE = 0.5
 
 
 class Projection:
@@ -55,8 +60,9 @@ class Projection:
     None disables the watcher that guarantees it.
 
     Every wait is bounded: ``pool_timeout`` for a pooled connection, ``connect_timeout`` to
-    connect, ``statement_timeout`` for reads (set on connections of the engine refproj creates;
-    an application's engine keeps its own settings) and ``refresh_timeout`` for a refresh,
+    connect, ``statement_timeout`` for reads (set per read, with TimeZone UTC, on the engine
+    refproj creates: nothing is set at connection start, so a transaction-pooling PgBouncer
+    works; an application's engine keeps its own settings) and ``refresh_timeout`` for a refresh,
     waiting behind other refreshes and for table locks included.
 
     Every error raised is a ``RefprojError`` (``InvalidArgument`` for a bad option, or an engine
@@ -67,6 +73,7 @@ class Projection:
         self,
         database: str | URL | Engine | None = None,
         *,
+        replica: str | URL | Engine | None = None,
         read_reuse: float = 0.5,
         staleness_bound: float | None = 2.0,
         pool_size: int = 5,
@@ -87,26 +94,61 @@ class Projection:
             refresh_timeout,
         )
         _core.check_engine(database, Engine)
-        if isinstance(database, Engine):
-            self._engine = database
-            self._owns_engine = False
-        else:
-            url = database_url(database, default=None)
-            self._engine = create_engine(url, **options.engine_options())
-            self._owns_engine = True
+        _core.check_engine(replica, Engine)
+        self._engine, self._owns_engine = _engine(database, options)
+        self._replica, self._owns_replica = self._engine, False
+        if replica is not None:
+            self._replica, self._owns_replica = _engine(replica, options)
+        # Set per read on the engines refproj owns (refproj.settings); None: the application's.
+        self._settings = session_settings(options.statement_timeout) if self._owns_engine else None
+        self._replica_settings = self._settings
+        if replica is not None:
+            self._replica_settings = (
+                session_settings(options.statement_timeout) if self._owns_replica else None
+            )
         self._read_reuse = options.read_reuse
-        self._reads: SingleFlight[OverviewJson] = SingleFlight(options.read_reuse)
-        self._pages: SingleFlight[OverviewPage] = SingleFlight(options.read_reuse)
-        self._refreshes: SingleFlight[RefreshResult] = SingleFlight(0)
         self._staleness_bound = options.staleness_bound
         self._refresh_timeout_ms = options.refresh_timeout_ms
+        self._start_process_state()
+        _core.LIVE.add(self)
+
+    def _start_process_state(self) -> None:
+        """What one process owns: in-flight calls, the watcher and its stop signal, the
+        finalizer that releases the pools of a Projection dropped without close()."""
+        self._reads: SingleFlight[OverviewJson] = SingleFlight(self._read_reuse)
+        self._pages: SingleFlight[OverviewPage] = SingleFlight(self._read_reuse)
+        self._refreshes: SingleFlight[RefreshResult] = SingleFlight(0)
         self._lock = threading.Lock()  # guards the watcher's start; never held across a wait
         self._closed = Event()
         self._watcher: Any = None
+        self._watcher_pg: Any = None  # the connection of the watcher's refresh, while it runs
+        owned = [
+            e for e, owns in ((self._engine, self._owns_engine), (self._replica, self._owns_replica)) if owns
+        ]
+        self._finalizer = weakref.finalize(self, _release, self._closed, owned, type(self).__name__)
+        self._finalizer.atexit = False
+
+    def _after_fork_in_child(self) -> None:
+        """Called in a forked child (refproj._core): the parent's pooled connections, watcher
+        and locks are the parent's. Drop them without closing anything (closing would end the
+        parent's sessions) and start afresh; the next list() starts this process's watcher."""
+        self._finalizer.detach()
+        closed = self._closed.is_set()
+        for engine in {id(e): e for e in (self._engine, self._replica)}.values():
+            pool(engine).dispose(close=False)
+        self._start_process_state()
+        if closed:
+            self._closed.set()
 
     @property
     def engine(self) -> Engine:
+        """The primary's engine: refreshes, status and the watcher (and reads without a replica)."""
         return self._engine
+
+    @property
+    def replica_engine(self) -> Engine:
+        """The engine list() and get() read from: the replica's, else the primary's."""
+        return self._replica
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -127,7 +169,7 @@ class Projection:
         params = _core.overview_params(connector_id, at)
         self._ensure_watcher()
         return self._reads.do(
-            (connector_id, at), lambda: self._one("overview", params, _core.overview_answer)
+            (connector_id, at), lambda: self._one("overview", params, _core.overview_answer, replica=True)
         )
 
     def list_page(
@@ -150,7 +192,10 @@ class Projection:
         return self._pages.do(
             (connector_id, at, limit, after),
             lambda: self._one(
-                "overview_page", params, lambda row: OverviewPage.from_row(row, connector_id, limit, after)
+                "overview_page",
+                params,
+                lambda row: OverviewPage.from_row(row, connector_id, limit, after),
+                replica=True,
             ),
         )
 
@@ -162,7 +207,7 @@ class Projection:
         ``ConnectionNotFound``, ``AmbiguousConnection`` (``candidate_ids``), ``InvalidArgument``.
         """
         params = _core.detail_params(connection, run_limit, at)
-        return self._one("detail", params, lambda row: _core.detail_answer(connection, row))
+        return self._one("detail", params, lambda row: _core.detail_answer(connection, row), replica=True)
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: ``coalesced_reads``, the overview reads answered by another
@@ -198,13 +243,33 @@ class Projection:
         return self._refresh(only_if_changed=False)
 
     def _refresh(self, *, only_if_changed: bool) -> RefreshResult:
+        """One refresh call; once more on a fresh connection when the pooled one turned out dead
+        before its first statement answered (the server closed it while it sat idle in the pool:
+        idle_session_timeout, a load balancer, a failover). A connection lost after that may have
+        been mid-refresh: that error is the caller's."""
+        progress = _core.Progress()
+        try:
+            return self._refresh_on_a_connection(only_if_changed, progress)
+        except ConnectionLost:
+            if progress.reached_server:
+                raise
+            return self._refresh_on_a_connection(only_if_changed, progress)
+
+    def _refresh_on_a_connection(self, only_if_changed: bool, progress: _core.Progress) -> RefreshResult:
         with self._connection() as pg:
             if not only_if_changed:
                 self._refreshes.forget(_REFRESH)
-            with pg.transaction():
-                pg.execute(QUERIES["refresh_timeout"], {"milliseconds": self._refresh_timeout_ms})
-                cursor = pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
-                row = cursor.fetchone()
+            else:
+                self._watcher_pg = pg  # close() cancels the watcher's refresh through it
+            try:
+                with pg.transaction():
+                    pg.execute(QUERIES["refresh_timeout"], {"milliseconds": self._refresh_timeout_ms})
+                    progress.reached_server = True
+                    cursor = pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
+                    row = cursor.fetchone()
+            finally:
+                if only_if_changed:
+                    self._watcher_pg = None
         assert row is not None
         return _core.refresh_answer(row)
 
@@ -215,32 +280,42 @@ class Projection:
             return
         with self._lock:
             if self._watcher is None:
-                self._watcher = spawn(self._watch, "refproj-watcher")
+                interval = _core.watch_interval(self._staleness_bound, self._read_reuse)
+                ref = weakref.ref(self)
+                closed = self._closed
+                self._watcher = spawn(lambda: _watch(ref, closed, interval), "refproj-watcher")
 
-    def _watch(self) -> None:
-        """Refresh when a source write is pending, checking a few times per staleness bound."""
-        assert self._staleness_bound is not None
-        interval = _core.watch_interval(self._staleness_bound, self._read_reuse)
-        while not self._closed.wait_timeout(interval):
-            try:
-                status = self.status()
-                if status.source_changed:
-                    result = self._refresh(only_if_changed=True)
-                    if result.refreshed:
-                        self._reads.forget()
-                        self._pages.forget()
-            except Exception as error:  # the next poll tries again; readers keep being served
-                log.warning("refproj watcher: %s", error)
+    def _catch_up(self) -> None:
+        """The watcher's step: refresh when a source write is pending."""
+        status = self.status()
+        if status.source_changed:
+            result = self._refresh(only_if_changed=True)
+            if result.refreshed:
+                self._reads.forget()
+                self._pages.forget()
 
     # -- plumbing --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the watcher and, when this object created the engine, close its pool."""
+        """Stop the watcher and close the pools of the engines this object created.
+
+        Returns promptly: a refresh the watcher is running is cancelled on the server (the
+        database keeps the previous overview), not waited for.
+        """
+        self._finalizer.detach()
         self._closed.set()
         if self._watcher is not None:
-            join(self._watcher)
+            pg = self._watcher_pg
+            if pg is not None:
+                try:
+                    pg.cancel_safe(timeout=_CLOSE_GRACE)
+                except psycopg.Error as error:  # the refresh ends by itself within its timeout
+                    log.debug("refproj: cancelling the watcher's refresh failed: %s", error)
+            join(self._watcher, _CLOSE_GRACE)
         if self._owns_engine:
             self._engine.dispose()
+        if self._owns_replica:
+            self._replica.dispose()
 
     def __enter__(self) -> Projection:
         return self
@@ -248,26 +323,40 @@ class Projection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _one(self, query: str, params: dict[str, Any], answer: Callable[[tuple[Any, ...]], T]) -> T:
+    def _one(
+        self,
+        query: str,
+        params: dict[str, Any],
+        answer: Callable[[tuple[Any, ...]], T],
+        *,
+        replica: bool = False,
+    ) -> T:
         """One read statement, in autocommit mode (a single round trip), and its answer.
 
         Reads are idempotent: when the pooled connection turned out dead (say, after a database
         restart), one more try on a fresh connection is safe.
         """
         try:
-            return answer(self._fetch(query, params))
+            return answer(self._fetch(query, params, replica))
         except ConnectionLost:
-            return answer(self._fetch(query, params))
+            return answer(self._fetch(query, params, replica))
 
-    def _fetch(self, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
-        with self._connection() as pg:
-            cursor = pg.execute(QUERIES[query], params)
+    def _fetch(self, query: str, params: dict[str, Any], replica: bool) -> tuple[Any, ...]:
+        settings = self._replica_settings if replica else self._settings
+        with self._connection(self._replica if replica else self._engine) as pg:
+            if settings is None:
+                cursor = pg.execute(QUERIES[query], params)
+            else:
+                # One round trip, one implicit transaction: the settings hold for this read only.
+                with pg.pipeline():
+                    pg.execute(QUERIES["session_settings"], settings)
+                    cursor = pg.execute(QUERIES[query], params)
             row: tuple[Any, ...] | None = cursor.fetchone()
         assert row is not None
         return row
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, engine: Engine | None = None) -> Iterator[psycopg.Connection[Any]]:
         """The psycopg connection under a pooled SQLAlchemy connection, in autocommit mode;
         pool and driver errors as ``RefprojError``s.
 
@@ -275,8 +364,9 @@ class Projection:
         is cancelled, psycopg cancels it on the server and the connection returns to the pool,
         where SQLAlchemy would discard it.
         """
+        engine = self._engine if engine is None else engine
         try:
-            with self._engine.connect() as conn:
+            with engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 pg = driver(conn)
                 try:
@@ -284,8 +374,64 @@ class Projection:
                 except psycopg.Error as error:
                     if pg.broken:
                         conn.invalidate()
-                        lost = _core.to_refproj_error(error, self._engine.url)
+                        lost = _core.to_refproj_error(error, engine.url)
                         raise ConnectionLost(str(lost)) from error
                     raise
         except (exc.SQLAlchemyError, psycopg.Error) as error:
-            raise _core.to_refproj_error(error, self._engine.url) from error
+            raise _core.to_refproj_error(error, engine.url) from error
+
+
+def _engine(database: str | URL | Engine | None, options: _core.Options) -> tuple[Engine, bool]:
+    """The engine for ``database`` and whether this object owns it (created it from a URL)."""
+    if isinstance(database, Engine):
+        return database, False
+    return create_engine(database_url(database, default=None), **options.engine_options()), True
+
+
+def _watch(ref: weakref.ref[Projection], closed: Event, interval: float) -> None:
+    """The watcher: refresh when a source write is pending, checking every ``interval`` seconds.
+
+    It holds its Projection only weakly, and only during a step, so a Projection nobody
+    references any more is collected (its finalizer then sets ``closed``). While the database
+    fails (unreachable, read-only, ...) it backs off exponentially up to
+    refproj._core.MAX_BACKOFF and logs once per change of state, not once per attempt.
+    """
+    state: str | None = None  # the kind of the last failure; None while all is well
+    failures = 0
+    wait = interval
+    while not closed.wait_timeout(wait):
+        proj = ref()
+        if proj is None:
+            return
+        try:
+            proj._catch_up()
+        except Exception as error:  # readers keep being served; the watcher tries again later
+            failures += 1
+            wait = _core.backoff(interval, failures)
+            kind = _core.failure_kind(error)
+            if kind != state:
+                log.warning(
+                    "refproj watcher: %s (retrying with back-off up to %.0f s)", error, _core.MAX_BACKOFF
+                )
+                state = kind
+            else:
+                log.debug("refproj watcher: still failing, next try in %.2f s: %s", wait, error)
+        else:
+            if state is not None:
+                log.warning("refproj watcher: the database answers again after %d failed checks", failures)
+            state, failures, wait = None, 0, interval
+        finally:
+            del proj
+
+
+def _release(closed: Event, engines: list[Engine], name: str) -> None:
+    """Finalizer of a Projection dropped without close(): stop its watcher, free its pools."""
+    closed.set()
+    for engine in engines:
+        release(engine)
+    warnings.warn(
+        f"a {name} was garbage-collected without close(): its connections are closed and its watcher"
+        " stopped now; call close() or use it as a context manager",
+        ResourceWarning,
+        stacklevel=1,
+    )

@@ -1,8 +1,16 @@
-"""Database URL resolution shared by Alembic, the CLI and ``Projection``."""
+"""Database URLs and connection settings shared by Alembic, the CLI and ``Projection``.
+
+refproj's own connections work unchanged through a transaction-pooling PgBouncer: they send no
+startup options (PgBouncer refuses ``options`` unless told to ignore it, and then the settings are
+silently lost), use no server-side prepared statements (a pooled client gets a different server
+session for every transaction), and set what they need per transaction (``set_config(...,
+true)``), so nothing is left behind on a server session another client gets next.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -51,3 +59,23 @@ def libpq_url(url: str | URL | None = None) -> str:
 def _short(text: str) -> str:
     text = text.splitlines()[0] if text else text
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def connect_args(connect_timeout: float) -> dict[str, Any]:
+    """psycopg connection arguments that are safe behind a transaction pooler.
+
+    ``prepare_threshold=None``: psycopg would otherwise prepare a statement on the server after
+    its fifth execution, and the next transaction may run on a server session that never saw
+    it (``prepared statement "_pg3_0" does not exist``).
+    """
+    return {"connect_timeout": int(connect_timeout), "prepare_threshold": None}
+
+
+def session_settings(statement_timeout: float) -> dict[str, str]:
+    """Parameters of ``session_settings`` (sql/queries.sql): the statement timeout in seconds.
+
+    A read sends that statement and itself in one pipeline before a single Sync, so PostgreSQL
+    runs both in one implicit transaction: the transaction-local settings apply to the read and
+    end with it, in one round trip.
+    """
+    return {"statement_timeout": str(int(statement_timeout * 1000))}

@@ -61,3 +61,11 @@ FROM refproj.refresh_connection_summary(CAST(:only_if_changed AS pg_catalog.bool
 -- When the stored evidence was computed and whether a source write happened since.
 SELECT pg_catalog.to_jsonb(s)
 FROM refproj.projection_status() AS s;
+
+-- name: session_settings
+-- What refproj's own connections need, set for the current transaction only (no startup
+-- options, nothing left behind on a pooled server session): the read's statement timeout, and
+-- UTC for the timestamps the detail serialises.
+SELECT
+    pg_catalog.set_config('statement_timeout', CAST(:statement_timeout AS pg_catalog.text), true),
+    pg_catalog.set_config('TimeZone', 'UTC', true);

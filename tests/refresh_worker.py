@@ -17,13 +17,18 @@ def refresh_worker(db_url: str, threads: int, go: Any, results: Any) -> None:
     """Each thread notes the database clock, calls refresh(), and reports (called_at, as_of, error).
 
     Each thread has its own Projection so that every call reaches the database (in-process
-    joining is tested on its own); the coalescing under test is the database's.
+    joining is tested on its own); the coalescing under test is the database's. The clock
+    connection is in autocommit mode so that, behind a transaction pooler, it does not hold a
+    server session while the refresh waits.
     """
     go.wait()
 
     def call() -> None:
         try:
-            with Projection(db_url, staleness_bound=None) as proj, psycopg.connect(db_url) as conn:
+            with (
+                Projection(db_url, staleness_bound=None) as proj,
+                psycopg.connect(db_url, autocommit=True) as conn,
+            ):
                 row = conn.execute("SELECT clock_timestamp()").fetchone()
                 assert row is not None
                 result = proj.refresh()

@@ -42,6 +42,8 @@ NAMES = {
     "aspawn": "spawn",
     "ajoin": "join",
     "adriver": "driver",
+    "arelease": "release",
+    "apool": "pool",
     "aclose": "close",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",

@@ -1,0 +1,204 @@
+"""Everything through a real PgBouncer in transaction pooling mode with a stock configuration
+(tests/pgbouncer.py): reads, details, refreshes and read-your-writes under concurrency, the
+read timeout, coalesced refreshes across processes, the watcher, and two migrations at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from refproj import Projection, StatementCanceled, migrate
+from tests.pgbouncer import PgBouncer
+from tests.refresh_worker import refresh_worker
+from tests.world import World, backends_waiting, wait_for
+
+
+@pytest.fixture(scope="module")
+def bouncer() -> Iterator[PgBouncer]:
+    from tests.conftest import _server
+
+    pooler = PgBouncer(_server.render_as_string(hide_password=False))
+    yield pooler
+    pooler.stop()
+
+
+@pytest.fixture
+def pooled_url(bouncer: PgBouncer, db_url: str) -> Iterator[str]:
+    yield bouncer.url(db_url)
+    bouncer.drop_server_sessions(db_url)
+
+
+@pytest.fixture
+def world(refreshed_siblings: World) -> World:
+    return refreshed_siblings
+
+
+def test_stock_pgbouncer_refuses_startup_options(pooled_url: str) -> None:
+    # What refproj used to send: the reason it now sets everything per transaction.
+    with pytest.raises(psycopg.OperationalError, match="unsupported startup parameter: options"):
+        psycopg.connect(pooled_url, options="-c TimeZone=UTC")
+
+
+def test_concurrent_calls_through_pgbouncer_all_succeed_and_read_their_writes(
+    world: World, db: psycopg.Connection[Any], pooled_url: str
+) -> None:
+    # Server sessions of this database start in another zone; refproj's answers stay in UTC.
+    db.execute("SELECT set_config('refproj.test_db', current_database(), false)")
+    db.execute(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
+        " current_setting('refproj.test_db'), 'America/New_York'); END $$"
+    )
+    errors: list[BaseException] = []
+    with Projection(pooled_url, staleness_bound=None, read_reuse=0, pool_size=8, max_overflow=0) as proj:
+
+        def caller(index: int) -> None:
+            # Far more than psycopg's five executions before it would prepare a statement, on
+            # connections whose transactions PgBouncer hands to whichever server session is free.
+            try:
+                for _ in range(12):
+                    assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+                    assert proj.get("cin_work")["last_run"]["run_id"] == "run_ok"
+                    assert proj.status().refresh_count >= 1
+                    if index % 4 == 0:
+                        proj.refresh()
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+
+        # Read-your-writes: a write committed before refresh() is in the next list().
+        world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+        proj.refresh()
+        rows = proj.list()
+        assert rows[0]["last_run"]["run_id"] == "run_bad"
+        assert rows.source_changed is False
+        # The detail's timestamps are UTC although nothing was set at connection start.
+        assert proj.get("cin_work")["last_run"]["finished_at"] == "2026-01-05T12:01:00+00:00"
+        assert rows[0]["last_run"]["finished_at"] == "2026-01-05T12:01:00+00:00"
+    with psycopg.connect(pooled_url, prepare_threshold=None) as plain:
+        assert plain.execute("SHOW TimeZone").fetchone() == ("America/New_York",)
+
+
+def test_the_read_timeout_applies_through_pgbouncer_and_leaves_nothing_behind(
+    world: World, db: psycopg.Connection[Any], db_url: str, pooled_url: str
+) -> None:
+    locker = psycopg.connect(pooled_url)
+    # The overview reads the refresh bookkeeping: hold it so the read cannot finish.
+    locker.execute("LOCK TABLE refproj.projection_state IN ACCESS EXCLUSIVE MODE")
+    try:
+        with (
+            Projection(pooled_url, staleness_bound=None, read_reuse=0, statement_timeout=0.3) as proj,
+            pytest.raises(StatementCanceled, match="canceling statement due to statement timeout"),
+        ):
+            proj.list()
+    finally:
+        locker.rollback()
+        locker.close()
+    # Every server session PgBouncer holds for this database is back to the server's defaults.
+    sessions = int(
+        db.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]  # type: ignore[index]
+    )
+    assert sessions >= 1
+    with psycopg.connect(db_url) as direct:
+        defaults = direct.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('TimeZone')"
+        ).fetchone()
+    with psycopg.connect(pooled_url, autocommit=True, prepare_threshold=None) as plain:
+        for _ in range(sessions * 2):
+            assert (
+                plain.execute(
+                    "SELECT current_setting('statement_timeout'), current_setting('TimeZone')"
+                ).fetchone()
+                == defaults
+            )
+
+
+def test_sixteen_refreshes_from_four_processes_through_pgbouncer(
+    world: World, db: psycopg.Connection[Any], pooled_url: str
+) -> None:
+    refreshes_before = db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert refreshes_before is not None
+    locker = psycopg.connect(pooled_url)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        results = manager.list()
+        go = manager.Event()
+        processes = [ctx.Process(target=refresh_worker, args=(pooled_url, 4, go, results)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        go.set()
+        wait_for(
+            lambda: backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16,
+            timeout=120,
+            what="16 refresh calls queued in the database",
+        )
+        locker.rollback()
+        locker.close()
+        for process in processes:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+        outcomes = list(results)
+    assert len(outcomes) == 16
+    assert all(error is None for _, _, error in outcomes), outcomes
+    assert all(as_of > called_at for called_at, as_of, _ in outcomes)
+    row = db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert row is not None
+    assert 1 <= row[0] - refreshes_before[0] <= 2
+
+
+def test_the_watcher_works_through_pgbouncer(world: World, pooled_url: str) -> None:
+    with Projection(pooled_url, staleness_bound=0.6, read_reuse=0.1) as proj:
+        assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+        world.succeeded_run("run_auto", "cin_work", "12:00", "12:05")
+        rows = wait_for(
+            lambda: (r := proj.list()) and r[0]["last_run"]["run_id"] == "run_auto" and r,
+            what="the new run to reach list() through PgBouncer",
+        )
+        assert rows.source_changed is False
+
+
+def _migrate(url: str, results: Any) -> None:
+    try:
+        migrate.upgrade(url)
+        results.append(None)
+    except BaseException as error:
+        results.append(repr(error))
+
+
+def test_two_migrations_at_once_through_pgbouncer(bouncer: PgBouncer, empty_db_url: str) -> None:
+    url = bouncer.url(empty_db_url)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        results = manager.list()
+        processes = [ctx.Process(target=_migrate, args=(url, results)) for _ in range(2)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=300)
+        assert list(results) == [None, None]
+    with psycopg.connect(empty_db_url, autocommit=True) as direct:
+        world = World(direct)
+        world.siblings()
+        world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+        index = direct.execute(
+            "SELECT indisvalid FROM pg_index"
+            " WHERE indexrelid = 'spine_events_source_run_summary_idx'::regclass"
+        ).fetchone()
+        assert index == (True,)
+    with Projection(url, staleness_bound=None) as proj:
+        proj.refresh()
+        assert [row["connector_instance_id"] for row in proj.list()] == ["cin_work", "cin_personal"]
