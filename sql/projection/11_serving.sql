@@ -2,29 +2,35 @@
 -- Serving: overview, detail, resolution, live run evidence (DOMAIN.md section 6)
 -- ---------------------------------------------------------------------------------------------
 
+-- The row shapes the serving functions return, each column written once: an overview row is a
+-- stored row (refproj.connection_summary) plus its read-time state; a detail row is an overview
+-- row plus its runs and streams. Views that never return rows, so the shapes follow their sources.
+CREATE VIEW refproj.overview_row AS
+SELECT s.*, NULL::jsonb AS freshness, NULL::jsonb AS health
+FROM refproj.connection_summary AS s
+WHERE false;
+COMMENT ON VIEW refproj.overview_row IS
+    'The shape of an overview row (refproj.connection_summaries): the stored fields of refproj.connection_summary, then freshness and health. Returns no rows.';
+COMMENT ON COLUMN refproj.overview_row.freshness IS
+    'Freshness at the read time: {status current | stale | unknown, captured_at, last_attempted_at, max_staleness_seconds}.';
+COMMENT ON COLUMN refproj.overview_row.health IS
+    'Health at the read time: {state, reason}, the first rule of DOMAIN.md section 5 that applies.';
+
+CREATE VIEW refproj.detail_row AS
+SELECT o.*, NULL::jsonb AS recent_runs, NULL::jsonb AS streams_retained, NULL::int AS unattributed_runs
+FROM refproj.overview_row AS o;
+COMMENT ON VIEW refproj.detail_row IS
+    'The shape of a detail row (refproj.connection_detail): an overview row, then recent_runs, streams_retained and unattributed_runs. Returns no rows.';
+COMMENT ON COLUMN refproj.detail_row.recent_runs IS
+    'The latest runs of the connection, newest first, each its run object plus the rest of its summary.';
+COMMENT ON COLUMN refproj.detail_row.streams_retained IS
+    'Retained size per stream of the connection: [{stream, record_count, current_record_json_bytes, record_history_json_bytes, blob_bytes, computed_at}].';
+COMMENT ON COLUMN refproj.detail_row.unattributed_runs IS
+    'Runs of the connector that belong to no connection.';
+
 CREATE FUNCTION refproj.connection_summaries(
     p_at timestamptz DEFAULT now(), p_connector_id text DEFAULT NULL)
-RETURNS TABLE (
-    connector_instance_id text,
-    connection_id text,
-    connector_id text,
-    display_name text,
-    connector_display_name text,
-    status text,
-    source_kind text,
-    created_at timestamptz,
-    revoked_at timestamptz,
-    streams text[],
-    stream_count int,
-    total_records bigint,
-    retained_bytes jsonb,
-    total_retained_bytes bigint,
-    last_run jsonb,
-    last_successful_run jsonb,
-    failures_since_last_success int,
-    max_staleness interval,
-    freshness jsonb,
-    health jsonb)
+RETURNS SETOF refproj.overview_row
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -209,7 +215,7 @@ COMMENT ON FUNCTION refproj.resolve_connection(text) IS
     'How a detail request resolves: resolution exact | connector (connector id with one visible connection) | ambiguous | not_found, with the number of candidates and their connection ids in overview order (created_at, connector_instance_id).';
 
 CREATE FUNCTION refproj.connection_run_evidence(p_connector_instance_id text)
-RETURNS TABLE (last_run jsonb, last_successful_run jsonb, failures_since_last_success int)
+RETURNS SETOF refproj.run_evidence
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
@@ -239,30 +245,7 @@ COMMENT ON FUNCTION refproj.connection_run_evidence(text) IS
 
 CREATE FUNCTION refproj.connection_detail(
     p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
-RETURNS TABLE (
-    connector_instance_id text,
-    connection_id text,
-    connector_id text,
-    display_name text,
-    connector_display_name text,
-    status text,
-    source_kind text,
-    created_at timestamptz,
-    revoked_at timestamptz,
-    streams text[],
-    stream_count int,
-    total_records bigint,
-    retained_bytes jsonb,
-    total_retained_bytes bigint,
-    last_run jsonb,
-    last_successful_run jsonb,
-    failures_since_last_success int,
-    max_staleness interval,
-    freshness jsonb,
-    health jsonb,
-    recent_runs jsonb,
-    streams_retained jsonb,
-    unattributed_runs int)
+RETURNS SETOF refproj.detail_row
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'

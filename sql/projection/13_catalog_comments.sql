@@ -194,6 +194,9 @@ BEGIN
         SELECT target.attrelid::regclass AS target, target.attname, d.description
         FROM (VALUES
             ('refproj.connection_evidence', 'refproj.connection_summary'),
+            ('refproj.overview_row', 'refproj.connection_summary'),
+            ('refproj.detail_row', 'refproj.connection_summary'),
+            ('refproj.detail_row', 'refproj.overview_row'),
             ('refproj.connection_profile', 'refproj.connection_summary'),
             ('refproj.connection_run_rollup', 'refproj.connection_summary'),
             ('refproj.connection_keys', 'refproj.connection_summary'),

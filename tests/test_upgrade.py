@@ -1,0 +1,166 @@
+"""Changing SQL after a release (docs/MIGRATIONS.md): released files stay as released, and a
+database upgraded from the last release ends up exactly like a fresh install, serving the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import make_url
+
+from refproj import migrate
+from refproj.seed import seed
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "migrations" / "released.sha256"
+READER = "refproj_upgrade_reader"
+AT = "2026-01-06 12:00+00"
+
+# The schema as the catalog describes it, by name and definition (never by oid), with comments
+# and privileges: everything pg_dump --schema-only would print for the project's objects.
+SNAPSHOT = {
+    "namespaces": "SELECT n.nspname, n.nspacl::text, obj_description(n.oid, 'pg_namespace')"
+    " FROM pg_namespace AS n WHERE n.nspname IN ('public', 'refproj')",
+    "relations": "SELECT n.nspname, c.relname, c.relkind, c.relacl::text, obj_description(c.oid, 'pg_class'),"
+    " c.relpersistence, c.relispopulated FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+    " WHERE n.nspname IN ('public', 'refproj')",
+    "columns": "SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+    " pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum), a.attacl::text"
+    " FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid"
+    " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+    " LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+    " WHERE n.nspname IN ('public', 'refproj') AND a.attnum > 0 AND NOT a.attisdropped",
+    "indexes": "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes"
+    " WHERE schemaname IN ('public', 'refproj')",
+    "constraints": "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)"
+    " FROM pg_constraint AS c JOIN pg_namespace AS n ON n.oid = c.connamespace"
+    " WHERE n.nspname IN ('public', 'refproj')",
+    "views": "SELECT schemaname, viewname, definition FROM pg_views WHERE schemaname IN ('public', 'refproj')"
+    " UNION ALL SELECT schemaname, matviewname, definition FROM pg_matviews"
+    " WHERE schemaname IN ('public', 'refproj')",
+    "functions": "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text,"
+    " obj_description(p.oid, 'pg_proc') FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+    " WHERE n.nspname IN ('public', 'refproj') AND p.prokind IN ('f', 'p')",
+    "types": "SELECT t.typname, t.typtype, obj_description(t.oid, 'pg_type') FROM pg_type AS t"
+    " JOIN pg_namespace AS n ON n.oid = t.typnamespace WHERE n.nspname IN ('public', 'refproj')",
+    "triggers": "SELECT t.tgrelid::regclass::text, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled"
+    " FROM pg_trigger AS t WHERE NOT t.tgisinternal",
+    "sequences": "SELECT schemaname, sequencename, data_type::text, start_value, increment_by"
+    " FROM pg_sequences WHERE schemaname IN ('public', 'refproj')",
+    "default_privileges": "SELECT defaclrole::regrole::text, defaclobjtype, defaclacl::text"
+    " FROM pg_default_acl",
+}
+
+
+def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {name: sorted(conn.execute(query).fetchall(), key=repr) for name, query in SNAPSHOT.items()}
+
+
+def on_database(url: str, dbname: str) -> str:
+    return make_url(url).set(database=dbname).render_as_string(hide_password=False)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_released_revision_files_are_unchanged() -> None:
+    """The files of released revisions are never edited: the next release adds, it does not rewrite."""
+    entries = [line.split("  ", 1) for line in MANIFEST.read_text().splitlines() if line and line[0] != "#"]
+    assert {path for _, path in entries} >= {
+        "sql/0002_source_run_summary_index.sql",
+        "sql/0003_projection.sql",
+        "sql/0003_projection_down.sql",
+        "migrations/versions/0002_source_run_summary_index.py",
+        "migrations/versions/0003_projection.py",
+    }
+    changed = [path for digest, path in entries if sha256(ROOT / path) != digest]
+    assert changed == [], f"released files changed: {changed} (see docs/MIGRATIONS.md)"
+
+
+@pytest.fixture
+def fresh_db_url(empty_db_url: str) -> Iterator[str]:
+    """A second empty database on the same server, dropped afterwards."""
+    name = make_url(empty_db_url).database + "_fresh"
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = on_database(empty_db_url, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(empty_db_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def reader_role(empty_db_url: str) -> Iterator[str]:
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(READER)))
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(READER)))
+    try:
+        yield READER
+    finally:
+        with psycopg.connect(empty_db_url, autocommit=True) as conn:
+            for dbname in (conn.info.dbname, conn.info.dbname + "_fresh"):
+                with psycopg.connect(on_database(empty_db_url, dbname)) as db:
+                    if db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
+                        db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(READER)))
+                        db.commit()
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(READER)))
+
+
+def overview_and_details(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
+    overview = conn.execute("SELECT to_jsonb(s) FROM refproj.connection_summaries(%s) AS s", (AT,)).fetchall()
+    details = conn.execute(
+        "SELECT to_jsonb(d) FROM refproj.connection_summary AS s"
+        " CROSS JOIN LATERAL refproj.connection_detail(s.connector_instance_id, 5, %s) AS d"
+        " ORDER BY s.connector_instance_id",
+        (AT,),
+    ).fetchall()
+    return overview, details
+
+
+def test_upgrade_from_0003_equals_a_fresh_install_and_keeps_serving(
+    empty_db_url: str, fresh_db_url: str, reader_role: str
+) -> None:
+    # The last release with data in it and a reader granted, as a deployment has it.
+    migrate.upgrade(empty_db_url, "0003")
+    with psycopg.connect(empty_db_url) as conn:
+        seed(conn, "tiny")
+        conn.commit()
+        conn.execute("SELECT refproj.refresh_connection_summary()")
+        conn.execute("SELECT refproj.grant_reader(%s)", (reader_role,))
+        conn.commit()
+        before = overview_and_details(conn)
+    assert len(before[0]) == 7 and len(before[1]) == 7
+
+    migrate.upgrade(empty_db_url)
+    migrate.upgrade(fresh_db_url)
+    with psycopg.connect(fresh_db_url) as conn:
+        conn.execute("SELECT refproj.grant_reader(%s)", (reader_role,))
+        conn.commit()
+
+    # Exactly the schema of a fresh install: objects, definitions, comments and privileges.
+    upgraded, fresh = snapshot(empty_db_url), snapshot(fresh_db_url)
+    assert upgraded.keys() == fresh.keys()
+    for part in upgraded:
+        assert upgraded[part] == fresh[part], part
+    assert any(row[1] == "connection_summary" for row in upgraded["relations"])
+
+    # The data held at 0003 is served as before, with no refresh needed, and the reader still reads it.
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT source_changed FROM refproj.projection_status()").fetchone() == (False,)
+        assert overview_and_details(conn) == before
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(reader_role)))
+        assert overview_and_details(conn) == before
+        refreshed = conn.execute("SELECT refreshed FROM refproj.refresh_connection_summary()").fetchone()
+        assert refreshed is not None
+        assert overview_and_details(conn) == before
