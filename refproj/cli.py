@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -24,6 +24,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import URL
 
 from refproj import __version__, migrate
+from refproj import _format as fmt
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, check_identifier
 from refproj.errors import (
     AmbiguousConnection,
@@ -219,7 +220,7 @@ def _database_errors(url: URL) -> Iterator[None]:
     try:
         yield
     except (psycopg.Error, exc.SQLAlchemyError) as error:
-        raise translate(error, _shown(url)) from error
+        raise translate(error, fmt.shown(url)) from error
     except CommandError as error:
         raise RefprojError(f"migration failed: {first_line(error)}") from error
 
@@ -230,14 +231,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if args.create_database:
             _create_database(url)
         migrate.upgrade(url)
-    print(f"migrated {_shown(url)} to head")
+    print(f"migrated {fmt.shown(url)} to head")
     return 0
 
 
 def _create_database(url: URL) -> None:
     name = url.database
     if not name:
-        raise InvalidArgument(f"{_shown(url)} names no database")
+        raise InvalidArgument(f"{fmt.shown(url)} names no database")
     maintenance = libpq_url(url.set(database="postgres"))
     with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
@@ -285,15 +286,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             row["connector_instance_id"],
             row["connector_id"],
             row["status"],
-            _health(row["health"]),
-            _run(row["last_run"]),
-            _when(row["last_successful_run"]),
+            fmt.health(row["health"]),
+            fmt.run(row["last_run"]),
+            fmt.when(row["last_successful_run"]),
             str(row["failures_since_last_success"]),
-            _count(row["total_records"]),
+            fmt.count(row["total_records"]),
         )
         for row in overview
     ]
-    _table(header, rows)
+    fmt.table(header, rows)
     changed = ", source changed since" if overview.source_changed else ""
     print(f"\n{len(overview)} connections, as of {overview.as_of.isoformat()}{changed}")
     return 0
@@ -310,13 +311,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("name", detail["display_name"]),
         ("connector", f"{detail['connector_id']} ({detail['connector_display_name']})"),
         ("status", detail["status"]),
-        ("health", _health(detail["health"])),
+        ("health", fmt.health(detail["health"])),
         ("freshness", detail["freshness"]["status"]),
-        ("last run", _run(detail["last_run"])),
-        ("last success", _run(detail["last_successful_run"])),
+        ("last run", fmt.run(detail["last_run"])),
+        ("last success", fmt.run(detail["last_successful_run"])),
         ("failures since success", detail["failures_since_last_success"]),
-        ("records", f"{_count(detail['total_records'])} in {detail['stream_count']} streams"),
-        ("retained bytes", _count(detail["total_retained_bytes"])),
+        ("records", f"{fmt.count(detail['total_records'])} in {detail['stream_count']} streams"),
+        ("retained bytes", fmt.count(detail["total_retained_bytes"])),
         ("unattributed runs", f"{detail['unattributed_runs']} (connector-wide, matching no connection)"),
     ]
     width = max(len(name) for name, _ in fields)
@@ -324,7 +325,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{name + ':':<{width + 2}}{value}")
     if detail["recent_runs"]:
         print()
-        _table(
+        fmt.table(
             ("RUN", "STATUS", "STARTED", "LAST EVENT", "EVENTS", "FAILURE REASON"),
             [
                 (
@@ -382,7 +383,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
                 replace=args.replace,
             )
         except psycopg.errors.UndefinedTable as error:
-            message = f"the source tables are missing in {_shown(url)}: run `refproj migrate`"
+            message = f"the source tables are missing in {fmt.shown(url)}: run `refproj migrate`"
             raise MigrationsNotApplied(message) from error
     summary = ", ".join(f"{value:,} {name}" for name, value in counts.items())
     print(f"seeded profile {args.profile}: {summary}")
@@ -399,45 +400,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Creates and drops its own databases on the server of --database-url / $DATABASE_URL."""
-    import shlex
-    from pathlib import Path
-
     try:
-        import refproj_bench as bench
+        from refproj_bench.command import run_command
     except ImportError as error:  # the benchmark ships as the optional extra refproj[bench]
         missing = error.name or "refproj_bench"
         raise RefprojError(
             f"the benchmark is not installed ({missing} missing): pip install 'refproj[bench]'"
         ) from error
-
-    profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
-    command = ["refproj"]
-    if args.database_url:
-        command += ["--database-url", _shown(database_url(args.database_url))]
-    command += ["bench", "--profiles", args.profiles] + (["--quick"] if args.quick else [])
-    if args.output != "bench":
-        command += ["--output", args.output]
-    if args.history_profile:
-        command += ["--history-profile", args.history_profile]
-    config = bench.BenchConfig(
-        profiles=profiles,
-        server_url=args.database_url,
-        output_dir=Path(args.output),
-        iterations=bench.QUICK if args.quick else bench.FULL,
-        quick=args.quick,
-        history_profile=args.history_profile,
-        command=shlex.join(command),
-    )
     try:
         with _database_errors(database_url(args.database_url)):
-            results = bench.run_bench(config)
+            run_command(
+                profiles=args.profiles,
+                database_url=args.database_url,
+                shown_url=fmt.shown(database_url(args.database_url)) if args.database_url else None,
+                output=args.output,
+                quick=args.quick,
+                history_profile=args.history_profile,
+            )
     except ValueError as error:
         if isinstance(error, RefprojError):
             raise
         raise InvalidArgument(str(error)) from error
-    path = bench.write_outputs(results, Path(args.output))
-    print(bench.render_markdown(results))
-    print(f"results: {path}; {Path(args.output) / 'README.md'} regenerated", file=sys.stderr)
     return 0
 
 
@@ -495,42 +478,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["DATABASE_URL"] = database_url(args.database_url).render_as_string(hide_password=False)
     serve(host=args.host, port=args.port, workers=args.workers)
     return 0
-
-
-# -- formatting ------------------------------------------------------------------------------------
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    for line in (header, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-
-
-def _health(health: Mapping[str, Any]) -> str:
-    return health["state"] if not health.get("reason") else f"{health['state']} ({health['reason']})"
-
-
-def _run(run: Mapping[str, Any] | None) -> str:
-    if run is None:
-        return "-"
-    return f"{run['run_id']} {run['status']} {_short_time(run['last_at'])}"
-
-
-def _when(run: Mapping[str, Any] | None) -> str:
-    return "-" if run is None else _short_time(run["last_at"])
-
-
-def _short_time(iso: str) -> str:
-    return iso.replace("T", " ")[:16]
-
-
-def _count(value: int | None) -> str:
-    """A count or size; None is a sum too large for a bigint (see README)."""
-    return "-" if value is None else f"{value:,}"
-
-
-def _shown(url: Any) -> str:
-    return str(url.set(drivername="postgresql").render_as_string(hide_password=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""How the CLI shows rows and URLs: plain-text tables, short times and counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def health(health: Mapping[str, Any]) -> str:
+    return health["state"] if not health.get("reason") else f"{health['state']} ({health['reason']})"
+
+
+def run(run: Mapping[str, Any] | None) -> str:
+    if run is None:
+        return "-"
+    return f"{run['run_id']} {run['status']} {short_time(run['last_at'])}"
+
+
+def when(run: Mapping[str, Any] | None) -> str:
+    return "-" if run is None else short_time(run["last_at"])
+
+
+def short_time(iso: str) -> str:
+    return iso.replace("T", " ")[:16]
+
+
+def count(value: int | None) -> str:
+    """A count or size; None is a sum too large for a bigint (see README)."""
+    return "-" if value is None else f"{value:,}"
+
+
+def shown(url: Any) -> str:
+    return str(url.set(drivername="postgresql").render_as_string(hide_password=True))
