@@ -1,0 +1,7 @@
+"""``python -m refproj.cli``."""
+
+import sys
+
+from refproj.cli import main
+
+sys.exit(main())
