@@ -4,6 +4,12 @@ The database is ``$DATABASE_URL`` when set, else ``sqlalchemy.url`` from the Ale
 Concurrent ``alembic upgrade head`` runs (app replicas booting together) are serialised by a
 transaction-scoped advisory lock held on a separate connection for the whole run, so the lock
 survives the commit that the CONCURRENTLY index build needs.
+
+refproj keeps its history in its own version table, ``refproj_alembic_version`` (in the schema
+the source tables are created in, the first of the search_path), never in ``alembic_version``,
+which belongs to the application's own Alembic history. Not in schema ``refproj``: revision 0004
+drops and re-creates that schema. Installs made before this kept refproj's revision in
+``alembic_version``; the first run moves it (see ``_adopt_legacy_version_table``).
 """
 
 from __future__ import annotations
@@ -15,13 +21,30 @@ from typing import Any
 
 import psycopg
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from refproj.migration_support import ensure_summary_index, summary_index_state
+from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index, summary_index_state
 from refproj.settings import database_url, libpq_url
 
 MIGRATION_LOCK_KEY = 7418206610342958900
+VERSION_TABLE = "refproj_alembic_version"
+LEGACY_VERSION_TABLE = "alembic_version"
+SOURCE_TABLES = (
+    "connectors",
+    "connector_instances",
+    "spine_events",
+    "controller_active_runs",
+    "retained_size_connection",
+    "retained_size_stream",
+)
+# What sql/0001_source_tables.sql says on a table it created.
+CREATED_TABLE_COMMENT = (
+    "Source table created by refproj (revision 0001); refproj reads it, the application writes it."
+    " alembic downgrade base drops it only while it is empty."
+)
 LOCK_POLL_SECONDS = 0.05
 
 config = context.config
@@ -59,10 +82,59 @@ def _wait_for_migration_lock(lock_connection: psycopg.Connection[Any], timeout: 
         time.sleep(LOCK_POLL_SECONDS)
 
 
+def _adopt_legacy_version_table(connection: Connection) -> str | None:
+    """Move refproj's revision out of ``alembic_version`` left by an install made before refproj
+    had its own version table; returns the revision moved, or None.
+
+    Moved only when that table holds exactly one row, a revision id of refproj's, and the objects
+    that revision creates exist (so an application whose own revision happens to be called
+    "0002" is left alone: it would also need refproj's summary index). The application's history
+    is never touched otherwise; the emptied table is dropped, as refproj created it.
+    """
+    if connection.execute(text(f"SELECT to_regclass('{VERSION_TABLE}')")).scalar() is not None:
+        return None
+    if connection.execute(text(f"SELECT to_regclass('{LEGACY_VERSION_TABLE}')")).scalar() is None:
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}")).scalars().all()
+    if len(rows) != 1:
+        return None
+    revision = rows[0]
+    script = ScriptDirectory.from_config(config)
+    if revision not in {rev.revision for rev in script.walk_revisions()}:
+        return None
+    evidence = {
+        "0001": "SELECT to_regclass('spine_events') IS NOT NULL",
+        "0002": f"SELECT to_regclass('{SUMMARY_INDEX}') IS NOT NULL",
+    }.get(revision, "SELECT to_regnamespace('refproj') IS NOT NULL")
+    if not connection.execute(text(evidence)).scalar():
+        return None
+    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num varchar(32) NOT NULL PRIMARY KEY)"))
+    connection.execute(
+        text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"), {"revision": revision}
+    )
+    connection.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
+    # Revision 0001 of those installs failed on any existing table, so it created all six: mark
+    # them as sql/0001_source_tables.sql marks the tables it creates (downgrade drops them while
+    # empty), unless somebody documented them since.
+    for table in SOURCE_TABLES:
+        connection.execute(
+            text(
+                f"DO $$ BEGIN IF to_regclass('{table}') IS NOT NULL"
+                f" AND obj_description(to_regclass('{table}'), 'pg_class') IS NULL THEN"
+                f" COMMENT ON TABLE {table} IS '{CREATED_TABLE_COMMENT}'; END IF; END $$"
+            )
+        )
+    return revision
+
+
 def run_migrations_offline() -> None:
     # Named paramstyle keeps literal "%" in plpgsql bodies (RAISE ... '%') from being doubled.
     context.configure(
-        url=_url(), literal_binds=True, transactional_ddl=True, dialect_opts={"paramstyle": "named"}
+        url=_url(),
+        literal_binds=True,
+        transactional_ddl=True,
+        dialect_opts={"paramstyle": "named"},
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -76,8 +148,9 @@ def run_migrations_online() -> None:
         _wait_for_migration_lock(lock_connection, timeout)
         with engine.connect() as connection:
             connection.execute(text("SET TimeZone = 'UTC'"))
+            _adopt_legacy_version_table(connection)
             connection.commit()
-            context.configure(connection=connection, transactional_ddl=True)
+            context.configure(connection=connection, transactional_ddl=True, version_table=VERSION_TABLE)
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
@@ -85,7 +158,7 @@ def run_migrations_online() -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as autocommit:
             if not heads:
                 # At base nothing of refproj should remain, Alembic's bookkeeping included.
-                autocommit.execute(text("DROP TABLE IF EXISTS alembic_version"))
+                autocommit.execute(text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
             elif summary_index_state(autocommit) == "invalid":
                 # An index that went INVALID after its revision ran (a failed REINDEX
                 # CONCURRENTLY, say) is repaired by the next upgrade too.

@@ -20,6 +20,7 @@ from refproj.errors import (
     PoolExhausted,
     ReadOnlyServer,
     RefprojError,
+    SourceTablesIncompatible,
     StatementCanceled,
 )
 from refproj.projection import Projection
@@ -75,6 +76,7 @@ __all__ = [
     "RetainedBytes",
     "RunBrief",
     "RunDetail",
+    "SourceTablesIncompatible",
     "StatementCanceled",
     "Status",
     "StreamRetained",

@@ -172,7 +172,13 @@ def overview_params(connector_id: str | None, at: datetime | None) -> dict[str, 
 
 def overview_answer(row: tuple[Any, ...]) -> OverviewJson:
     status, json_text = row
-    return OverviewJson(json_text, datetime.fromisoformat(status["as_of"]), bool(status["source_changed"]))
+    # NULL while the first build after install runs: nothing is stored yet.
+    return OverviewJson(
+        "[]" if json_text is None else json_text,
+        datetime.fromisoformat(status["as_of"]),
+        bool(status["source_changed"]),
+        bool(status.get("building", False)),
+    )
 
 
 def detail_params(connection: str, run_limit: int, at: datetime | None) -> dict[str, Any]:
@@ -198,6 +204,7 @@ def status_answer(row: tuple[Any, ...]) -> Status:
         source_changed=data["source_changed"],
         last_refresh_ms=data["last_refresh_ms"],
         refresh_count=data["refresh_count"],
+        building=bool(data.get("building", False)),
     )
 
 

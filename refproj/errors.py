@@ -149,3 +149,8 @@ def first_line(error: BaseException | None) -> str:
     """The first line of an error's message (its type name when it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class SourceTablesIncompatible(RefprojError):
+    """An application's existing source table lacks a column refproj reads, or has it with a type
+    refproj cannot read it as; the message names the table and column. Nothing was installed."""

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
+import argparse
+
+import psycopg
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import exc
 from sqlalchemy.engine import URL
 
 from refproj._resources import migrations_dir
+from refproj.errors import SourceTablesIncompatible
 from refproj.settings import database_url
 
 
-def alembic_config(url: str | URL | None = None) -> Config:
-    """An Alembic config for the installed migrations and ``url`` (else ``$DATABASE_URL``)."""
-    config = Config()
+def alembic_config(url: str | URL | None = None, x_arguments: list[str] | None = None) -> Config:
+    """An Alembic config for the installed migrations and ``url`` (else ``$DATABASE_URL``);
+    ``x_arguments`` are what ``alembic -x`` would pass (``["drop_source_tables=true"]``)."""
+    config = Config(cmd_opts=argparse.Namespace(x=x_arguments or []))
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = database_url(url).render_as_string(hide_password=False)
     return config
 
 
 def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    """Raises ``SourceTablesIncompatible`` when an existing source table lacks a column refproj
+    reads (revision 0001 names it; nothing is installed)."""
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except (psycopg.errors.UndefinedColumn, exc.ProgrammingError) as error:
+        cause = error.orig if isinstance(error, exc.ProgrammingError) else error
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        if isinstance(cause, psycopg.errors.UndefinedColumn) and message.startswith("refproj: "):
+            raise SourceTablesIncompatible(message.removeprefix("refproj: ")) from error
+        raise
 
 
-def downgrade(url: str | URL | None = None, revision: str = "base") -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(
+    url: str | URL | None = None, revision: str = "base", *, drop_source_tables: bool = False
+) -> None:
+    """Down to ``revision``. The source tables revision 0001 created are dropped only while empty,
+    unless ``drop_source_tables`` (``alembic -x drop_source_tables=true``); tables refproj adopted
+    from the application are never dropped."""
+    x_arguments = [f"drop_source_tables={'true' if drop_source_tables else 'false'}"]
+    command.downgrade(alembic_config(url, x_arguments), revision)

@@ -4,6 +4,7 @@ against, so a later change to a helper never changes what an old revision applie
 from __future__ import annotations
 
 from alembic import context, op
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -51,3 +52,45 @@ def ensure_summary_index(connection: Connection, create_sql_file: str) -> str:
     if state != "valid":
         connection.execute(text(read_sql(create_sql_file)))
     return state
+
+
+def _ancestors(script: ScriptDirectory, revision: str) -> set[str]:
+    found: set[str] = set()
+    down = script.get_revision(revision)
+    while down is not None and down.down_revision is not None:
+        assert isinstance(down.down_revision, str)  # refproj's history is linear
+        found.add(down.down_revision)
+        down = script.get_revision(down.down_revision)
+    return found
+
+
+def _destination() -> tuple[ScriptDirectory, str | None] | None:
+    """The script directory and the revision this run goes to (None: base), or None when the
+    destination is not one plain revision (a relative step, several heads)."""
+    script = ScriptDirectory.from_config(context.config)
+    try:
+        destination = context.get_revision_argument()
+    except Exception:  # a relative or partial identifier: treat every step as a stop
+        return None
+    if destination is not None and not isinstance(destination, str):
+        return None
+    return script, destination
+
+
+def upgrade_passes(revision: str) -> bool:
+    """Whether this upgrade goes on past ``revision`` in the same run (so a revision that only
+    builds what the next one drops may skip the work)."""
+    found = _destination()
+    if found is None or found[1] is None:
+        return False
+    script, destination = found
+    return revision in _ancestors(script, destination)
+
+
+def downgrade_passes(revision: str) -> bool:
+    """Whether this downgrade goes on below ``revision`` in the same run."""
+    found = _destination()
+    if found is None:
+        return False
+    script, destination = found
+    return destination is None or destination in _ancestors(script, revision)

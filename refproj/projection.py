@@ -242,20 +242,22 @@ class Projection:
     def _explicit_refresh(self) -> RefreshResult:
         return self._refresh(only_if_changed=False)
 
-    def _refresh(self, *, only_if_changed: bool) -> RefreshResult:
+    def _refresh(self, *, only_if_changed: bool, unbounded: bool = False) -> RefreshResult:
         """One refresh call; once more on a fresh connection when the pooled one turned out dead
         before its first statement answered (the server closed it while it sat idle in the pool:
         idle_session_timeout, a load balancer, a failover). A connection lost after that may have
         been mid-refresh: that error is the caller's."""
         progress = _core.Progress()
         try:
-            return self._refresh_on_a_connection(only_if_changed, progress)
+            return self._refresh_on_a_connection(only_if_changed, progress, unbounded)
         except ConnectionLost:
             if progress.reached_server:
                 raise
-            return self._refresh_on_a_connection(only_if_changed, progress)
+            return self._refresh_on_a_connection(only_if_changed, progress, unbounded)
 
-    def _refresh_on_a_connection(self, only_if_changed: bool, progress: _core.Progress) -> RefreshResult:
+    def _refresh_on_a_connection(
+        self, only_if_changed: bool, progress: _core.Progress, unbounded: bool = False
+    ) -> RefreshResult:
         with self._connection() as pg:
             if not only_if_changed:
                 self._refreshes.forget(_REFRESH)
@@ -263,7 +265,8 @@ class Projection:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
                 with pg.transaction():
-                    pg.execute(QUERIES["refresh_timeout"], {"milliseconds": self._refresh_timeout_ms})
+                    timeout_ms = "0" if unbounded else self._refresh_timeout_ms
+                    pg.execute(QUERIES["refresh_timeout"], {"milliseconds": timeout_ms})
                     progress.reached_server = True
                     cursor = pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
                     row = cursor.fetchone()
@@ -289,7 +292,9 @@ class Projection:
         """The watcher's step: refresh when a source write is pending."""
         status = self.status()
         if status.source_changed:
-            result = self._refresh(only_if_changed=True)
+            # The first build after install scans the whole history (minutes on a long one): a
+            # timeout would only roll it back to start again at the next poll.
+            result = self._refresh(only_if_changed=True, unbounded=status.building)
             if result.refreshed:
                 self._reads.forget()
                 self._pages.forget()

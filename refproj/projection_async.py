@@ -249,21 +249,21 @@ class AsyncProjection:
     async def _explicit_refresh(self) -> RefreshResult:
         return await self._refresh(only_if_changed=False)
 
-    async def _refresh(self, *, only_if_changed: bool) -> RefreshResult:
+    async def _refresh(self, *, only_if_changed: bool, unbounded: bool = False) -> RefreshResult:
         """One refresh call; once more on a fresh connection when the pooled one turned out dead
         before its first statement answered (the server closed it while it sat idle in the pool:
         idle_session_timeout, a load balancer, a failover). A connection lost after that may have
         been mid-refresh: that error is the caller's."""
         progress = _core.Progress()
         try:
-            return await self._refresh_on_a_connection(only_if_changed, progress)
+            return await self._refresh_on_a_connection(only_if_changed, progress, unbounded)
         except ConnectionLost:
             if progress.reached_server:
                 raise
-            return await self._refresh_on_a_connection(only_if_changed, progress)
+            return await self._refresh_on_a_connection(only_if_changed, progress, unbounded)
 
     async def _refresh_on_a_connection(
-        self, only_if_changed: bool, progress: _core.Progress
+        self, only_if_changed: bool, progress: _core.Progress, unbounded: bool = False
     ) -> RefreshResult:
         async with self._connection() as pg:
             if not only_if_changed:
@@ -272,7 +272,8 @@ class AsyncProjection:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
                 async with pg.transaction():
-                    await pg.execute(QUERIES["refresh_timeout"], {"milliseconds": self._refresh_timeout_ms})
+                    timeout_ms = "0" if unbounded else self._refresh_timeout_ms
+                    await pg.execute(QUERIES["refresh_timeout"], {"milliseconds": timeout_ms})
                     progress.reached_server = True
                     cursor = await pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
                     row = await cursor.fetchone()
@@ -298,7 +299,9 @@ class AsyncProjection:
         """The watcher's step: refresh when a source write is pending."""
         status = await self.status()
         if status.source_changed:
-            result = await self._refresh(only_if_changed=True)
+            # The first build after install scans the whole history (minutes on a long one): a
+            # timeout would only roll it back to start again at the next poll.
+            result = await self._refresh(only_if_changed=True, unbounded=status.building)
             if result.refreshed:
                 self._reads.forget()
                 self._pages.forget()

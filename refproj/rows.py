@@ -203,16 +203,19 @@ class Overview(FrozenList):
     A read-only list: ``json.dumps(overview)`` gives the rows. ``as_of`` is when the stored
     evidence was computed, ``source_changed`` whether a source table was written since, and
     ``json_text`` the rows exactly as the database serialised them (a JSON array, str), for
-    writing a response body without parsing and serialising again. Shared between concurrent
-    callers, hence read-only (rows and nested values included).
+    writing a response body without parsing and serialising again. ``building`` is True while
+    the first build after install has not committed: the list is then empty because nothing is
+    stored yet, not because there are no connections. Shared between concurrent callers, hence
+    read-only (rows and nested values included).
     """
 
-    __slots__ = ("as_of", "json_text", "source_changed")
+    __slots__ = ("as_of", "building", "json_text", "source_changed")
     as_of: datetime
     source_changed: bool
     json_text: str
+    building: bool
 
-    def __init__(self, json_text: str, as_of: datetime, source_changed: bool) -> None:
+    def __init__(self, json_text: str, as_of: datetime, source_changed: bool, building: bool = False) -> None:
         try:
             rows = orjson.loads(json_text)
         except orjson.JSONDecodeError as error:  # the SQL caps depth and numbers; say so if it did not
@@ -221,34 +224,38 @@ class Overview(FrozenList):
         self.json_text = json_text
         self.as_of = as_of
         self.source_changed = source_changed
+        self.building = building
 
     def envelope(self) -> dict[str, Any]:
-        """``{"as_of", "source_changed", "connections"}``, JSON-ready."""
+        """``{"as_of", "source_changed", "building", "connections"}``, JSON-ready."""
         return {
             "as_of": self.as_of.isoformat(),
             "source_changed": self.source_changed,
+            "building": self.building,
             "connections": list(self),
         }
 
     def __reduce__(self) -> Any:
-        return (Overview, (self.json_text, self.as_of, self.source_changed))
+        return (Overview, (self.json_text, self.as_of, self.source_changed, self.building))
 
 
 class OverviewJson:
     """The overview as the database serialised it, not parsed (``list_json()``).
 
     ``json_text`` is the JSON array of ``OverviewRow``s (str), ``as_of`` and ``source_changed``
-    say how current it is. ``overview()`` parses it into the read-only ``Overview`` once; every
+    say how current it is, ``building`` that the first build after install has not committed
+    (``json_text`` is then ``[]``: nothing is stored yet). ``overview()`` parses it into the read-only ``Overview`` once; every
     caller sharing this answer gets that same ``Overview``. A server writing response bodies
     uses ``json_text`` and never pays for the parse.
     """
 
-    __slots__ = ("_lock", "_overview", "as_of", "json_text", "source_changed")
+    __slots__ = ("_lock", "_overview", "as_of", "building", "json_text", "source_changed")
 
-    def __init__(self, json_text: str, as_of: datetime, source_changed: bool) -> None:
+    def __init__(self, json_text: str, as_of: datetime, source_changed: bool, building: bool = False) -> None:
         self.json_text = json_text
         self.as_of = as_of
         self.source_changed = source_changed
+        self.building = building
         self._overview: Overview | None = None
         self._lock = threading.Lock()
 
@@ -263,7 +270,7 @@ class OverviewJson:
         if self._overview is None:
             with self._lock:
                 if self._overview is None:
-                    self._overview = Overview(self.json_text, self.as_of, self.source_changed)
+                    self._overview = Overview(self.json_text, self.as_of, self.source_changed, self.building)
         return self._overview
 
 
@@ -275,6 +282,7 @@ class Status:
     source_changed: bool  # a source table was written since
     last_refresh_ms: float | None
     refresh_count: int
+    building: bool = False  # the first build after install has not committed yet
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

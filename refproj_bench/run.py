@@ -118,7 +118,7 @@ def _bench_profile(server: Server, config: BenchConfig, profile: str, say: Progr
             say(f"seeding {out['database']} with profile {profile}")
             _, out["seed_s"] = server.seed(url, profile, history_factor=1.0, seed_value=config.seed)
         with psycopg.connect(url, autocommit=True) as conn:
-            out["revision"] = scalar(conn, "SELECT version_num FROM alembic_version")
+            out["revision"] = scalar(conn, "SELECT version_num FROM refproj_alembic_version")
             say("first refresh")
             out["first_refresh_ms"] = round(refresh_ms(conn)[0], 1)
             out["counts"] = counts(conn)

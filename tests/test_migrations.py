@@ -133,9 +133,9 @@ def catalog_rows(url: str) -> dict[str, set[tuple[Any, ...]]]:
 
 def alembic_version(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
-        if conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() == (None,):
+        if conn.execute("SELECT to_regclass('public.refproj_alembic_version')").fetchone() == (None,):
             return []
-        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+        return [row[0] for row in conn.execute("SELECT version_num FROM refproj_alembic_version")]
 
 
 def index_state(url: str) -> tuple[int, bool, bool] | None:

@@ -11,7 +11,7 @@ Revises: 0003
 """
 
 from refproj._resources import sql_dir
-from refproj.migration_support import run_sql_file
+from refproj.migration_support import downgrade_passes, run_sql_file
 
 revision = "0004"
 down_revision = "0003"
@@ -36,5 +36,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     run_sql_file("0004_save_reader_grants.sql")
     run_sql_file("projection_down.sql")
-    run_sql_file("0003_projection.sql")
-    run_sql_file("0004_restore_reader_grants.sql")
+    # Going further down, 0003's downgrade would drop what this re-creates (after computing the
+    # whole history): re-create it only when the run stops at 0003.
+    if not downgrade_passes("0003"):
+        run_sql_file("0003_projection.sql")
+        run_sql_file("0004_restore_reader_grants.sql")

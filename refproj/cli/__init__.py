@@ -4,7 +4,8 @@ Every command takes the database from ``--database-url`` (before or after the co
 else ``$DATABASE_URL``, else the local demo database. Expected failures print one line to stderr
 and exit non-zero: 2 usage (a bad option or argument), 3 database unreachable, 4 migrations not
 applied, 5 connection not found, 6 ambiguous connector id, 7 invalid input, 8 statement canceled
-(timeout), 9 permission denied, 1 any other error. Output cut short by a closed pipe (``| head``)
+(timeout), 9 permission denied, 10 an existing source table lacks a column refproj needs
+(migrate), 1 any other error. Output cut short by a closed pipe (``| head``)
 ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) exits with 130.
 """
 
@@ -39,6 +40,7 @@ from refproj.errors import (
     MigrationsNotApplied,
     PermissionDenied,
     RefprojError,
+    SourceTablesIncompatible,
     StatementCanceled,
     first_line,
 )
@@ -54,6 +56,7 @@ EXIT_CODES: list[tuple[type[RefprojError], int]] = [
     (InvalidArgument, 7),
     (StatementCanceled, 8),
     (PermissionDenied, 9),
+    (SourceTablesIncompatible, 10),
     (RefprojError, 1),
 ]
 
@@ -116,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("migrate", cmd_migrate, "apply the migrations (alembic upgrade head)")
     sub.add_argument(
         "--create-database", action="store_true", help="create the database first if it is missing"
+    )
+    sub.add_argument(
+        "--no-build",
+        action="store_true",
+        help="leave the first build of the overview to the next refresh (a Projection's watcher)",
     )
     sub = command(
         "refresh", cmd_refresh, "refresh the overview; returns when it reflects every earlier write"

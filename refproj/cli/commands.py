@@ -54,13 +54,36 @@ def _database_errors(url: URL) -> Iterator[None]:
         raise RefprojError(f"migration failed: {first_line(error)}") from error
 
 
+BUILDING_MESSAGE = (
+    "the overview is still being built (the first refresh after install scans the whole history;"
+    " `refproj refresh --timeout 0` runs it and returns when it is done)"
+)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """Migrations, then the first build of the overview when it is pending (the migration only
+    asks for it, so it never holds locks while scanning the history). Progress goes to stderr."""
+    from refproj import progress
+
     url = _url(args)
+    reporter = progress.Reporter()
     with _database_errors(url):
         if args.create_database:
             _create_database(url)
-        migrate.upgrade(url)
-    print(f"migrated {fmt.shown(url)} to head")
+        with progress.Watch(libpq_url(url), progress.index_build_probe, progress.draw_index_build(reporter)):
+            migrate.upgrade(url)
+        reporter.done(f"migrated {fmt.shown(url)} to head")
+        if args.no_build:
+            return 0
+        with _projection(args, refresh_timeout=0) as proj:
+            if not proj.status().building:
+                return 0
+            with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+                rows, size = progress.history_size(conn)
+            draw = progress.draw_first_build(reporter, rows, size)
+            with progress.Watch(libpq_url(url), lambda _: None, draw):
+                result = proj.refresh()
+        reporter.done(f"built the overview in {result.refresh_ms / 1000:.1f} s")
     return 0
 
 
@@ -100,6 +123,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"source changed: {'yes' if status.source_changed else 'no'}")
     print(f"last refresh:   {last}")
     print(f"refreshes:      {status.refresh_count}")
+    if status.building:
+        print(f"building:       yes: {BUILDING_MESSAGE}")
     return 0
 
 
@@ -108,6 +133,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         overview = proj.list(args.connector)
     if args.json:
         print(json.dumps(overview.envelope(), indent=2))
+        return 0
+    if overview.building:
+        print(BUILDING_MESSAGE)
         return 0
     header = ("CONNECTION", "CONNECTOR", "STATUS", "HEALTH", "LAST RUN", "LAST SUCCESS", "FAILS", "RECORDS")
     rows = [

@@ -39,9 +39,8 @@ FROM refproj.run_summaries AS r;
 COMMENT ON VIEW refproj.run_facts_live IS
     'What refproj.run_facts holds for every run, computed live from the source tables.';
 
-INSERT INTO refproj.run_facts
-SELECT *
-FROM refproj.run_facts_live;
+-- Created empty: the first refresh fills it (sql/projection/14_first_build.sql), outside the
+-- migration's transaction, so installing on a long history never holds locks for minutes.
 CREATE INDEX run_facts_run_idx
     ON refproj.run_facts (connector_id, run_id);
 CREATE INDEX run_facts_latest_idx

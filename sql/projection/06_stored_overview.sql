@@ -15,7 +15,8 @@ JOIN refproj.connection_keys AS k
 CROSS JOIN LATERAL refproj.run_evidence_of(refproj.newest_first(refproj.stored_run_facts(
     p.connector_id,
     refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key, k.sole_active)
-))) AS evidence;
+))) AS evidence
+WITH NO DATA;
 CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx
     ON refproj.connection_summary (connector_instance_id);
 CREATE INDEX connection_summary_overview_order_idx

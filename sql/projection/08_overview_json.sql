@@ -69,7 +69,8 @@ COMMENT ON FUNCTION refproj.connection_summary_json_rows() IS
     'Each row of refproj.connection_summary as overview JSON text: the stored fields, fresh_until, and the two possible endings (freshness and health) for read times up to fresh_until and after it.';
 
 CREATE MATERIALIZED VIEW refproj.connection_summary_json AS
-SELECT * FROM refproj.connection_summary_json_rows();
+SELECT * FROM refproj.connection_summary_json_rows()
+WITH NO DATA;
 CREATE UNIQUE INDEX connection_summary_json_connector_instance_id_idx
     ON refproj.connection_summary_json (connector_instance_id);
 -- Overview order, so a keyset page (refproj.connection_summaries_page) reads its rows and no others.

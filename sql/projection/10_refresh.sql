@@ -1,4 +1,18 @@
 
+-- Whether the first build has committed. A catalog read: it takes no lock on the views, so a
+-- reader never queues behind the first build's plain REFRESH (ACCESS EXCLUSIVE).
+CREATE FUNCTION refproj.overview_built()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.relispopulated
+    FROM pg_catalog.pg_class AS c
+    WHERE c.oid = 'refproj.connection_summary_json'::regclass
+$$;
+COMMENT ON FUNCTION refproj.overview_built() IS
+    'true once the first build after install has populated the stored overview (refproj.connection_summary_json); until then readers get building = true instead of rows.';
+
 -- Coalesced, read-your-writes refresh.
 --
 -- Invariant: when this returns, a refresh whose snapshot was taken after this call began has
@@ -78,8 +92,16 @@ BEGIN
         SELECT * FROM refproj.run_facts_of(v_keys);
     END IF;
 
-    REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
-    REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json;
+    -- CONCURRENTLY keeps the previous rows readable, but needs previous rows: the first build
+    -- after install (sql/projection/14_first_build.sql) populates the views plainly. Readers do
+    -- not wait for that: they see building in projection_status() and leave the views alone.
+    IF refproj.overview_built() THEN
+        REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
+        REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json;
+    ELSE
+        REFRESH MATERIALIZED VIEW refproj.connection_summary;
+        REFRESH MATERIALIZED VIEW refproj.connection_summary_json;
+    END IF;
 
     -- Forget exactly the writes the refresh saw; later commits keep source_changed true.
     DELETE FROM refproj.source_writes
@@ -105,7 +127,7 @@ COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean) IS
 
 CREATE FUNCTION refproj.projection_status(
     OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,
-    OUT refresh_count bigint)
+    OUT refresh_count bigint, OUT building boolean)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -115,9 +137,10 @@ AS $$
             OR EXISTS (SELECT 1 FROM refproj.dirty_runs)
             OR ps.rebuild_requests > ps.rebuild_done,
         ps.last_refresh_ms,
-        ps.refresh_count
+        ps.refresh_count,
+        NOT refproj.overview_built()
     FROM refproj.projection_state AS ps
 $$;
 COMMENT ON FUNCTION refproj.projection_status() IS
-    'One row: as_of (when the stored evidence was computed), source_changed (a source table was written since), last_refresh_ms, refresh_count. Costs two index probes whatever the history size.';
+    'One row: as_of (when the stored evidence was computed), source_changed (a source table was written since), last_refresh_ms, refresh_count, building (the first build after install has not committed yet: the overview has no rows to serve). Costs two index probes whatever the history size.';
 

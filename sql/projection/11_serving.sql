@@ -37,6 +37,11 @@ SET jit = off
 -- plpgsql rather than SQL: the session keeps the plan instead of planning on every read.
 AS $$
 BEGIN
+    IF NOT refproj.overview_built() THEN
+        RAISE EXCEPTION 'refproj: the overview is still being built (the first refresh after install has not committed yet)'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'refproj.projection_status() says building; refproj.connection_detail() answers meanwhile.';
+    END IF;
     RETURN QUERY
     SELECT
         s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
@@ -67,6 +72,11 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 BEGIN
+    -- Before the first build there are no rows to serve, and an empty array would read as
+    -- "no connections": NULL, with building = true in projection_status().
+    IF NOT refproj.overview_built() THEN
+        RETURN NULL;
+    END IF;
     RETURN (
         SELECT '[' || COALESCE(
             string_agg(
@@ -80,7 +90,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.connection_summaries_json(timestamptz, text) IS
-    'refproj.connection_summaries(p_at, p_connector_id) as one JSON array text, in the same order with the same fields and values (timestamps in UTC), read from refproj.connection_summary_json: what the Python shim serves.';
+    'refproj.connection_summaries(p_at, p_connector_id) as one JSON array text, in the same order with the same fields and values (timestamps in UTC), read from refproj.connection_summary_json: what the Python shim serves. NULL while the first build after install is running (projection_status().building).';
 
 -- The overview as served over HTTP: one page (or all) of the JSON rows, plus valid_until.
 --

@@ -47,6 +47,7 @@ BEGIN
         'refproj.resolve_connection(text)',
         'refproj.connection_run_evidence(text)',
         'refproj.projection_status()',
+        'refproj.overview_built()',
         'refproj.refresh_connection_summary(boolean)',
         'refproj.current_run_facts(text)',
         'refproj.stored_run_facts(text, text[], int)',
