@@ -81,10 +81,10 @@ def upgrade_passes(revision: str) -> bool:
     """Whether this upgrade goes on past ``revision`` in the same run (so a revision that only
     builds what the next one drops may skip the work)."""
     found = _destination()
-    if found is None or found[1] is None:
+    if found is None:
         return False
     script, destination = found
-    return revision in _ancestors(script, destination)
+    return destination is not None and revision in _ancestors(script, destination)
 
 
 def downgrade_passes(revision: str) -> bool:
