@@ -94,8 +94,9 @@ BEGIN
         COMMENT ON TABLE retained_size_stream IS 'Source table created by refproj (revision 0001); refproj reads it, the application writes it. alembic downgrade base drops it only while it is empty.';
     END IF;
 
-    -- The columns refproj reads, with the types it reads them as (text may be varchar, bigint
-    -- may be a smaller integer). Other columns of an adopted table are the application's business.
+    -- The columns refproj reads, with the types it reads them as (exactly: the projection's
+    -- functions return them as these types). Other columns of an adopted table, and its
+    -- constraints, defaults and indexes, are the application's business.
     SELECT format('refproj: %s.%s %s; refproj needs it as %s', need.table_name, need.column_name,
                   CASE WHEN a.attname IS NULL THEN 'is missing'
                        ELSE 'has type ' || format_type(a.atttypid, a.atttypmod) END,
@@ -148,9 +149,7 @@ BEGIN
        AND a.attnum > 0
        AND NOT a.attisdropped
     WHERE a.attname IS NULL
-       OR NOT (format_type(a.atttypid, NULL) = need.type_name
-               OR (need.type_name = 'text' AND format_type(a.atttypid, NULL) = 'character varying')
-               OR (need.type_name = 'bigint' AND format_type(a.atttypid, NULL) IN ('integer', 'smallint')))
+       OR format_type(a.atttypid, NULL) <> need.type_name
     ORDER BY need.ordinal
     LIMIT 1;
     IF v_problem IS NOT NULL THEN

@@ -1,0 +1,376 @@
+"""Installing beside an application: its own tables, rows and Alembic history stay untouched.
+
+The databases here are prepared the way an application prepares its own: its tables (the source
+tables with its own extra columns and types, plus tables refproj never heard of), its rows, and
+its own ``alembic_version`` at one of its revisions. refproj then migrates, serves, and is
+removed again.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from refproj import Projection, SourceTablesIncompatible, migrate
+from refproj.cli import main
+from refproj.progress import Reporter
+from tests.test_migrations import alembic_version, catalog
+from tests.world import backends_waiting, wait_for
+
+APP_SCHEMA = """
+CREATE TABLE alembic_version (version_num varchar(32) NOT NULL PRIMARY KEY);
+INSERT INTO alembic_version VALUES ('app_0042');
+CREATE TABLE app_users (id serial PRIMARY KEY, email text NOT NULL);
+INSERT INTO app_users (email) VALUES ('a@example.org'), ('b@example.org');
+CREATE TABLE connectors (
+    connector_id text PRIMARY KEY,
+    display_name text,
+    manifest jsonb NOT NULL DEFAULT '{}',
+    owner_team text
+);
+CREATE TABLE connector_instances (
+    connector_instance_id text PRIMARY KEY,
+    connector_id text NOT NULL REFERENCES connectors,
+    display_name text,
+    status text NOT NULL DEFAULT 'active',
+    source_kind text NOT NULL DEFAULT 'account',
+    source_binding jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+CREATE TABLE spine_events (
+    event_seq bigserial PRIMARY KEY,
+    event_type text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    status text NOT NULL DEFAULT 'ok',
+    source_kind text,
+    source_id text,
+    run_id text,
+    connector_instance_id text,
+    data jsonb NOT NULL DEFAULT '{}',
+    tenant text
+);
+CREATE TABLE controller_active_runs (
+    connector_instance_id text PRIMARY KEY, connector_id text NOT NULL, run_id text NOT NULL,
+    started_at timestamptz NOT NULL);
+CREATE TABLE retained_size_connection (
+    connector_instance_id text PRIMARY KEY, connector_id text NOT NULL,
+    record_count bigint NOT NULL DEFAULT 0, current_record_json_bytes bigint NOT NULL DEFAULT 0,
+    record_history_json_bytes bigint NOT NULL DEFAULT 0,
+    blob_bytes bigint NOT NULL DEFAULT 0, computed_at timestamptz);
+CREATE TABLE retained_size_stream (
+    connector_instance_id text NOT NULL, stream text NOT NULL, connector_id text NOT NULL,
+    record_count bigint NOT NULL DEFAULT 0, current_record_json_bytes bigint NOT NULL DEFAULT 0,
+    record_history_json_bytes bigint NOT NULL DEFAULT 0, blob_bytes bigint NOT NULL DEFAULT 0,
+    computed_at timestamptz, PRIMARY KEY (connector_instance_id, stream));
+INSERT INTO connectors (connector_id, display_name) VALUES ('acme', 'Acme');
+INSERT INTO connector_instances (connector_instance_id, connector_id, created_at)
+VALUES ('cin_work', 'acme', '2026-01-05 09:00+00');
+INSERT INTO spine_events
+    (event_type, occurred_at, status, source_kind, source_id, run_id, connector_instance_id)
+VALUES ('run.started', '2026-01-05 10:00+00', 'ok', 'connector', 'acme', 'run_1', 'cin_work'),
+       ('run.completed', '2026-01-05 10:05+00', 'succeeded', 'connector', 'acme', 'run_1', 'cin_work');
+"""
+
+APP_TABLES = [
+    "app_users",
+    "connectors",
+    "connector_instances",
+    "spine_events",
+    "controller_active_runs",
+    "retained_size_connection",
+    "retained_size_stream",
+]
+
+
+def application_state(url: str) -> dict[str, Any]:
+    """Every application table's rows, columns and indexes, and its Alembic revision."""
+    state: dict[str, Any] = {"alembic_version": alembic_version_of_app(url)}
+    with psycopg.connect(url) as conn:
+        for table in APP_TABLES:
+            state[table] = {
+                "rows": conn.execute(f"SELECT to_jsonb(t) FROM {table} AS t ORDER BY 1").fetchall(),
+                "columns": conn.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute"
+                    " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    (table,),
+                ).fetchall(),
+                "indexes": conn.execute(
+                    "SELECT indexrelid::regclass::text FROM pg_index"
+                    " WHERE indrelid = %s::regclass ORDER BY 1",
+                    (table,),
+                ).fetchall(),
+                "comment": conn.execute(
+                    "SELECT obj_description(%s::regclass, 'pg_class')", (table,)
+                ).fetchone(),
+            }
+    return state
+
+
+def alembic_version_of_app(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+
+
+def refproj_objects(url: str) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        return {
+            "schema": conn.execute("SELECT to_regnamespace('refproj') IS NOT NULL").fetchone(),
+            "version_table": conn.execute(
+                "SELECT to_regclass('refproj_alembic_version') IS NOT NULL"
+            ).fetchone(),
+            "index": conn.execute(
+                "SELECT to_regclass('spine_events_source_run_summary_idx') IS NOT NULL"
+            ).fetchone(),
+            "triggers": conn.execute(
+                "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'refproj%'"
+            ).fetchone(),
+        }
+
+
+@pytest.fixture
+def app_url(empty_db_url: str) -> str:
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(APP_SCHEMA)
+    return empty_db_url
+
+
+def test_beside_an_application_upgrade_use_downgrade(app_url: str) -> None:
+    before = application_state(app_url)
+    migrate.upgrade(app_url)
+    assert alembic_version(app_url) == ["0004"]
+    assert alembic_version_of_app(app_url) == ["app_0042"]
+    # The history is there but not yet built: the migration only asked for the first build.
+    with psycopg.connect(app_url) as conn:
+        assert conn.execute("SELECT count(*) FROM refproj.run_facts").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT relispopulated FROM pg_class WHERE oid = 'refproj.connection_summary'::regclass"
+        ).fetchone() == (False,)
+
+    with Projection(app_url, staleness_bound=None, read_reuse=0) as proj:
+        building = proj.list()
+        assert (list(building), building.building) == ([], True)
+        assert building.envelope()["building"] is True
+        assert proj.status().building is True
+        # The live detail answers meanwhile.
+        assert proj.get("cin_work")["last_successful_run"]["run_id"] == "run_1"
+        proj.refresh()
+        built = proj.list()
+        assert built.building is False
+        assert [(r["connector_instance_id"], r["last_run"]["run_id"]) for r in built] == [
+            ("cin_work", "run_1")
+        ]
+        with psycopg.connect(app_url, autocommit=True) as app:
+            app.execute(
+                "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
+                " connector_instance_id, tenant) VALUES ('run.failed', '2026-01-05 11:00+00', 'failed',"
+                " 'connector', 'acme', 'run_2', 'cin_work', 't1')"
+            )
+        proj.refresh()
+        assert proj.list()[0]["last_run"]["run_id"] == "run_2"
+    used = application_state(app_url)
+
+    migrate.downgrade(app_url)
+    assert refproj_objects(app_url) == {
+        "schema": (False,),
+        "version_table": (False,),
+        "index": (False,),
+        "triggers": (0,),
+    }
+    after = application_state(app_url)
+    assert after["alembic_version"] == ["app_0042"]
+    # Every row the application had when refproj was removed, including its write meanwhile.
+    assert {t: after[t]["rows"] for t in APP_TABLES} == {t: used[t]["rows"] for t in APP_TABLES}
+    assert len(after["spine_events"]["rows"]) == 3
+    assert after["spine_events"]["rows"][:2] == before["spine_events"]["rows"]
+    # Columns, indexes and comments as before refproj came.
+    for table in APP_TABLES:
+        assert {k: v for k, v in after[table].items() if k != "rows"} == {
+            k: v for k, v in before[table].items() if k != "rows"
+        }, table
+    assert {t: after[t]["rows"] for t in APP_TABLES if t != "spine_events"} == {
+        t: before[t]["rows"] for t in APP_TABLES if t != "spine_events"
+    }
+
+
+def test_a_missing_column_is_named_and_nothing_is_installed(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(app_url) as conn:
+        conn.execute("ALTER TABLE spine_events DROP COLUMN run_id")
+    before = catalog(app_url)
+    with pytest.raises(SourceTablesIncompatible) as error:
+        migrate.upgrade(app_url)
+    assert str(error.value) == "spine_events.run_id is missing; refproj needs it as text"
+    assert catalog(app_url) == before
+
+    with psycopg.connect(app_url) as conn:
+        conn.execute("ALTER TABLE spine_events ADD COLUMN run_id varchar(64)")
+    assert main(["--database-url", app_url, "migrate"]) == 9
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        "refproj: spine_events.run_id has type character varying(64); refproj needs it as text\n",
+    )
+    assert alembic_version(app_url) == []
+    assert alembic_version_of_app(app_url) == ["app_0042"]
+
+
+def test_an_application_revision_named_like_refproj_is_left_alone(empty_db_url: str) -> None:
+    """An application whose own history is at "0003" (no refproj schema): not refproj's."""
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0003')")
+    migrate.upgrade(empty_db_url)
+    assert alembic_version_of_app(empty_db_url) == ["0003"]
+    assert alembic_version(empty_db_url) == ["0004"]
+    migrate.downgrade(empty_db_url)
+    assert alembic_version_of_app(empty_db_url) == ["0003"]
+    assert alembic_version(empty_db_url) == []
+
+
+@pytest.mark.parametrize("legacy_revision", ["0002", "0004"])
+def test_an_install_with_the_old_version_table_moves_to_its_own(
+    empty_db_url: str, legacy_revision: str
+) -> None:
+    url = empty_db_url
+    migrate.upgrade(url, legacy_revision)
+    # What installs made before refproj had its own version table look like.
+    with psycopg.connect(url) as conn:
+        conn.execute("ALTER TABLE refproj_alembic_version RENAME TO alembic_version")
+        conn.execute(
+            "DO $$ DECLARE t text; BEGIN FOR t IN SELECT unnest(ARRAY['connectors',"
+            " 'connector_instances', 'spine_events', 'controller_active_runs',"
+            " 'retained_size_connection', 'retained_size_stream']) LOOP"
+            " EXECUTE format('COMMENT ON TABLE %I IS NULL', t); END LOOP; END $$"
+        )
+    migrate.upgrade(url)
+    assert alembic_version(url) == ["0004"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+    # The moved install's tables count as refproj's: an empty one goes with downgrade base.
+    migrate.downgrade(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('spine_events')").fetchone() == (None,)
+
+
+def test_downgrade_keeps_tables_holding_rows_unless_asked(empty_db_url: str) -> None:
+    url = empty_db_url
+    migrate.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO connectors (connector_id) VALUES ('acme')")
+        conn.execute(
+            "INSERT INTO spine_events (event_type, source_kind, source_id, run_id)"
+            " VALUES ('run.started', 'connector', 'acme', 'r1')"
+        )
+    migrate.downgrade(url)
+    with psycopg.connect(url) as conn:
+        kept = conn.execute(
+            "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1"
+        ).fetchall()
+        assert kept == [("connectors",), ("spine_events",)]
+        assert conn.execute("SELECT count(*) FROM spine_events").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (0,)
+    assert refproj_objects(url)["schema"] == (False,)
+
+    # Up again (the kept tables adopted), then down asking for the tables too.
+    migrate.upgrade(url)
+    migrate.downgrade(url, drop_source_tables=True)
+    with psycopg.connect(url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public'"
+        ).fetchone() == (0,)
+
+
+def test_first_build_never_blocks_writers_and_readers_are_told(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate.upgrade(app_url)
+    # Hold the build where it starts writing run_facts, to look at the database while it runs.
+    holder = psycopg.connect(app_url)
+    holder.execute("LOCK TABLE refproj.run_facts IN SHARE MODE")
+    watcher = psycopg.connect(app_url, autocommit=True)
+    outcome: dict[str, Any] = {}
+
+    def build() -> None:
+        with Projection(app_url, staleness_bound=None, refresh_timeout=0) as proj:
+            outcome["result"] = proj.refresh()
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    try:
+        wait_for(
+            lambda: backends_waiting(watcher, "Lock", "%refresh_connection_summary%"),
+            what="the build waiting for its view",
+        )
+        with psycopg.connect(app_url, autocommit=True) as app:
+            app.execute("SET lock_timeout = '2s'")
+            app.execute(
+                "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
+                " connector_instance_id) VALUES ('run.started', '2026-01-05 12:00+00', 'ok',"
+                " 'connector', 'acme', 'run_3', 'cin_work')"
+            )
+            app.execute("UPDATE connectors SET display_name = 'Acme Corp'")
+        assert main(["--database-url", app_url, "list", "--json"]) == 0
+        out, _ = capsys.readouterr()
+        assert '"building": true' in out and '"connections": []' in out
+        assert main(["--database-url", app_url, "list"]) == 0
+        out, _ = capsys.readouterr()
+        assert out.startswith("the overview is still being built")
+        assert main(["--database-url", app_url, "status"]) == 0
+        out, _ = capsys.readouterr()
+        assert "building:       yes" in out
+    finally:
+        holder.close()
+        watcher.close()
+        builder.join(timeout=60)
+    assert outcome["result"].refreshed is True
+    with Projection(app_url, staleness_bound=None) as proj:
+        proj.refresh()
+        rows = proj.list()
+    assert (rows.building, rows[0]["last_run"]["run_id"], rows[0]["connector_display_name"]) == (
+        False,
+        "run_3",
+        "Acme Corp",
+    )
+
+
+def test_migrate_command_builds_with_plain_progress_lines(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--database-url", app_url, "migrate"]) == 0
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("migrated ") and lines[1].startswith("built the overview in ")
+    with Projection(app_url, staleness_bound=None) as proj:
+        assert [r["connector_instance_id"] for r in proj.list()] == ["cin_work"]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    terminal = _Stream(tty=True)
+    reporter = Reporter(terminal)
+    reporter.show("index on spine_events", 50, 200, "building index: 50/200 blocks")
+    assert terminal.getvalue() == (
+        "\r\x1b[2Kindex on spine_events [#######.......................]  25% building index: 50/200 blocks"
+    )
+    log = _Stream(tty=False)
+    reporter = Reporter(log)
+    reporter.show("index on spine_events", 50, 200, "building index")
+    reporter.show("index on spine_events", 60, 200, "building index")  # same phase, too soon: not printed
+    reporter.show("building the overview", detail="0m01s elapsed")
+    assert log.getvalue() == "index on spine_events 25% building index\nbuilding the overview 0m01s elapsed\n"
