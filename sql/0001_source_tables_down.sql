@@ -1,8 +1,8 @@
 -- Removes the source tables revision 0001 created, and only while they are empty: a table holding
 -- rows is the application's data and stays, unless the user asked for it with
 -- `alembic -x drop_source_tables=true downgrade base` (refproj.drop_source_tables below). A table
--- refproj adopted (it existed before refproj was installed, so it carries no refproj comment)
--- is never dropped. Each table is locked before it is checked, so no row can arrive between the
+-- refproj adopted (it existed before refproj was installed, so its comment does not carry
+-- refproj's mark) is never dropped. Each table is locked before it is checked, so no row can arrive between the
 -- check and the drop.
 DO $refproj_source_tables_down$
 DECLARE
@@ -16,7 +16,7 @@ BEGIN
                                    'connector_instances', 'connectors'] LOOP
         CONTINUE WHEN to_regclass(v_table) IS NULL;
         CONTINUE WHEN COALESCE(obj_description(to_regclass(v_table), 'pg_class'), '')
-            NOT LIKE 'Source table created by refproj%';
+            NOT LIKE '%Source table created by refproj (revision 0001)%';
         EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', v_table);
         EXECUTE format('SELECT EXISTS (SELECT FROM %I)', v_table) INTO v_has_rows;
         IF v_has_rows AND NOT v_force THEN

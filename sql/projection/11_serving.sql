@@ -133,6 +133,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- Before the first build there is nothing stored: connections NULL, as in
+    -- connection_summaries_json (projection_status().building says why).
+    IF NOT refproj.overview_built() THEN
+        row_count := 0;
+        more := false;
+        RETURN;
+    END IF;
+
     IF p_limit IS NULL AND p_after_connector_id IS NULL THEN
         -- The whole list (or one connector's): the same aggregate as connection_summaries_json.
         SELECT
@@ -186,7 +194,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.connection_summaries_page(timestamptz, text, int, text, timestamptz, text) IS
-    'One page of refproj.connection_summaries_json(p_at, p_connector_id): up to p_limit rows (NULL: all) in overview order after the key (connector_id, created_at, connector_instance_id) of the previous page''s last row (NULLs: from the start), read by index. Also valid_until (the first read time at which a served row''s freshness or health changes; NULL: never), row_count, last_key (the key of the page''s last row, a JSON array, for the next page) and more (another page follows).';
+    'One page of refproj.connection_summaries_json(p_at, p_connector_id): up to p_limit rows (NULL: all) in overview order after the key (connector_id, created_at, connector_instance_id) of the previous page''s last row (NULLs: from the start), read by index. Also valid_until (the first read time at which a served row''s freshness or health changes; NULL: never), row_count, last_key (the key of the page''s last row, a JSON array, for the next page) and more (another page follows). connections is NULL while the first build after install runs (projection_status().building).';
 
 -- Detail resolution: an exact visible connection id, else a connector id with exactly one
 -- visible connection. An ambiguous connector id resolves to nothing, and says so.

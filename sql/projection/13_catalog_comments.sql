@@ -105,8 +105,10 @@ COMMENT ON INDEX refproj.connection_summary_json_overview_order_idx IS 'The over
 COMMENT ON INDEX refproj.dirty_runs_connector_idx IS 'A detail finds its connector''s changed runs.';
 COMMENT ON INDEX spine_events_source_run_summary_idx IS 'refproj''s source/run summary index: a connector''s run events by (source_kind, source_id, run_id, occurred_at DESC); built CONCURRENTLY.';
 
--- Source tables. They belong to the application: describe them only where the application has
--- not already, so refproj never overwrites an application's own documentation.
+-- Source tables. Only those refproj created (sql/0001_source_tables.sql marks them in their
+-- comment): a table refproj adopted is the application's, and refproj leaves its catalog as it
+-- found it (downgrade base could not tell refproj's descriptions from the application's). The
+-- description goes before the mark, which downgrade base looks for.
 DO $$
 DECLARE
     v_comment record;
@@ -166,11 +168,13 @@ BEGIN
             ('retained_size_stream', 'blob_bytes', 'Bytes of blobs.'),
             ('retained_size_stream', 'computed_at', 'When the sizes were computed, or NULL.')
         ) AS c (relation, column_name, description)
-        WHERE to_regclass(c.relation) IS NOT NULL
+        WHERE obj_description(to_regclass(c.relation), 'pg_class')
+            LIKE '%Source table created by refproj (revision 0001)%'
     LOOP
         IF v_comment.column_name IS NULL THEN
-            IF obj_description(v_comment.relation, 'pg_class') IS NULL THEN
-                EXECUTE format('COMMENT ON TABLE %s IS %L', v_comment.relation, v_comment.description);
+            IF obj_description(v_comment.relation, 'pg_class') LIKE 'Source table created by refproj%' THEN
+                EXECUTE format('COMMENT ON TABLE %s IS %L', v_comment.relation,
+                               v_comment.description || ' ' || obj_description(v_comment.relation, 'pg_class'));
             END IF;
         ELSIF EXISTS (
             SELECT FROM pg_catalog.pg_attribute AS a
