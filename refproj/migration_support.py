@@ -29,7 +29,8 @@ def run_sql_file(name: str) -> None:
 
 
 def summary_index_state(connection: Connection) -> str:
-    """``missing``, ``invalid`` or ``valid``."""
+    """``missing``, ``invalid`` or ``valid``. On a partitioned spine_events the index is valid
+    once every partition's index is built and attached."""
     valid = connection.execute(
         text(
             "SELECT i.indisvalid FROM pg_index AS i "
@@ -43,15 +44,88 @@ def summary_index_state(connection: Connection) -> str:
     return "valid" if valid else "invalid"
 
 
+def partitioned(connection: Connection) -> bool:
+    """Whether spine_events is a partitioned table."""
+    return bool(
+        connection.execute(
+            text("SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('spine_events')")
+        ).scalar()
+    )
+
+
 def ensure_summary_index(connection: Connection, create_sql_file: str) -> str:
     """Build the summary index CONCURRENTLY, first dropping an INVALID leftover of a failed or
-    interrupted build. ``connection`` must be in autocommit mode. Returns the state found."""
+    interrupted build. ``connection`` must be in autocommit mode. Returns the state found.
+
+    On a partitioned spine_events ``CREATE INDEX CONCURRENTLY`` cannot run on the parent: the
+    index is created ON ONLY the parent (instant, INVALID until complete), built CONCURRENTLY on
+    each partition and attached (PostgreSQL's documented way); the parent's index turns valid
+    with the last attachment. Partitions created later get it from PostgreSQL itself.
+    """
     state = summary_index_state(connection)
+    if partitioned(connection):
+        if state != "valid":
+            _ensure_partitioned_summary_index(connection, read_sql(create_sql_file))
+        return state
     if state == "invalid":
         connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {SUMMARY_INDEX}"))
     if state != "valid":
         connection.execute(text(read_sql(create_sql_file)))
     return state
+
+
+def _ensure_partitioned_summary_index(connection: Connection, create_sql: str) -> None:
+    # The revision's own statement gives the definition: its columns and predicate.
+    marker = " ON spine_events "
+    definition = create_sql[create_sql.index(marker) + len(marker) :].strip()
+    # Level order, so a parent's index exists before its children attach to it.
+    tree = connection.execute(
+        text(
+            "SELECT t.relid::regclass::text, t.parentrelid::regclass::text, t.isleaf, t.level"
+            " FROM pg_partition_tree('spine_events') AS t ORDER BY t.level, t.relid"
+        )
+    ).all()
+    for relation, parent, is_leaf, level in tree:
+        if level == 0:
+            connection.execute(
+                text(f"CREATE INDEX IF NOT EXISTS {SUMMARY_INDEX} ON ONLY {relation} {definition}")
+            )
+            continue
+        found = _attached_index(connection, relation)
+        if found is not None and found[1]:
+            continue
+        if found is not None:
+            # An INVALID leftover of an interrupted build: drop it and build again.
+            connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {found[0]}"))
+        name = _index_name(relation)
+        connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+        if is_leaf:
+            connection.execute(text(f"CREATE INDEX CONCURRENTLY {name} ON {relation} {definition}"))
+        else:
+            connection.execute(text(f"CREATE INDEX {name} ON ONLY {relation} {definition}"))
+        parent_index = SUMMARY_INDEX if level == 1 else _index_name(parent)
+        connection.execute(text(f"ALTER INDEX {parent_index} ATTACH PARTITION {name}"))
+
+
+def _index_name(relation: str) -> str:
+    """The summary index refproj gives one partition: schema-qualified like ``relation``."""
+    schema, _, table = relation.rpartition(".")
+    name = f'"{table.strip(chr(34))[:40]}_refproj_summary_idx"'
+    return f"{schema}.{name}" if schema else name
+
+
+def _attached_index(connection: Connection, relation: str) -> tuple[str, bool] | None:
+    """The index of a partition attached to the summary index tree: (name, valid), or None."""
+    row = connection.execute(
+        text(
+            "SELECT i.indexrelid::regclass::text, i.indisvalid FROM pg_index AS i"
+            " JOIN pg_inherits AS h ON h.inhrelid = i.indexrelid"
+            " WHERE i.indrelid = CAST(:rel AS regclass)"
+            "   AND h.inhparent IN (SELECT t.relid FROM pg_partition_tree(CAST(:top AS regclass)) AS t)"
+        ),
+        {"rel": relation, "top": SUMMARY_INDEX},
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 def _ancestors(script: ScriptDirectory, revision: str) -> set[str]:

@@ -90,7 +90,10 @@ DECLARE
     v_rebuild boolean;
     v_changed refproj.run_key[];
 BEGIN
-    SELECT ps.rebuild_requests > ps.rebuild_done INTO v_rebuild FROM refproj.projection_state AS ps;
+    -- A partition change not yet reconciled by a refresh counts as a pending rebuild.
+    SELECT ps.rebuild_requests > ps.rebuild_done OR refproj.spine_partitions_changed()
+    INTO v_rebuild
+    FROM refproj.projection_state AS ps;
     SELECT COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key), '{}')
     INTO v_changed
     FROM refproj.dirty_runs AS d

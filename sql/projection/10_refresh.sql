@@ -60,6 +60,10 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Partitions created, attached, detached or dropped since the last refresh: watch the new
+    -- ones and mark the runs whose events arrived or left with them (a drop asks for a rebuild).
+    PERFORM refproj.sync_spine_partitions();
+
     v_started_ticket := nextval('refproj.refresh_ticket');
     v_started := clock_timestamp();
     v_snapshot := pg_current_snapshot();
@@ -135,7 +139,8 @@ AS $$
         ps.as_of,
         EXISTS (SELECT 1 FROM refproj.source_writes)
             OR EXISTS (SELECT 1 FROM refproj.dirty_runs)
-            OR ps.rebuild_requests > ps.rebuild_done,
+            OR ps.rebuild_requests > ps.rebuild_done
+            OR refproj.spine_partitions_changed(),
         ps.last_refresh_ms,
         ps.refresh_count,
         NOT refproj.overview_built()

@@ -35,7 +35,7 @@ BEGIN
         'refproj.connection_summary', 'refproj.connection_summary_json', 'refproj.projection_state', 'refproj.source_writes',
         'refproj.dirty_runs', 'refproj.run_facts', 'refproj.run_facts_live', 'refproj.connection_keys',
         'refproj.connection_profile', 'refproj.visible_connections', 'refproj.retained_streams',
-        'refproj.connection_run_rollup']
+        'refproj.connection_run_rollup', 'refproj.spine_partition_tree', 'refproj.spine_partitions']
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %I', v_object, p_role);
     END LOOP;
@@ -48,6 +48,7 @@ BEGIN
         'refproj.connection_run_evidence(text)',
         'refproj.projection_status()',
         'refproj.overview_built()',
+        'refproj.spine_partitions_changed()',
         'refproj.refresh_connection_summary(boolean)',
         'refproj.current_run_facts(text)',
         'refproj.stored_run_facts(text, text[], int)',

@@ -16,6 +16,8 @@
 
 DO $refproj_first_build$
 BEGIN
+    -- Watch the partitions spine_events has now (the first build reads them all anyway).
+    PERFORM refproj.sync_spine_partitions(false);
     IF EXISTS (SELECT FROM spine_events) OR EXISTS (SELECT FROM controller_active_runs) THEN
         UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
     ELSE
