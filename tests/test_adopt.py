@@ -210,7 +210,7 @@ def test_a_missing_column_is_named_and_nothing_is_installed(
 
     with psycopg.connect(app_url) as conn:
         conn.execute("ALTER TABLE spine_events ADD COLUMN run_id varchar(64)")
-    assert main(["--database-url", app_url, "migrate"]) == 9
+    assert main(["--database-url", app_url, "migrate"]) == 10
     out, err = capsys.readouterr()
     assert (out, err) == (
         "",
