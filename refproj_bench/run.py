@@ -135,6 +135,14 @@ def _bench_profile(server: Server, config: BenchConfig, profile: str, say: Progr
         server.seed(noproj_url, profile, history_factor=1.0, seed_value=config.seed)
         out["write_cost"] = write_cost.measure(url, noproj_url, it, say)
         server.drop(noproj)
+        part = f"{base}_part"
+        say(f"creating {part} (spine_events partitioned by month) for the write cost on partitions")
+        part_url = server.create_partitioned(part)
+        server.seed(part_url, profile, history_factor=1.0, seed_value=config.seed)
+        with psycopg.connect(part_url, autocommit=True) as conn:
+            refresh_ms(conn)
+        out["write_cost_partitioned"] = write_cost.measure(part_url, url, it, say)
+        server.drop(part)
     finally:
         if config.existing_database is None:
             server.drop(base)

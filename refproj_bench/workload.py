@@ -47,6 +47,20 @@ class Server:
         migrate.upgrade(url, revision)
         return url
 
+    def create_partitioned(self, dbname: str) -> str:
+        """A database whose application made spine_events a partitioned table (monthly by
+        occurred_at, around the seeded history, plus a default partition), then refproj."""
+        with self._maintenance() as conn:
+            name = sql.Identifier(dbname)
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+        self.created.append(dbname)
+        url = self.url_of(dbname)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(PARTITIONED_SPINE)
+        migrate.upgrade(url)
+        return url
+
     def drop(self, dbname: str) -> None:
         if self.keep or dbname not in self.created:
             return
@@ -77,6 +91,40 @@ class Server:
     def describe(self) -> Json:
         with self._maintenance() as conn:
             return describe(conn, self.url)
+
+
+# The seeded history spans the year before SEED_BASE_TIME (2026-01-05); the writes go after it.
+PARTITIONED_SPINE = """
+CREATE TABLE spine_events (
+    event_seq bigserial NOT NULL,
+    event_id text NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text),
+    event_type text NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    status text NOT NULL DEFAULT 'ok',
+    actor_type text NULL,
+    actor_id text NULL,
+    source_kind text NULL,
+    source_id text NULL,
+    run_id text NULL,
+    connector_instance_id text NULL,
+    trace_id text NULL,
+    data jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (event_id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE INDEX spine_events_event_seq_idx ON spine_events (event_seq);
+CREATE TABLE spine_events_default PARTITION OF spine_events DEFAULT;
+DO $$
+DECLARE
+    m date;
+BEGIN
+    FOR m IN SELECT generate_series(date '2024-12-01', date '2026-12-01', interval '1 month') LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF spine_events FOR VALUES FROM (%L) TO (%L)',
+                       'spine_events_' || to_char(m, 'YYYY_MM'), m, m + interval '1 month');
+    END LOOP;
+END
+$$;
+"""
 
 
 def counts(conn: psycopg.Connection[Any]) -> Json:

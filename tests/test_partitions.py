@@ -8,6 +8,7 @@ live evidence (tests.test_incremental.assert_incremental_equals_rebuild).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psycopg
@@ -243,6 +244,15 @@ def test_pg_partman_managed_spine_events(empty_db_url: str) -> None:
     """pg_partman makes the partitions (and drops old ones for retention); refproj follows."""
     db = psycopg.connect(empty_db_url, autocommit=True)
     try:
+        available = db.execute("SELECT FROM pg_available_extensions WHERE name = 'pg_partman'").fetchone()
+        if available is None:
+            # The servers started from pip wheels (other PostgreSQL versions) have no extensions
+            # beyond contrib; CI's run on the Debian server sets REFPROJ_REQUIRE_PARTMAN.
+            if os.environ.get("REFPROJ_REQUIRE_PARTMAN"):
+                pytest.fail(
+                    "pg_partman is not installed on the test server (apt-get install postgresql-15-partman)"
+                )
+            pytest.skip("pg_partman is not installed on this server")
         db.execute("SET TimeZone = 'UTC'")
         db.execute("CREATE SCHEMA partman")
         db.execute("CREATE EXTENSION pg_partman SCHEMA partman")

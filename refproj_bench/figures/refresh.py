@@ -6,10 +6,14 @@ with history). The history series is measured on separately seeded databases, si
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import psycopg
 
+from refproj import migrate
 from refproj_bench.config import BenchConfig, Iterations, Json, Progress
-from refproj_bench.measure import Cell, goal, ms, ratio, sample, stats, x
+from refproj_bench.measure import Cell, goal, ms, ratio, sample, scalar, stats, timed, x
 from refproj_bench.workload import Server, change, refresh, targets
 
 
@@ -56,19 +60,35 @@ def measure_history(server: Server, config: BenchConfig, profile: str, say: Prog
         for factor in factors:
             name = f"refproj_bench_{profile}{config.name_suffix}_h{_factor_name(factor)}"
             say(f"history: creating {name} (history factor {factor:g})")
-            url = server.create(name)
+            # An existing database with a long history, then refproj installed on it: the source
+            # tables first (revision 0001), the history, then the rest of the migrations and the
+            # first build, each timed.
+            url = server.create(name, "0001")
             names.append(name)
             counts, seed_s = server.seed(url, profile, history_factor=factor, seed_value=config.seed)
+            say(f"history: migrating x{factor:g} to head (summary index built concurrently)")
+            started = time.perf_counter()
+            migrate.upgrade(url)
+            migrate_s = time.perf_counter() - started
             with psycopg.connect(url, autocommit=True) as conn:
-                say(f"history: first refresh of x{factor:g}")
+                conn.execute("VACUUM ANALYZE spine_events")
+                say(f"history: first build of x{factor:g}")
                 first_ms = refresh(conn)[0]
+                say(f"history: sequential scan floor of x{factor:g}")
+                floor = seq_scan_floor(conn)
             urls[factor] = url
             out["factors"][_factor_name(factor)] = {
                 "history_factor": factor,
                 "spine_events": counts.get("spine_events"),
                 "runs": counts.get("runs"),
                 "seed_s": seed_s,
+                "migrate_s": round(migrate_s, 1),
                 "first_refresh_ms": round(first_ms, 1),
+                "seq_scan_floor_ms": floor,
+                "first_build_over_floor": {
+                    "serial": ratio(first_ms, floor["serial_ms"]),
+                    "parallel": ratio(first_ms, floor["parallel_ms"]),
+                },
             }
         samples: dict[float, list[float]] = {factor: [] for factor in factors}
         conns = {factor: psycopg.connect(urls[factor], autocommit=True) for factor in factors}
@@ -103,6 +123,24 @@ def measure_history(server: Server, config: BenchConfig, profile: str, say: Prog
     return out
 
 
+def seq_scan_floor(conn: psycopg.Connection[Any]) -> Json:
+    """The floor of any first build: one sequential scan of spine_events (``SELECT count(*)``),
+    with parallel workers off and as configured (best of two, the first warms the cache)."""
+    out: Json = {}
+    for name, workers in (("serial_ms", "0"), ("parallel_ms", None)):
+        if workers is None:
+            conn.execute("RESET max_parallel_workers_per_gather")
+        else:
+            conn.execute("SET max_parallel_workers_per_gather = " + workers)
+        best = min(
+            timed(lambda: conn.execute("SELECT count(*) FROM spine_events").fetchone()) for _ in range(2)
+        )
+        out[name] = round(best * 1000, 1)
+    conn.execute("RESET max_parallel_workers_per_gather")
+    out["parallel_workers"] = int(scalar(conn, "SHOW max_parallel_workers_per_gather"))
+    return out
+
+
 def goals(results: Json) -> list[Json]:
     history = results.get("history")
     if not history or history.get("ratio_max_over_min") is None:
@@ -119,8 +157,9 @@ def history_markdown(history: Json) -> list[str]:
         f"### Refresh after a change against history size (profile {history['profile']})",
         "",
         "| history factor | spine events | runs | refresh after a change, p50 / max (ms)"
-        " | vs lowest factor | first refresh after seeding (ms) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        " | vs lowest factor | migrate onto the history (s) | first build (ms)"
+        " | seq scan floor, serial / parallel (ms) | first build / floor, serial / parallel |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     factors = list(history["factors"].values())
     low = factors[0]["refresh"]["p50_ms"] if factors else None
@@ -129,9 +168,21 @@ def history_markdown(history: Json) -> list[str]:
         out.append(
             f"| x{f['history_factor']:g} | {f['spine_events']:,} | {f['runs']:,} |"
             f" {ms(r['p50_ms'])} / {ms(r['max_ms'])} | {x(ratio(r['p50_ms'], low))} |"
-            f" {ms(f['first_refresh_ms'])} |"
+            f" {f.get('migrate_s', '-')} | {ms(f['first_refresh_ms'])} |"
+            f" {_floor(f)} |"
+            f" {_floor_ratio(f)} |"
         )
     return [*out, "", history["note"] + ".", ""]
+
+
+def _floor(f: Json) -> str:
+    floor = f.get("seq_scan_floor_ms")
+    return "-" if floor is None else f"{ms(floor['serial_ms'])} / {ms(floor['parallel_ms'])}"
+
+
+def _floor_ratio(f: Json) -> str:
+    over = f.get("first_build_over_floor")
+    return "-" if over is None else f"{x(over['serial'])} / {x(over['parallel'])}"
 
 
 ROWS: list[tuple[str, Cell]] = [
@@ -147,4 +198,9 @@ DEFINITIONS = [
     "  `SELECT * FROM refproj.refresh_connection_summary()` from the client. The history series does",
     "  the same on databases seeded with `--history-factor` 1, 3 and 10, one refresh per database per",
     "  round so the factors are measured side by side. One untimed warm-up refresh comes first.",
+    "- **first build against history size**: each history database is created at revision 0001 (the",
+    "  source tables), seeded, then migrated to head (timed: the summary index built concurrently,",
+    "  the projection created empty) and refreshed once (timed: the first build of run_facts and both",
+    "  views). The floor is one sequential scan of spine_events, `SELECT count(*)`, best of two, with",
+    "  `max_parallel_workers_per_gather = 0` and as configured.",
 ]

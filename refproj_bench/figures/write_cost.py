@@ -147,9 +147,27 @@ def _cell(key: str) -> Cell:
     return cell
 
 
+def _partitioned_cell(key: str) -> Cell:
+    def cell(p: Json) -> str:
+        w = p.get("write_cost_partitioned", {}).get(key)
+        if w is None:
+            return "-"
+        return f"{w['with_projection_us']:,.1f} / {w['without_projection_us']:,.1f} ({x(w['ratio'])})"
+
+    return cell
+
+
 ROWS: list[tuple[str, Cell]] = [
     ("spine write, single-row: with / without projection (µs/event)", _cell("single_row")),
     ("spine write, 1,000-row batch: with / without projection (µs/event)", _cell("batch")),
+    (
+        "spine write, single-row: partitioned / plain spine_events, both with projection (µs/event)",
+        _partitioned_cell("single_row"),
+    ),
+    (
+        "spine write, 1,000-row batch: partitioned / plain spine_events, both with projection (µs/event)",
+        _partitioned_cell("batch"),
+    ),
 ]
 
 DEFINITIONS = [
@@ -157,4 +175,8 @@ DEFINITIONS = [
     "  SELECT FROM unnest(...) batches of run progress events, alternating block by block between",
     "  the benchmark database (projection installed) and a database seeded identically at revision",
     "  0002 (source tables and summary index, no projection); median microseconds per event.",
+    "- **spine write cost on partitions**: the same blocks, alternating between a database whose",
+    "  spine_events is partitioned by month (25 monthly partitions and a default one, the summary",
+    "  index and refproj's triggers on each, writes routed through the parent) and the benchmark",
+    "  database (plain spine_events), both with the projection, both seeded identically.",
 ]

@@ -108,15 +108,32 @@ run_outcomes AS NOT MATERIALIZED (
             AS browser_surface_status,
         refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_wait_reason')
             AS browser_surface_wait_reason
+    -- The event's run and time span as well as its event_seq (each of these events is one of
+    -- the run's folded events, so it lies within [started_at, last_at]): event_seq alone is an
+    -- index probe on a plain spine_events (UNIQUE), but a partitioned one cannot have that
+    -- unique index; the run's columns reach the source/run summary index, and the time span
+    -- prunes the probe to the partitions the run lies in.
     FROM runs AS r
     LEFT JOIN refproj.run_events AS terminal
         ON terminal.event_seq = r.terminal_seq
+       AND terminal.connector_id = r.connector_id
+       AND terminal.run_id = r.run_id
+       AND terminal.occurred_at BETWEEN r.started_at AND r.last_at
     LEFT JOIN refproj.run_events AS newest_status
         ON newest_status.event_seq = r.status_seq
+       AND newest_status.connector_id = r.connector_id
+       AND newest_status.run_id = r.run_id
+       AND newest_status.occurred_at BETWEEN r.started_at AND r.last_at
     LEFT JOIN refproj.run_events AS surface
         ON surface.event_seq = r.surface_seq
+       AND surface.connector_id = r.connector_id
+       AND surface.run_id = r.run_id
+       AND surface.occurred_at BETWEEN r.started_at AND r.last_at
     LEFT JOIN refproj.run_events AS first_failure
         ON first_failure.event_seq = r.first_failure_seq
+       AND first_failure.connector_id = r.connector_id
+       AND first_failure.run_id = r.run_id
+       AND first_failure.occurred_at BETWEEN r.started_at AND r.last_at
     -- The controller's row must be for this connector and, when the run has an identity, for
     -- that connection: a reused run id must not make a sibling's dead run look alive.
     LEFT JOIN controller_active_runs AS active

@@ -201,6 +201,8 @@ FROM pg_catalog.pg_partition_tree('spine_events'::regclass) AS t
 WHERE t.level > 0;
 COMMENT ON VIEW refproj.spine_partition_tree IS
     'Every partition of spine_events (none when it is a plain table), from the catalog.';
+COMMENT ON COLUMN refproj.spine_partition_tree.relid IS 'A partition of spine_events (at any level).';
+COMMENT ON COLUMN refproj.spine_partition_tree.isleaf IS 'Whether it holds rows itself (is not partitioned further).';
 
 CREATE TABLE refproj.spine_partitions (
     relid oid PRIMARY KEY,
@@ -208,6 +210,8 @@ CREATE TABLE refproj.spine_partitions (
 );
 COMMENT ON TABLE refproj.spine_partitions IS
     'The partitions of spine_events as of the last refresh; watched: refproj''s write-detection triggers are on it (false when the refresh was not allowed to create them: writes straight into that partition then go unseen, writes through the parent are seen).';
+COMMENT ON COLUMN refproj.spine_partitions.relid IS 'A partition of spine_events, as of the last refresh.';
+COMMENT ON COLUMN refproj.spine_partitions.watched IS 'refproj''s write-detection triggers are on it.';
 
 CREATE FUNCTION refproj.spine_partitions_changed()
 RETURNS boolean
