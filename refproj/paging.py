@@ -88,6 +88,7 @@ class OverviewPage:
     ``connections_json``: the JSON array text of the rows (UTF-8), as the database serialised
     them. ``as_of``, ``valid_until`` (None: no served row changes freshness or health at any
     later read time) and ``next_after`` (None: last page) are ISO-8601 / cursor text.
+    ``building``: the first build after install has not committed, nothing is stored yet.
     """
 
     as_of: str
@@ -97,6 +98,7 @@ class OverviewPage:
     row_count: int
     next_after: str | None
     request: tuple[str | None, int | None, str | None]  # (connector_id, limit, after)
+    building: bool = False
 
     @classmethod
     def from_row(
@@ -109,22 +111,25 @@ class OverviewPage:
             as_of=_utc_iso(status["as_of"]) or "",
             source_changed=bool(status["source_changed"]),
             valid_until=_utc_iso(page["valid_until"]),
-            connections_json=connections.encode("utf-8"),
+            # NULL while the first build after install runs.
+            connections_json=b"[]" if connections is None else connections.encode("utf-8"),
             row_count=int(page["row_count"]),
             next_after=encode_cursor(last_key) if page["more"] and last_key is not None else None,
             request=(connector_id, limit, after),
+            building=bool(status.get("building", False)),
         )
 
     @cached_property
     def body(self) -> bytes:
-        """``{"as_of", "source_changed", "valid_until", "connections"[, "next_after"]}`` as bytes
-        (``next_after`` only when a limit was asked for)."""
+        """``{"as_of", "source_changed", "valid_until", "connections"[, "next_after"][, "building"]}``
+        as bytes (``next_after`` only when a limit was asked for, ``building`` only while the first
+        build after install runs)."""
         head = orjson.dumps(
             {"as_of": self.as_of, "source_changed": self.source_changed, "valid_until": self.valid_until}
         )
-        tail = b"}"
+        tail = b',"building":true}' if self.building else b"}"
         if self.request[1] is not None or self.request[2] is not None:
-            tail = b',"next_after":' + orjson.dumps(self.next_after) + b"}"
+            tail = b',"next_after":' + orjson.dumps(self.next_after) + tail
         return head[:-1] + b',"connections":' + self.connections_json + tail
 
     @cached_property
@@ -139,5 +144,13 @@ class OverviewPage:
         cursor), and those are what is hashed: equal inputs give equal bytes, and any change of
         the bytes changes one of them. No need to hash the body itself.
         """
-        identity = orjson.dumps([self.as_of, self.source_changed, self.valid_until, *self.request])
+        identity = orjson.dumps(
+            [
+                self.as_of,
+                self.source_changed,
+                self.valid_until,
+                *self.request,
+                *([True] if self.building else []),
+            ]
+        )
         return '"' + hashlib.blake2b(identity, digest_size=16).hexdigest() + '"'

@@ -244,9 +244,9 @@ class OverviewJson:
 
     ``json_text`` is the JSON array of ``OverviewRow``s (str), ``as_of`` and ``source_changed``
     say how current it is, ``building`` that the first build after install has not committed
-    (``json_text`` is then ``[]``: nothing is stored yet). ``overview()`` parses it into the read-only ``Overview`` once; every
-    caller sharing this answer gets that same ``Overview``. A server writing response bodies
-    uses ``json_text`` and never pays for the parse.
+    (``json_text`` is then ``[]``: nothing is stored yet). ``overview()`` parses it into the
+    read-only ``Overview`` once; every caller sharing this answer gets that same ``Overview``. A
+    server writing response bodies uses ``json_text`` and never pays for the parse.
     """
 
     __slots__ = ("_lock", "_overview", "as_of", "building", "json_text", "source_changed")

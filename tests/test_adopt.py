@@ -374,3 +374,29 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
     reporter.show("index on spine_events", 60, 200, "building index")  # same phase, too soon: not printed
     reporter.show("building the overview", detail="0m01s elapsed")
     assert log.getvalue() == "index on spine_events 25% building index\nbuilding the overview 0m01s elapsed\n"
+
+
+def test_http_overview_page_says_building(app_url: str) -> None:
+    """What GET /_ref/connectors writes (AsyncProjection.list_page) during the first build."""
+    import asyncio
+    import json
+
+    from refproj import AsyncProjection
+
+    migrate.upgrade(app_url)
+
+    async def pages() -> tuple[Any, Any]:
+        async with AsyncProjection(app_url, staleness_bound=None, read_reuse=0) as proj:
+            building = await proj.list_page()
+            await proj.refresh()
+            return building, await proj.list_page()
+
+    building, built = asyncio.run(pages())
+    assert building.building is True
+    body = json.loads(building.body)
+    assert (body["connections"], body["building"]) == ([], True)
+    assert built.building is False
+    body = json.loads(built.body)
+    assert "building" not in body
+    assert [row["connector_instance_id"] for row in body["connections"]] == ["cin_work"]
+    assert building.etag != built.etag

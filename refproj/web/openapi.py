@@ -61,6 +61,11 @@ _HTTP_SCHEMAS: dict[str, Any] = {
                 " null: no served row changes at any later time. A refresh may change them sooner.",
             },
             "connections": {"type": "array", "items": _ref("OverviewRow")},
+            "building": {
+                "type": "boolean",
+                "description": "Only while the first build after install runs (always true then):"
+                " connections is empty because nothing is stored yet, not because there are none.",
+            },
             "next_after": {
                 "anyOf": [{"type": "string"}, {"type": "null"}],
                 "description": "Only when limit or after was given: the after= cursor of the next"
