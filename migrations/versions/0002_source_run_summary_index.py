@@ -10,7 +10,7 @@ from alembic import context, op
 from sqlalchemy import text
 
 from refproj._resources import read_sql
-from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index, partitioned
+from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index
 
 revision = "0002"
 down_revision = "0001"
@@ -30,9 +30,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        if not context.is_offline_mode() and partitioned(op.get_bind()):
-            # A partitioned index cannot be dropped CONCURRENTLY; dropping is quick, but it takes
-            # the parent's lock for that moment.
-            op.execute(text(f"DROP INDEX IF EXISTS {SUMMARY_INDEX}"))
-        else:
-            op.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {SUMMARY_INDEX}"))
+        op.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {SUMMARY_INDEX}"))

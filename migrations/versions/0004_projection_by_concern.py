@@ -10,8 +10,11 @@ Revision ID: 0004
 Revises: 0003
 """
 
+from alembic import context, op
+from sqlalchemy import text
+
 from refproj._resources import sql_dir
-from refproj.migration_support import downgrade_passes, run_sql_file
+from refproj.migration_support import SUMMARY_INDEX, downgrade_passes, partitioned, run_sql_file
 
 revision = "0004"
 down_revision = "0003"
@@ -41,3 +44,8 @@ def downgrade() -> None:
     if not downgrade_passes("0003"):
         run_sql_file("0003_projection.sql")
         run_sql_file("0004_restore_reader_grants.sql")
+    # Revision 0002 (released, unchanged) drops the summary index CONCURRENTLY, which PostgreSQL
+    # refuses for the index of a partitioned spine_events: drop that one here, plainly (quick,
+    # but it takes the parent's lock for that moment), so 0002's statement finds nothing to do.
+    if downgrade_passes("0002") and not context.is_offline_mode() and partitioned(op.get_bind()):
+        op.execute(text(f"DROP INDEX IF EXISTS {SUMMARY_INDEX}"))
