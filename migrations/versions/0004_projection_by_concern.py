@@ -30,6 +30,7 @@ def _projection_files() -> list[str]:
 
 def upgrade() -> None:
     run_sql_file("0004_save_reader_grants.sql")
+    run_sql_file("0004_note_previous_projection.sql")
     run_sql_file("0003_projection_down.sql")
     for name in _projection_files():
         run_sql_file(name)
