@@ -265,8 +265,8 @@ class Projection:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
                 with pg.transaction():
-                    timeout_ms = "0" if unbounded else self._refresh_timeout_ms
-                    pg.execute(QUERIES["refresh_timeout"], {"milliseconds": timeout_ms})
+                    limit = {"milliseconds": "0" if unbounded else self._refresh_timeout_ms}
+                    pg.execute(QUERIES["refresh_timeout"], limit)
                     progress.reached_server = True
                     cursor = pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
                     row = cursor.fetchone()
@@ -292,8 +292,7 @@ class Projection:
         """The watcher's step: refresh when a source write is pending."""
         status = self.status()
         if status.source_changed:
-            # The first build after install scans the whole history (minutes on a long one): a
-            # timeout would only roll it back to start again at the next poll.
+            # A first build after install scans all history: a timeout would only roll it back.
             result = self._refresh(only_if_changed=True, unbounded=status.building)
             if result.refreshed:
                 self._reads.forget()

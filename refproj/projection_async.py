@@ -272,8 +272,8 @@ class AsyncProjection:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
                 async with pg.transaction():
-                    timeout_ms = "0" if unbounded else self._refresh_timeout_ms
-                    await pg.execute(QUERIES["refresh_timeout"], {"milliseconds": timeout_ms})
+                    limit = {"milliseconds": "0" if unbounded else self._refresh_timeout_ms}
+                    await pg.execute(QUERIES["refresh_timeout"], limit)
                     progress.reached_server = True
                     cursor = await pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
                     row = await cursor.fetchone()
@@ -299,8 +299,7 @@ class AsyncProjection:
         """The watcher's step: refresh when a source write is pending."""
         status = await self.status()
         if status.source_changed:
-            # The first build after install scans the whole history (minutes on a long one): a
-            # timeout would only roll it back to start again at the next poll.
+            # A first build after install scans all history: a timeout would only roll it back.
             result = await self._refresh(only_if_changed=True, unbounded=status.building)
             if result.refreshed:
                 self._reads.forget()
