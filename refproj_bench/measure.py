@@ -13,6 +13,7 @@ import psycopg
 import sqlalchemy
 from sqlalchemy import event
 
+from refproj.queries import QUERIES
 from refproj_bench.config import Budget, Json, Progress
 
 # One cell of a figure's row in the markdown table: from one profile's results.
@@ -98,24 +99,34 @@ def goal(figure: str, goal: str, profile: str, shown: str, met: bool | None, val
     return {"figure": figure, "goal": goal, "profile": profile, "measured": shown, "value": value, "met": met}
 
 
+_SESSION_SETTINGS = QUERIES["session_settings"]
+
+
 class StatementCounter:
     """Counts the statements sent on an SQLAlchemy engine's connections.
 
     ``Projection`` sends its statements on the psycopg connection under each pooled one (not
     through SQLAlchemy's execute, so SQLAlchemy's ``before_cursor_execute`` never sees them):
     every connection checked out from now on gets a psycopg cursor factory that counts
-    ``execute`` calls, which is where ``Connection.execute`` ends up.
+    ``execute`` calls, which is where ``Connection.execute`` ends up. The per-read settings
+    statement (``session_settings`` in sql/queries.sql: the read's statement_timeout and
+    TimeZone, sent in the same pipeline and round trip as the read on engines refproj creates)
+    is counted apart, in ``settings``: ``count`` is the statements that do the work.
     """
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         self.count = 0
+        self.settings = 0
         self._lock = threading.Lock()
         counter = self
 
         class CountingCursor(psycopg.Cursor[Any]):
             def execute(self, *args: Any, **kwargs: Any) -> Any:
                 with counter._lock:
-                    counter.count += 1
+                    if args and args[0] == _SESSION_SETTINGS:
+                        counter.settings += 1
+                    else:
+                        counter.count += 1
                 return super().execute(*args, **kwargs)
 
         def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
