@@ -73,9 +73,19 @@ def test_bench_tiny_profile_reports_every_figure(db_url: str, tmp_path: Path) ->
     tiny = results["profiles"]["tiny"]
     assert tiny["counts"]["connections"] == 8 and tiny["counts"]["spine_events"] > 1000
     assert tiny["connections"] == 7
-    for name in ("list_cold", "list_warm", "raw_fetch", "summaries_fetch", "live_query", "naive"):
+    for name in (
+        "list_cold",
+        "list_warm",
+        "raw_fetch",
+        "summaries_fetch",
+        "live_query",
+        "naive",
+        "async_list_cold",
+        "sync_list_cold",
+    ):
         _distribution(tiny["overview"][name])
-    for name in ("ratio_naive_over_list_cold", "ratio_list_cold_over_raw_fetch"):
+    ratios = ("ratio_naive_over_list_cold", "ratio_list_cold_over_raw_fetch", "ratio_async_over_sync_list")
+    for name in ratios:
         assert _number(tiny["overview"][name]) and tiny["overview"][name] > 0
     # Statements per overview read: one for list(), one plus four per connection for the naive reads.
     assert tiny["statements"] == {"list": 1, "naive": 1 + 4 * 7}
@@ -117,7 +127,7 @@ def test_bench_tiny_profile_reports_every_figure(db_url: str, tmp_path: Path) ->
     assert _number(history["ratio_max_over_min"])
 
     goals = {(goal["figure"], goal["profile"]): goal for goal in results["goals"]}
-    assert len(goals) == 12
+    assert len(goals) == 13
     assert all(goal["met"] in (True, False, None) for goal in goals.values())
     assert goals[("16 concurrent list()", "tiny")]["met"] is True
     assert "| figure | tiny |" in table and "### Goals" in table

@@ -2,16 +2,20 @@
 SQL statements one read takes.
 
 Goals (BENCHMARK.md): naive / list-cold >= 100x at S and >= 1,000x at M; list-cold / raw fetch
-<= 2x; statements per overview read constant (1-2) across profiles.
+<= 2x; statements per overview read constant (1-2) across profiles. Issue 11: ``await
+AsyncProjection.list()`` / ``Projection.list()`` (both cold) <= 1.2x.
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+import time
 
 import psycopg
 
 from refproj.projection import Projection
+from refproj.projection_async import AsyncProjection
 from refproj_bench.baselines import LIVE_QUERY, RAW_FETCH, SUMMARIES_FETCH, naive_overview
 from refproj_bench.config import Iterations, Json, Progress
 from refproj_bench.measure import Cell, StatementCounter, goal, ms, ratio, rounds, sample, stats, timed, x
@@ -47,6 +51,9 @@ def measure(url: str, it: Iterations, say: Progress) -> Json:
         list_statements = counter.count / len(cold_samples)
         connections = len(first)
 
+    say("overview reads: await AsyncProjection.list() cold, interleaved with Projection.list() cold")
+    async_samples, sync_samples = asyncio.run(_async_and_sync(url, it))
+
     say("overview reads: list() warm (default read reuse)")
     with Projection(url, staleness_bound=None) as warm:
         warm.list()
@@ -72,7 +79,10 @@ def measure(url: str, it: Iterations, say: Progress) -> Json:
         "summaries_fetch": stats(summaries_samples),
         "live_query": stats(live_samples),
         "naive": stats(naive_samples),
+        "async_list_cold": stats(async_samples),
+        "sync_list_cold": stats(sync_samples),
     }
+    ov["ratio_async_over_sync_list"] = ratio(ov["async_list_cold"]["p50_ms"], ov["sync_list_cold"]["p50_ms"])
     ov["ratio_naive_over_list_cold"] = ratio(ov["naive"]["p50_ms"], ov["list_cold"]["p50_ms"])
     ov["ratio_live_over_list_cold"] = ratio(ov["live_query"]["p50_ms"], ov["list_cold"]["p50_ms"])
     ov["ratio_list_cold_over_raw_fetch"] = ratio(ov["list_cold"]["p50_ms"], ov["raw_fetch"]["p50_ms"])
@@ -83,6 +93,23 @@ def measure(url: str, it: Iterations, say: Progress) -> Json:
         "naive": round(statistics.mean(naive_statements), 2),
     }
     return out
+
+
+async def _async_and_sync(url: str, it: Iterations) -> tuple[list[float], list[float]]:
+    """Seconds per cold overview read, ``await`` on the async twin and a call on the sync one,
+    call by call in one process (the sync call blocks this loop, which serves nothing else)."""
+    async_samples: list[float] = []
+    sync_samples: list[float] = []
+    async with AsyncProjection(url, read_reuse=0, staleness_bound=None) as aproj:
+        with Projection(url, read_reuse=0, staleness_bound=None) as proj:
+            await aproj.list()  # open each pool's connection; not counted
+            proj.list()
+            for _ in rounds(it.overview_reads):
+                started = time.perf_counter()
+                await aproj.list()
+                async_samples.append(time.perf_counter() - started)
+                sync_samples.append(timed(proj.list))
+    return async_samples, sync_samples
 
 
 def goals(results: Json) -> list[Json]:
@@ -97,6 +124,10 @@ def goals(results: Json) -> list[Json]:
         value = p["overview"]["ratio_list_cold_over_raw_fetch"]
         met = None if value is None else value <= 2.0
         out.append(goal("list-cold / raw-fetch", "<= 2x", name, x(value), met, value))
+    for name, p in profiles.items():
+        value = p["overview"].get("ratio_async_over_sync_list")
+        met = None if value is None else value <= 1.2
+        out.append(goal("await list() / list()", "<= 1.2x", name, x(value), met, value))
     if profiles:
         counts = {name: p["statements"]["list"] for name, p in profiles.items()}
         shown = ", ".join(f"{c:g} ({n})" for n, c in counts.items())
@@ -124,8 +155,11 @@ ROWS: list[tuple[str, Cell]] = [
     ("(diagnostic) `connection_summaries()` via psycopg, p50 / p95 (ms)", _dist("summaries_fetch")),
     ("live query over source tables, p50 / p95 (ms)", _dist("live_query")),
     ("naive N+1 (old system), p50 / p95 (ms)", _dist("naive")),
+    ("`await AsyncProjection.list()` cold, p50 / p95 (ms)", _dist("async_list_cold")),
+    ("`Projection.list()` cold, interleaved with it, p50 / p95 (ms)", _dist("sync_list_cold")),
     ("naive / list-cold", lambda p: x(p["overview"]["ratio_naive_over_list_cold"])),
     ("list-cold / raw-fetch", lambda p: x(p["overview"]["ratio_list_cold_over_raw_fetch"])),
+    ("await list() / list() (cold)", lambda p: x(p["overview"].get("ratio_async_over_sync_list"))),
     (
         "SQL statements per overview read: `list()` / naive",
         lambda p: f"{p['statements']['list']:g} / {p['statements']['naive']:,.0f}",
@@ -141,6 +175,9 @@ DEFINITIONS = [
     "  through psycopg, interleaved with the two above: the typed overview a DBA reads, with",
     "  freshness and health as jsonb columns. `list()` reads the same rows as JSON text serialised",
     "  at refresh time (`refproj.connection_summaries_json()`), which is why it can beat this.",
+    "- **`await AsyncProjection.list()` / `Projection.list()`**: both with `read_reuse=0`, call by",
+    "  call in one process (an event loop doing nothing else), each a round trip plus the JSON parse",
+    "  and freeze; the price of the asyncio twin (psycopg's async connection, SQLAlchemy's async pool).",
     "- **`list()` warm**: a default `Projection` called repeatedly: answers reused within `read_reuse`.",
     "- **live query**: one statement computing the overview from the source tables:",
     "  `refproj.connection_evidence` with freshness and health, not the materialized view.",
