@@ -37,6 +37,7 @@ DECLARE
     v_rebuild boolean;
     v_rebuild_requests bigint;
     v_keys refproj.run_key[];
+    v_indexscan text;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
@@ -85,8 +86,14 @@ BEGIN
     IF v_rebuild OR cardinality(v_keys) > GREATEST(1000, (
         SELECT c.reltuples / 10 FROM pg_class AS c WHERE c.oid = 'refproj.run_facts'::regclass)) THEN
         DELETE FROM refproj.run_facts;
+        -- Whole history: read spine_events in one (parallel) sequential pass. Left alone, the
+        -- planner walks the summary index in run order, a random heap read per event (4x slower
+        -- at M); the few per-run lookups by event_seq stay index probes (bitmap).
+        v_indexscan := current_setting('enable_indexscan');
+        PERFORM set_config('enable_indexscan', 'off', true);
         INSERT INTO refproj.run_facts
         SELECT * FROM refproj.run_facts_live;
+        PERFORM set_config('enable_indexscan', v_indexscan, true);
     ELSIF cardinality(v_keys) > 0 THEN
         DELETE FROM refproj.run_facts AS f
         USING unnest(v_keys) AS k
