@@ -27,14 +27,13 @@ $(BIN)/refproj: pyproject.toml constraints.txt
 
 install: $(BIN)/refproj
 
-## demo: create the demo database, migrate, seed the tiny profile, refresh, print the overview
+## demo: create the demo database, migrate, seed the tiny profile (seed refreshes), print the overview
 demo: install
 	$(WITH_SERVER) --env DATABASE_URL:refproj_demo -- $(MAKE) --no-print-directory demo-steps
 
 demo-steps:
 	$(BIN)/refproj migrate --create-database
 	$(BIN)/refproj seed --profile tiny --replace --recent
-	$(BIN)/refproj refresh
 	$(BIN)/refproj list
 
 ## test: the test suite against the local PostgreSQL (REFPROJ_TEST_URL names another server)

@@ -6,9 +6,10 @@ The twins differ only in how they wait (threads or asyncio); see refproj/project
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import exc
@@ -175,7 +176,7 @@ def overview_answer(row: tuple[Any, ...]) -> OverviewJson:
     # NULL while the first build after install runs: nothing is stored yet.
     return OverviewJson(
         "[]" if json_text is None else json_text,
-        datetime.fromisoformat(status["as_of"]),
+        instant(status["as_of"]),
         bool(status["source_changed"]),
         bool(status.get("building", False)),
     )
@@ -193,14 +194,25 @@ def detail_answer(connection: str, row: tuple[Any, ...]) -> Detail:
         raise AmbiguousConnection(connection, candidate_ids)
     if detail is None:
         raise ConnectionNotFound(connection)
-    answer: Detail = detail
+    # The database serialised the detail as the overview (refproj.connection_detail_json). json,
+    # not orjson: payload integers beyond 64 bits (collection_facts) stay exact; the SQL serves
+    # nothing nested 64 levels deep and no number beyond a double (refproj.jsonb_servable).
+    try:
+        answer: Detail = json.loads(detail)
+    except (ValueError, RecursionError) as error:
+        raise DatabaseError(f"the database answered JSON refproj cannot parse: {error}") from error
     return answer
+
+
+def instant(text: str) -> datetime:
+    """A timestamp the database rendered in the session's TimeZone, in UTC whatever that was."""
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def status_answer(row: tuple[Any, ...]) -> Status:
     data = row[0]
     return Status(
-        as_of=datetime.fromisoformat(data["as_of"]),
+        as_of=instant(data["as_of"]),
         source_changed=data["source_changed"],
         last_refresh_ms=data["last_refresh_ms"],
         refresh_count=data["refresh_count"],
@@ -212,7 +224,7 @@ def refresh_answer(row: tuple[Any, ...]) -> RefreshResult:
     data = row[0]
     return RefreshResult(
         refreshed=data["refreshed"],
-        as_of=datetime.fromisoformat(data["as_of"]),
+        as_of=instant(data["as_of"]),
         refresh_ms=float(data["refresh_ms"]),
     )
 

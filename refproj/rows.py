@@ -29,7 +29,9 @@ class RunBrief(TypedDict):
 
     run_id: str
     status: str  # in_progress, succeeded, failed, surface_failed, cancelled, abandoned, ...
-    started_at: str | None  # ISO-8601 with offset
+    # ISO-8601 in UTC (datetime.fromisoformat reads it); None also when no ISO-8601 parser could
+    # read the value (a year before 1 or after 9999, infinity)
+    started_at: str | None
     last_at: str | None
     finished_at: str | None
     failure_reason: str | None
@@ -59,7 +61,7 @@ class RetainedBytes(TypedDict):
     record_json_bytes: int
     record_changes_json_bytes: int
     blob_bytes: int
-    total_bytes: int
+    total_bytes: int | None  # None: the sum does not fit in a bigint
 
 
 class OverviewRow(TypedDict):
@@ -72,17 +74,17 @@ class OverviewRow(TypedDict):
     connector_display_name: str
     status: Literal["active", "paused", "revoked", "draft"]
     source_kind: Literal["account", "local_device", "browser_collector", "manual"]
-    created_at: str
+    created_at: str | None  # ISO-8601 in UTC; None when no ISO-8601 parser could read it
     revoked_at: str | None
     streams: list[str]
     stream_count: int
-    total_records: int
+    total_records: int | None  # None: the sum does not fit in a bigint
     retained_bytes: RetainedBytes | None
-    total_retained_bytes: int
+    total_retained_bytes: int | None  # 0 without a retained_size_connection row; None: too large
     last_run: RunBrief | None
     last_successful_run: RunBrief | None
     failures_since_last_success: int
-    max_staleness: str  # a PostgreSQL interval as text, e.g. "24:00:00"
+    max_staleness: float  # seconds, e.g. 86400.0
     freshness: Freshness
     health: Health
 

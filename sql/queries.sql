@@ -36,17 +36,16 @@ CROSS JOIN refproj.connection_summaries_page(
     CAST(:after_connector_instance_id AS pg_catalog.text)) AS page;
 
 -- name: detail
--- How the requested id resolves, and the live detail when it resolves to one connection.
+-- How the requested id resolves, and the live detail as JSON text when it resolves to one
+-- connection (serialised by the database in one fixed style, as the overview is).
 SELECT
     resolved.resolution,
     resolved.candidate_ids,
-    pg_catalog.to_jsonb(detail) AS detail
-FROM refproj.resolve_connection(CAST(:connection AS pg_catalog.text)) AS resolved
-LEFT JOIN LATERAL refproj.connection_detail(
-    CAST(:connection AS pg_catalog.text),
-    CAST(:run_limit AS pg_catalog.int4),
-    COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now())) AS detail
-    ON true;
+    refproj.connection_detail_json(
+        CAST(:connection AS pg_catalog.text),
+        CAST(:run_limit AS pg_catalog.int4),
+        COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now())) AS detail
+FROM refproj.resolve_connection(CAST(:connection AS pg_catalog.text)) AS resolved;
 
 -- name: refresh_timeout
 -- Bounds the refresh about to run in this transaction, waiting for other refreshes included.

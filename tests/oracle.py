@@ -157,13 +157,72 @@ def json_path(obj: Json, *keys: str) -> Json:
     return obj
 
 
+@dataclass(frozen=True)
+class Deep:
+    """A JSON array nested ``depth`` levels around ``leaf`` ([[...[leaf]...]]), kept flat so that
+    thousands of levels cost no Python recursion (tests/test_properties.py writes it as text)."""
+
+    depth: int
+    leaf: int = 1
+
+
 def is_json_number(value: Json) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """Numbers are ints, floats, and Decimals (exact JSON numbers a float cannot hold)."""
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-def exact_number(value: int | float) -> Decimal:
-    """The exact decimal PostgreSQL's jsonb holds for a Python number sent as JSON."""
-    return Decimal(json.dumps(value))
+def exact_number(value: int | float | Decimal) -> Decimal:
+    """The exact decimal PostgreSQL's jsonb holds for a number sent as JSON."""
+    return value if isinstance(value, Decimal) else Decimal(json.dumps(value))
+
+
+# README: a served payload value has nothing at nesting level 64 or deeper and no number beyond
+# +-1e308 (refproj.jsonb_servable).
+MAX_SERVED_LEVEL = 64
+MAX_SERVED_NUMBER = Decimal("1e308")
+
+
+def servable(value: Json) -> bool:
+    """refproj.jsonb_servable: every item above nesting level 64, every number within +-1e308."""
+    stack: list[tuple[Json, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Deep):
+            item, level = item.leaf, level + item.depth
+        if level >= MAX_SERVED_LEVEL:
+            return False
+        if is_json_number(item) and abs(exact_number(item)) > MAX_SERVED_NUMBER:
+            return False
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return True
+
+
+def served(value: Json) -> Json:
+    """What a client parsing the served JSON (json.loads) gets for a servable value: jsonb prints
+    a number with no fraction digits when its exponent is >= 0 (an int), else with them (a
+    float; 1e-400 becomes 0.0)."""
+    if isinstance(value, Deep):
+        out: Json = value.leaf
+        for _ in range(value.depth):
+            out = [out]
+        return out
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        return int(value) if exponent >= 0 else float(value)
+    if isinstance(value, dict):
+        return {key: served(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [served(item) for item in value]
+    return value
+
+
+def int64_or_none(value: int) -> int | None:
+    """README: a sum of bigint columns outside the bigint range is null (refproj.bigint_or_null)."""
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -177,18 +236,6 @@ def iso(moment: datetime | None) -> str | None:
     return text + "+00:00"
 
 
-def interval_text(span: timedelta) -> str:
-    """A time-only, non-negative interval as to_jsonb renders it: HH:MM:SS[.fraction]."""
-    micros = span // timedelta(microseconds=1)
-    hours, rest = divmod(micros, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    seconds, fraction = divmod(rest, 1_000_000)
-    text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
-    if fraction:
-        text += "." + f"{fraction:06d}".rstrip("0")
-    return text
-
-
 def interval_seconds(span: timedelta) -> float:
     """extract(epoch FROM interval), a JSON number."""
     return (span // timedelta(microseconds=1)) / 1_000_000
@@ -199,9 +246,20 @@ def interval_seconds(span: timedelta) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+# README: spine rows whose source_kind, source_id and run_id exceed this many bytes together
+# are not run events (the source/run summary index cannot hold them).
+MAX_RUN_KEY_BYTES = 2000
+
+
 def is_run_event(event: Event) -> bool:
-    """§3: a spine row with a run_id and source_kind 'connector'; source_id is the connector."""
-    return event.run_id is not None and event.source_kind == "connector" and event.source_id is not None
+    """§3: a spine row with a run_id and source_kind 'connector'; source_id is the connector.
+    README: the three ids within 2,000 bytes together."""
+    return (
+        event.run_id is not None
+        and event.source_kind == "connector"
+        and event.source_id is not None
+        and len(f"{event.source_kind}{event.source_id}{event.run_id}".encode()) <= MAX_RUN_KEY_BYTES
+    )
 
 
 def event_identity(event: Event) -> str | None:
@@ -333,13 +391,16 @@ def failure_reason(
 def known_gaps(terminal: Event | None) -> Json:
     """§3: the winning terminal event's data.known_gaps when it is an array, else []."""
     value = json_path(terminal.data, "known_gaps") if terminal else None
-    return value if isinstance(value, list) else []
+    is_array = isinstance(value, list) or (isinstance(value, Deep) and value.depth >= 1)
+    # README: and only when every client can parse it.
+    return served(value) if is_array and servable(value) else []
 
 
 def collection_facts(terminal: Event | None) -> Json:
-    """§3: the winning terminal event's data.collection_facts when it is an object, else null."""
+    """§3: the winning terminal event's data.collection_facts when it is an object (README: that
+    every client can parse), else null."""
     value = json_path(terminal.data, "collection_facts") if terminal else None
-    return value if isinstance(value, dict) else None
+    return served(value) if isinstance(value, dict) and servable(value) else None
 
 
 def records_emitted(terminal: Event | None) -> int | None:
@@ -580,7 +641,7 @@ def max_staleness(connector: Connector) -> timedelta:
     return DEFAULT_MAX_STALENESS
 
 
-def retained_bytes(row: RetainedConnection | None) -> dict[str, int] | None:
+def retained_bytes(row: RetainedConnection | None) -> dict[str, int | None] | None:
     """§5: the retained_size_connection object, or null when there is no row."""
     if row is None:
         return None
@@ -592,10 +653,11 @@ def retained_bytes(row: RetainedConnection | None) -> dict[str, int] | None:
     }
 
 
-def total_bytes(row: RetainedConnection | None) -> int:
+def total_bytes(row: RetainedConnection | None) -> int | None:
+    """0 without a row; README: null when the sum leaves the bigint range."""
     if row is None:
         return 0
-    return row.current_record_json_bytes + row.record_history_json_bytes + row.blob_bytes
+    return int64_or_none(row.current_record_json_bytes + row.record_history_json_bytes + row.blob_bytes)
 
 
 def freshness_at(evidence: RunEvidence, staleness: timedelta, at: datetime) -> dict[str, Json]:
@@ -712,13 +774,13 @@ class Oracle:
             "revoked_at": iso(connection.revoked_at),
             "streams": manifest_streams(connector),
             "stream_count": len(streams),
-            "total_records": sum(s.record_count for s in streams),
+            "total_records": int64_or_none(sum(s.record_count for s in streams)),
             "retained_bytes": retained_bytes(retained),
             "total_retained_bytes": total_bytes(retained),
             "last_run": run_brief_json(evidence.last_run),
             "last_successful_run": run_brief_json(evidence.last_successful_run),
             "failures_since_last_success": evidence.failures_since_last_success,
-            "max_staleness": interval_text(staleness),
+            "max_staleness": interval_seconds(staleness),
             "freshness": freshness,
             "health": health_at(connection.status, evidence.last_run, freshness),
         }

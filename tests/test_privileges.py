@@ -170,11 +170,16 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
     ).fetchall()
     # Only the inlined pure-expression helpers go without a pinned search_path (see README).
     assert [name for (name,) in unpinned] == [
+        "bigint_or_null",
         "connection_match_tokens",
         "fresh_until",
         "freshness_object",
         "freshness_status",
         "health_at",
+        "json_run",
+        "json_time",
+        "json_time_text",
+        "jsonb_servable",
         "jsonb_text",
         "newest_first",
         "overview_row_ending",

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -30,6 +32,7 @@ from tests.oracle import (
     ActiveRun,
     Connection,
     Connector,
+    Deep,
     Event,
     Oracle,
     RetainedConnection,
@@ -95,12 +98,48 @@ long_text = pick(
     st.builds(incompressible, st.integers(0, 1000), st.just(300)),
     st.sampled_from(["é" * 5000, "x" * 20000, "🚀" * 700]),
 )
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20), any_text)
+# Numbers jsonb holds but a double cannot (written as exact JSON text, see exact_dumps): served
+# when within +-1e308 (1e-400 reads as 0.0), else the value they sit in is malformed.
+out_of_range_numbers = st.sampled_from(
+    [
+        Decimal("1e400"),
+        Decimal("-1e309"),
+        Decimal("1e308"),
+        Decimal("1e-400"),
+        Decimal("-1.5e-320"),
+        Decimal("12345678901234567890123"),
+    ]
+)
+# Nesting around the limit (64 levels) and far beyond it.
+deep_values = st.builds(Deep, st.sampled_from([1, 2, 62, 63, 64, 65, 2000]))
+json_scalar = pick(
+    st.none(), st.booleans(), st.integers(-(10**20), 10**20), any_text, any_text, out_of_range_numbers
+)
 small_json = st.recursive(
     json_scalar,
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(any_text, inner, max_size=2),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(any_text, inner, max_size=2) | deep_values,
     max_leaves=4,
 )
+
+
+def exact_dumps(value: Any) -> str:
+    """JSON text of a generated value: Decimals as exact numbers, Deep as its nested arrays, with
+    no Python recursion per level of a Deep."""
+    if isinstance(value, Deep):
+        return "[" * value.depth + exact_dumps(value.leaf) + "]" * value.depth
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{exact_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(exact_dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=exact_dumps)
+
+
 # Moments on one day (ties likely), a few with fractions of a second, rarely in 2999.
 day_moments = st.builds(
     lambda minutes, micros: BASE + timedelta(minutes=minutes, microseconds=micros),
@@ -156,6 +195,7 @@ profile_keys = st.one_of(
 )
 staleness_values = st.one_of(
     st.sampled_from([0, 1, 30, 60, 0.5, 90.25, 3600, 86_400, 3_153_600_000, 3_153_600_001, -5, 1e12, 10**30]),
+    st.sampled_from([Decimal("1e-400"), Decimal("-1e-400"), Decimal("1e400"), Decimal("2.5e-7")]),
     st.sampled_from(["3600", True, None, [60], {"s": 1}]),
     st.integers(0, 10**6),
 )
@@ -188,7 +228,9 @@ source_bindings = st.one_of(
     st.sampled_from([{}, {"kind": 5}, [], "browser_enrollment_shell"]),
 )
 CONNECTOR_POOL = ["acme", "bank", "zü"]
-RUN_ID_POOL = ["r1", "r2", "r3", "rü", "r" * 200]
+# Long run ids: one that keeps the three ids of a run event within 2,000 bytes (9 + 4 + 1,987 for
+# acme), and one too long for the source/run summary index (not a run event, README).
+RUN_ID_POOL = ["r1", "r2", "r3", "rü", "r" * 200, "r" * 1987, incompressible(7, 2900)]
 
 
 def connection_candidates(connector_id: str) -> list[str]:
@@ -253,12 +295,13 @@ def event_data(
             optional={
                 "reason": text_field,
                 "failure_reason": text_field,
-                "known_gaps": st.one_of(st.lists(small_json, max_size=3), small_json),
+                "known_gaps": st.one_of(st.lists(small_json, max_size=3), small_json, deep_values),
                 "collection_facts": st.one_of(st.dictionaries(any_text, small_json, max_size=3), small_json),
                 "records_emitted": st.one_of(
                     st.sampled_from(
                         [0, 5, 5.0, 5.5, -1, 9 * 10**18, 9 * 10**18 + 1, 10**30, 1e18, True, "7"]
                     ),
+                    out_of_range_numbers,
                     st.integers(0, 10**6),
                 ),
                 "extra": small_json,
@@ -360,9 +403,9 @@ stray_events = st.fixed_dictionaries(
         "event_type": st.sampled_from(["run.completed", "run.started", "system.tick"]),
         "occurred_at": moments,
         "status": st.sampled_from(["succeeded", "ok"]),
-        "source_kind": st.sampled_from(["connector", "system", None]),
-        "source_id": st.sampled_from(["acme", "ghost", None]),
-        "run_id": st.sampled_from(["r1", None]),
+        "source_kind": st.sampled_from(["connector", "system", None, incompressible(5, 2800)]),
+        "source_id": st.sampled_from(["acme", "ghost", None, incompressible(3, 3000)]),
+        "run_id": st.sampled_from(["r1", None, incompressible(4, 2900)]),
         "connector_instance_id": st.sampled_from(["acme_work", None]),
         "data": st.just({}),
     }
@@ -404,11 +447,14 @@ def worlds(draw: st.DrawFn) -> Sources:
         ActiveRun,
         connector_instance_id=st.sampled_from(instance_ids),
         connector_id=st.sampled_from([*connector_ids, "ghost"]),
-        run_id=st.sampled_from(sorted({e.run_id for e in events if e.run_id is not None}) or ["r1"]),
+        # controller_active_runs.run_id is UNIQUE in the application's schema: no 2,900-character ids
+        run_id=st.sampled_from(
+            sorted({e.run_id for e in events if e.run_id is not None and len(e.run_id) <= 2000}) or ["r1"]
+        ),
         started_at=moments,
     )
     existing_active = (
-        st.sampled_from(run_keys).flatmap(
+        st.sampled_from([k for k in run_keys if len(k[1]) <= 2000] or [("acme", "r1", None)]).flatmap(
             lambda key: st.builds(
                 ActiveRun,
                 # controller_active_runs' primary key cannot hold the huge identities events may carry
@@ -440,7 +486,8 @@ def worlds(draw: st.DrawFn) -> Sources:
     )
 
 
-sizes = st.integers(0, 10**12)
+# Sizes whose sums leave the bigint range as well (README: then null).
+sizes = pick(st.integers(0, 10**12), st.sampled_from([2**63 - 1, -(2**63), 2**62, -1, 1]))
 
 
 def retained_connection_rows(connections: list[Connection]) -> st.SearchStrategy[list[RetainedConnection]]:
@@ -488,7 +535,7 @@ def retained_stream_rows(connections: list[Connection]) -> st.SearchStrategy[lis
 def insert_connector(db: psycopg.Connection[Any], c: Connector) -> None:
     db.execute(
         "INSERT INTO connectors (connector_id, display_name, manifest) VALUES (%s, %s, %s)",
-        (c.connector_id, c.display_name, Jsonb(c.manifest)),
+        (c.connector_id, c.display_name, jsonb(c.manifest)),
     )
 
 
@@ -503,7 +550,7 @@ def insert_connection(db: psycopg.Connection[Any], c: Connection) -> None:
             c.display_name,
             c.status,
             c.source_kind,
-            Jsonb(c.source_binding),
+            jsonb(c.source_binding),
             c.created_at,
             c.created_at,
             c.revoked_at,
@@ -526,7 +573,7 @@ def insert_events(db: psycopg.Connection[Any], events: list[Event]) -> None:
                     e.source_id,
                     e.run_id,
                     e.connector_instance_id,
-                    Jsonb(e.data),
+                    jsonb(e.data),
                 )
                 for e in events
             ],
@@ -576,11 +623,12 @@ def refresh(db: psycopg.Connection[Any]) -> None:
 
 
 def sql_detail(db: psycopg.Connection[Any], requested: str, at: datetime, run_limit: int = 1000) -> Any:
-    rows = db.execute(
-        "SELECT to_jsonb(d) FROM refproj.connection_detail(%s, %s, %s) AS d", (requested, run_limit, at)
-    ).fetchall()
-    assert len(rows) <= 1
-    return rows[0][0] if rows else None
+    """The detail as served (what Projection.get() parses)."""
+    row = db.execute(
+        "SELECT refproj.connection_detail_json(%s, %s, %s)", (requested, run_limit, at)
+    ).fetchone()
+    assert row is not None
+    return None if row[0] is None else json.loads(row[0])
 
 
 def sql_resolution(db: psycopg.Connection[Any], requested: str) -> Any:
@@ -682,7 +730,7 @@ def apply_change(db: psycopg.Connection[Any], world: Sources, change: Change) ->
         case "update_event", (seq, column, value):
             db.execute(
                 f"UPDATE spine_events SET {column} = %s WHERE event_seq = %s",
-                (Jsonb(value) if column == "data" else value, seq),
+                (jsonb(value) if column == "data" else value, seq),
             )
             events = tuple(replace(e, **{column: value}) if e.event_seq == seq else e for e in world.events)
             return replace(world, events=events)
@@ -709,7 +757,7 @@ def apply_change(db: psycopg.Connection[Any], world: Sources, change: Change) ->
         case "update_connection", (instance_id, column, value):
             db.execute(
                 f"UPDATE connector_instances SET {column} = %s WHERE connector_instance_id = %s",
-                (Jsonb(value) if column == "source_binding" else value, instance_id),
+                (jsonb(value) if column == "source_binding" else value, instance_id),
             )
             connections = tuple(
                 replace(c, **{column: value}) if c.connector_instance_id == instance_id else c
@@ -722,7 +770,7 @@ def apply_change(db: psycopg.Connection[Any], world: Sources, change: Change) ->
             return replace(world, connections=kept_connections)
         case "update_manifest", (connector_id, manifest):
             db.execute(
-                "UPDATE connectors SET manifest = %s WHERE connector_id = %s", (Jsonb(manifest), connector_id)
+                "UPDATE connectors SET manifest = %s WHERE connector_id = %s", (jsonb(manifest), connector_id)
             )
             connectors = tuple(
                 replace(c, manifest=manifest) if c.connector_id == connector_id else c
@@ -753,7 +801,9 @@ def changes(draw: st.DrawFn, world: Sources) -> list[Change]:
     seqs = [e.event_seq for e in world.events]
     ids = [c.connector_instance_id for c in world.connections]
     connector_ids = [c.connector_id for c in world.connectors]
-    run_ids = sorted({e.run_id for e in world.events if e.run_id is not None}) or ["r1"]
+    run_ids = sorted({e.run_id for e in world.events if e.run_id is not None and len(e.run_id) <= 2000}) or [
+        "r1"
+    ]
     first_seq = max(seqs, default=0) + 1
     active = st.builds(
         ActiveRun,

@@ -37,9 +37,15 @@ def overview_forms(
     db: psycopg.Connection[Any], when: datetime | None, connector_id: str | None = None
 ) -> tuple[list[Any], list[Any]]:
     """The overview at ``when`` (default now()) twice, in one snapshot and at one clock: the rows
-    of refproj.connection_summaries() as to_jsonb, and refproj.connection_summaries_json() parsed."""
+    of refproj.connection_summaries() as to_jsonb, and refproj.connection_summaries_json() parsed.
+
+    The typed columns are put in the served form first (README): max_staleness in seconds, and
+    timestamps an ISO-8601 parser cannot read as null."""
     row = db.execute(
-        "SELECT (SELECT COALESCE(jsonb_agg(to_jsonb(s) - 'ordinality' ORDER BY s.ordinality), '[]')"
+        "SELECT (SELECT COALESCE(jsonb_agg(to_jsonb(s) - 'ordinality' || jsonb_build_object("
+        "               'max_staleness', extract(epoch FROM s.max_staleness),"
+        "               'created_at', refproj.json_time(s.created_at),"
+        "               'revoked_at', refproj.json_time(s.revoked_at)) ORDER BY s.ordinality), '[]')"
         "        FROM refproj.connection_summaries(read.at, %(connector)s) WITH ORDINALITY AS s),"
         "       refproj.connection_summaries_json(read.at, %(connector)s)"
         " FROM (SELECT COALESCE(%(at)s, now()) AS at) AS read",
@@ -210,11 +216,13 @@ class World:
         return list(self.overview(connector_id=connector_id))
 
     def detail(self, connection: str, when: str | None = None, run_limit: int = 20) -> dict[str, Any] | None:
+        """The detail as served (refproj.connection_detail_json, what Projection.get() parses)."""
         row = self.db.execute(
-            "SELECT to_jsonb(d) FROM refproj.connection_detail(%s, %s, COALESCE(%s, now())) AS d",
+            "SELECT refproj.connection_detail_json(%s, %s, COALESCE(%s, now()))",
             (connection, run_limit, at(when) if when else None),
         ).fetchone()
-        return None if row is None else dict(row[0])
+        assert row is not None
+        return None if row[0] is None else dict(json.loads(row[0]))
 
     def evidence(self, connection_id: str) -> dict[str, Any]:
         row = self.db.execute(

@@ -4,7 +4,9 @@
 
 -- Every run event with the identity it claims and the typed facts the summary needs.
 -- The WHERE clause matches the source/run summary index, so a filter on connector_id becomes
--- an index range scan.
+-- an index range scan. That index cannot hold rows whose ids exceed 2,000 bytes together (see
+-- sql/0002_source_run_summary_index.sql), and neither could refproj's own indexes: such a row
+-- is not a run event (README, "Decisions").
 CREATE VIEW refproj.run_events AS
 SELECT
     e.event_seq,
@@ -27,10 +29,11 @@ SELECT
              refproj.jsonb_text(e.data, 'failure_reason')) AS reason
 FROM spine_events AS e
 WHERE e.run_id IS NOT NULL
+  AND octet_length(e.source_kind) + octet_length(e.source_id) + octet_length(e.run_id) <= 2000
   AND e.source_kind = 'connector'
   AND e.source_id IS NOT NULL;
 COMMENT ON VIEW refproj.run_events IS
-    'Run events (source_kind = connector, run_id set) with their claimed identity: connector_instance_id column, else data.connector_instance_id, else data.connection_id.';
+    'Run events (source_kind = connector, run_id set, ids within 2,000 bytes together) with their claimed identity: connector_instance_id column, else data.connector_instance_id, else data.connection_id.';
 
 -- One row per run: (connector_id, run_id, identity). Events are first folded per claimed
 -- identity; an identity-less fold joins the run id's single identity, stands alone as a legacy
@@ -165,9 +168,12 @@ SELECT
     o.browser_surface_profile_key,
     o.browser_surface_status,
     o.browser_surface_wait_reason,
+    -- Copied into the detail as they are, so only when every client can parse them.
     CASE WHEN jsonb_typeof(o.terminal_data -> 'known_gaps') = 'array'
+              AND refproj.jsonb_servable(o.terminal_data -> 'known_gaps')
          THEN o.terminal_data -> 'known_gaps' ELSE '[]'::jsonb END AS known_gaps,
     CASE WHEN jsonb_typeof(o.terminal_data -> 'collection_facts') = 'object'
+              AND refproj.jsonb_servable(o.terminal_data -> 'collection_facts')
          THEN o.terminal_data -> 'collection_facts' END AS collection_facts,
     CASE WHEN jsonb_typeof(o.terminal_data -> 'records_emitted') = 'number'
               AND (o.terminal_data ->> 'records_emitted')::numeric BETWEEN 0 AND 9000000000000000000

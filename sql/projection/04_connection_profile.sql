@@ -44,19 +44,29 @@ SELECT
         ORDER BY stream.position
     ) AS streams,
     COALESCE(retained_stream.stream_count, 0)::int AS stream_count,
-    COALESCE(retained_stream.total_records, 0)::bigint AS total_records,
+    -- Sums of bigint columns can leave the bigint range: NULL then ("too large to count"),
+    -- never a failed refresh. No rows at all is 0.
+    CASE WHEN retained_stream.connector_instance_id IS NULL THEN 0
+         ELSE refproj.bigint_or_null(retained_stream.total_records) END AS total_records,
     CASE WHEN rc.connector_instance_id IS NOT NULL THEN jsonb_build_object(
         'record_json_bytes', rc.current_record_json_bytes,
         'record_changes_json_bytes', rc.record_history_json_bytes,
         'blob_bytes', rc.blob_bytes,
-        'total_bytes', rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes)
+        'total_bytes', refproj.bigint_or_null(
+            rc.current_record_json_bytes::numeric + rc.record_history_json_bytes + rc.blob_bytes))
     END AS retained_bytes,
-    COALESCE(rc.current_record_json_bytes + rc.record_history_json_bytes + rc.blob_bytes, 0)::bigint
-        AS total_retained_bytes,
+    CASE WHEN rc.connector_instance_id IS NULL THEN 0
+         ELSE refproj.bigint_or_null(
+             rc.current_record_json_bytes::numeric + rc.record_history_json_bytes + rc.blob_bytes)
+    END AS total_retained_bytes,
+    -- jsonb holds any decimal; a double cannot (1e-400 would fail the cast), so what is below
+    -- a double's precision here counts as 0 seconds, which is what it rounds to anyway.
     CASE WHEN jsonb_typeof(c.manifest #> '{refresh_policy,max_staleness_seconds}') = 'number'
               AND (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric
                   BETWEEN 0 AND 3153600000
-         THEN make_interval(secs => (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::double precision)
+         THEN make_interval(secs => CASE
+             WHEN (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric < 1e-300 THEN 0
+             ELSE (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric::double precision END)
          ELSE interval '24 hours'
     END AS max_staleness
 FROM refproj.visible_connections AS ci

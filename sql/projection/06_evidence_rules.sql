@@ -78,10 +78,11 @@ COMMENT ON FUNCTION refproj.run_evidence_of(refproj.run_facts[]) IS
 -- plus the rest of its summary.
 CREATE FUNCTION refproj.recent_runs_of(p_newest_first refproj.run_facts[], p_limit int)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT COALESCE(jsonb_agg(r.brief || r.details ORDER BY r.ordinality), '[]')
+    -- As served: times no ISO-8601 parser reads are null (refproj.json_run).
+    SELECT COALESCE(jsonb_agg(refproj.json_run(r.brief || r.details) ORDER BY r.ordinality), '[]')
     FROM unnest(p_newest_first) WITH ORDINALITY AS r
     WHERE r.ordinality <= p_limit
 $$;

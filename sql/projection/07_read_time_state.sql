@@ -36,10 +36,12 @@ CREATE FUNCTION refproj.freshness_status(p_fresh_until timestamptz, p_at timesta
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT CASE
-        WHEN p_at <= p_fresh_until THEN 'current'
-        WHEN p_fresh_until IS NULL THEN 'unknown'
-        ELSE 'stale'
+    -- p_fresh_until appears once: PostgreSQL does not inline a function that would evaluate an
+    -- expensive argument (a fresh_until call) twice. NULL (nothing succeeded) is unknown.
+    SELECT CASE p_at <= p_fresh_until
+        WHEN true THEN 'current'
+        WHEN false THEN 'stale'
+        ELSE 'unknown'
     END
 $$;
 COMMENT ON FUNCTION refproj.freshness_status(timestamptz, timestamptz) IS
@@ -52,8 +54,8 @@ LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT jsonb_build_object(
         'status', p_status,
-        'captured_at', p_last_successful_run -> 'last_at',
-        'last_attempted_at', p_last_run -> 'last_at',
+        'captured_at', refproj.json_time_text(p_last_successful_run -> 'last_at'),
+        'last_attempted_at', refproj.json_time_text(p_last_run -> 'last_at'),
         'max_staleness_seconds', extract(epoch FROM p_max_staleness))
 $$;
 COMMENT ON FUNCTION refproj.freshness_object(text, jsonb, jsonb, interval) IS

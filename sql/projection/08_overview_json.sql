@@ -24,8 +24,35 @@ $$;
 COMMENT ON FUNCTION refproj.overview_row_ending(text, text, jsonb, jsonb, interval) IS
     'The JSON text that closes an overview row: its freshness and health objects for freshness status p_freshness.';
 
--- Timestamps and intervals are written in one fixed style (UTC, postgres intervals), whatever
--- the settings of the session that refreshes.
+-- The stored fields of an overview row as served (the JSON object without its closing brace):
+-- the overview (connection_summary_json) and the detail (connection_detail_json) both write
+-- them here, so list() and get() agree byte for byte whatever the session's TimeZone,
+-- IntervalStyle or DateStyle. Timestamps are UTC, or null when an ISO-8601 parser could not read
+-- them (refproj.json_time); max_staleness is a number of seconds.
+CREATE FUNCTION refproj.summary_fields_json(s refproj.connection_summary)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+    SELECT left(to_json(f)::text, -1)
+    FROM (
+        SELECT
+            s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
+            s.connector_display_name, s.status, s.source_kind,
+            refproj.json_time(s.created_at) AS created_at,
+            refproj.json_time(s.revoked_at) AS revoked_at,
+            s.streams, s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
+            refproj.json_run(s.last_run) AS last_run,
+            refproj.json_run(s.last_successful_run) AS last_successful_run,
+            s.failures_since_last_success,
+            extract(epoch FROM s.max_staleness) AS max_staleness
+    ) AS f
+$$;
+COMMENT ON FUNCTION refproj.summary_fields_json(refproj.connection_summary) IS
+    'The stored fields of an overview row as served JSON text without the closing brace (timestamps in UTC or null when outside years 1-9999, max_staleness in seconds): shared by the overview and the detail JSON.';
+
+-- Written in one fixed style (UTC), whatever the settings of the session that refreshes.
 CREATE FUNCTION refproj.connection_summary_json_rows()
 RETURNS TABLE (
     connector_instance_id text,
@@ -44,7 +71,7 @@ AS $$
     SELECT
         s.connector_instance_id, s.connector_id, s.created_at,
         -- The object without its closing brace: an ending closes it.
-        left(to_json(stored)::text, -1),
+        refproj.summary_fields_json(s),
         step.fresh_until,
         refproj.overview_row_ending(
             refproj.freshness_status(step.fresh_until, timestamptz '-infinity'),
@@ -53,13 +80,6 @@ AS $$
             refproj.freshness_status(step.fresh_until, timestamptz 'infinity'),
             s.status, s.last_run, s.last_successful_run, s.max_staleness)
     FROM refproj.connection_summary AS s
-    CROSS JOIN LATERAL (
-        SELECT
-            s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
-            s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at,
-            s.streams, s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
-            s.last_run, s.last_successful_run, s.failures_since_last_success, s.max_staleness
-    ) AS stored
     CROSS JOIN LATERAL (
         SELECT refproj.fresh_until(s.last_run, s.last_successful_run, s.max_staleness) AS fresh_until
         OFFSET 0

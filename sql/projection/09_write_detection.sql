@@ -21,8 +21,9 @@ CREATE TABLE refproj.dirty_runs (
     connector_id text NULL,
     run_id text NULL
 );
--- A detail reads its connector's rows.
-CREATE INDEX dirty_runs_connector_idx ON refproj.dirty_runs (connector_id);
+-- A detail reads its connector's rows. A hash index holds a 4-byte hash whatever the id's
+-- length, so no connector id an application writes can make its write fail here.
+CREATE INDEX dirty_runs_connector_idx ON refproj.dirty_runs USING hash (connector_id);
 -- Every refresh deletes what it claimed: vacuum soon after, not after a fifth of the table died.
 ALTER TABLE refproj.dirty_runs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 COMMENT ON TABLE refproj.dirty_runs IS
@@ -103,8 +104,11 @@ RETURNS TABLE (connector_id text, run_id text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT
-        CASE WHEN p_source_kind = 'connector' AND p_run_id IS NOT NULL THEN p_source_id END,
-        CASE WHEN p_source_kind = 'connector' AND p_source_id IS NOT NULL THEN p_run_id END
+        CASE WHEN run_event THEN p_source_id END,
+        CASE WHEN run_event THEN p_run_id END
+    FROM (SELECT COALESCE(p_source_kind = 'connector' AND p_source_id IS NOT NULL AND p_run_id IS NOT NULL
+                          AND octet_length(p_source_kind) + octet_length(p_source_id)
+                              + octet_length(p_run_id) <= 2000, false) AS run_event) AS k
 $$;
 COMMENT ON FUNCTION refproj.spine_run_key(text, text, text) IS
     'The (connector_id, run_id) a spine row contributes to, or NULLs for a row that is no run event.';

@@ -37,6 +37,10 @@ SET jit = off
 -- plpgsql rather than SQL: the session keeps the plan instead of planning on every read.
 AS $$
 BEGIN
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NOT refproj.overview_built() THEN
         RAISE EXCEPTION 'refproj: the overview is still being built (the first refresh after install has not committed yet)'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -46,8 +50,9 @@ BEGIN
     SELECT
         s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
         s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
-        s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes, s.last_run,
-        s.last_successful_run, s.failures_since_last_success, s.max_staleness,
+        s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
+        refproj.json_run(s.last_run), refproj.json_run(s.last_successful_run),
+        s.failures_since_last_success, s.max_staleness,
         refproj.freshness_object(read_time.freshness, s.last_run, s.last_successful_run, s.max_staleness),
         refproj.health_at(s.status, s.last_run, read_time.freshness)
     FROM refproj.connection_summary AS s
@@ -72,6 +77,10 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 BEGIN
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- Before the first build there are no rows to serve, and an empty array would read as
     -- "no connections": NULL, with building = true in projection_status().
     IF NOT refproj.overview_built() THEN
@@ -123,6 +132,10 @@ SET "TimeZone" = 'UTC'
 SET jit = off
 AS $$
 BEGIN
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF p_limit IS NOT NULL AND p_limit < 1 THEN
         RAISE EXCEPTION 'refproj: page limit must be at least 1, not %', p_limit
             USING ERRCODE = 'invalid_parameter_value';
@@ -278,6 +291,15 @@ DECLARE
     v_evidence refproj.run_evidence;
     v_unattributed int;
 BEGIN
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_run_limit IS NULL OR p_run_limit < 0 THEN
+        RAISE EXCEPTION 'refproj: the run limit p_run_limit must be 0 or more, not %',
+            COALESCE(p_run_limit::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT r.connector_instance_id, r.connector_id
     INTO v_connection, v_connector_id
     FROM refproj.resolve_connection(p_connection) AS r;
@@ -324,7 +346,8 @@ BEGIN
         p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
         p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
         p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-        v_evidence.last_run, v_evidence.last_successful_run, v_evidence.failures_since_last_success,
+        refproj.json_run(v_evidence.last_run), refproj.json_run(v_evidence.last_successful_run),
+        v_evidence.failures_since_last_success,
         p.max_staleness,
         refproj.freshness_object(read_time.freshness, v_evidence.last_run, v_evidence.last_successful_run,
                                  p.max_staleness),
@@ -337,7 +360,7 @@ BEGIN
                     'current_record_json_bytes', s.current_record_json_bytes,
                     'record_history_json_bytes', s.record_history_json_bytes,
                     'blob_bytes', s.blob_bytes,
-                    'computed_at', s.computed_at)
+                    'computed_at', refproj.json_time(s.computed_at))
                 ORDER BY s.stream)
             FROM refproj.retained_streams AS s
             WHERE s.connector_instance_id = v_connection), '[]'::jsonb),
@@ -355,4 +378,35 @@ END
 $$;
 COMMENT ON FUNCTION refproj.connection_detail(text, int, timestamptz) IS
     'Live detail (as of the caller''s snapshot, whatever the last refresh) of one connection, resolved by exact connection id or by a connector id with exactly one visible connection (zero rows otherwise): every overview field plus recent_runs (up to p_run_limit latest runs, full summaries), streams_retained and unattributed_runs (the connector''s runs that match no connection).';
+
+-- The detail as served JSON text (what Projection.get() parses): the stored fields written by
+-- the same function as the overview's (refproj.summary_fields_json) and the same freshness and
+-- health ending, so a detail and an overview row read at one clock agree byte for byte on every
+-- shared field, whatever the session's settings; then recent_runs, streams_retained and
+-- unattributed_runs. NULL when the id resolves to no connection.
+CREATE FUNCTION refproj.connection_detail_json(
+    p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+AS $$
+    SELECT
+        refproj.summary_fields_json(ROW(
+            d.connector_instance_id, d.connection_id, d.connector_id, d.display_name,
+            d.connector_display_name, d.status, d.source_kind, d.created_at, d.revoked_at,
+            d.streams, d.stream_count, d.total_records, d.retained_bytes, d.total_retained_bytes,
+            d.last_run, d.last_successful_run, d.failures_since_last_success, d.max_staleness
+        )::refproj.connection_summary)
+        || left(refproj.overview_row_ending(d.freshness ->> 'status', d.status, d.last_run,
+                                            d.last_successful_run, d.max_staleness), -1)
+        || ',"recent_runs":' || d.recent_runs::text
+        || ',"streams_retained":' || d.streams_retained::text
+        || ',"unattributed_runs":' || d.unattributed_runs::text
+        || '}'
+    FROM refproj.connection_detail(p_connection, p_run_limit, p_at) AS d
+$$;
+COMMENT ON FUNCTION refproj.connection_detail_json(text, int, timestamptz) IS
+    'refproj.connection_detail(p_connection, p_run_limit, p_at) as served JSON text (NULL when the id resolves to no connection): the shared fields byte for byte as refproj.connection_summaries_json writes them (UTC, seconds, unparsable timestamps as null), whatever the session settings.';
 

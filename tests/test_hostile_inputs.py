@@ -1,0 +1,356 @@
+"""Inputs a user can get wrong, from a new user's, a DBA's and a backend developer's trial: each
+example, with the exact value served, and the rule that one bad value never stops the refresh
+for everyone else, never makes an application write fail, and never reaches a client as
+something it cannot parse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+
+from refproj import Projection
+from refproj.cli import main
+from tests.test_properties import incompressible
+from tests.world import World, at
+
+WHEN = at("13:00")
+
+
+@pytest.fixture
+def world(db: psycopg.Connection[Any]) -> World:
+    w = World(db)
+    w.siblings()
+    w.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    return w
+
+
+@pytest.fixture
+def proj(db_url: str) -> Iterator[Projection]:
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as projection:
+        yield projection
+
+
+def rows_by_id(proj: Projection) -> dict[str, dict[str, Any]]:
+    return {row["connector_instance_id"]: row for row in proj.list(at=WHEN)}
+
+
+# -- numbers a double cannot hold, sums a bigint cannot hold ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("1e-400", 0.0), ("-1e-400", 86400.0), ("1e400", 86400.0), ("2.5e-7", 0.0), ("0.5", 0.5)],
+)
+def test_max_staleness_beyond_a_double(
+    db: psycopg.Connection[Any], proj: Projection, raw: str, seconds: float
+) -> None:
+    """A manifest max_staleness_seconds of 1e-400 once failed every refresh ("out of range" on
+    the cast to double). Below a double's precision it is 0 seconds; out of range, 24 hours."""
+    db.execute(
+        "INSERT INTO connectors (connector_id, manifest)"
+        f" VALUES ('odd', '{{\"refresh_policy\": {{\"max_staleness_seconds\": {raw}}}}}')"
+    )
+    w = World(db)
+    w.siblings()
+    w.connection("odd_main", "odd")
+    proj.refresh()
+    rows = rows_by_id(proj)
+    assert rows["odd_main"]["max_staleness"] == seconds
+    assert rows["odd_main"]["freshness"]["max_staleness_seconds"] == seconds
+    assert proj.get("odd_main", at=WHEN)["max_staleness"] == seconds
+    assert rows["cin_work"]["max_staleness"] == 86400.0
+
+
+def test_sizes_whose_sum_overflows_a_bigint(
+    world: World, proj: Projection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two stream rows of one connection with record_count 2**63 - 1 and 1 (and byte columns
+    that overflow together) once failed every refresh: the sums are null ("too large"), the
+    parts are served, and every other connection is unaffected."""
+    big = 2**63 - 1
+    world.db.execute(
+        "INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id, record_count)"
+        " VALUES ('cin_work', 'a', 'acme', %s), ('cin_work', 'b', 'acme', 1),"
+        " ('cin_personal', 'a', 'acme', 7)",
+        (big,),
+    )
+    world.db.execute(
+        "INSERT INTO retained_size_connection (connector_instance_id, connector_id,"
+        " current_record_json_bytes, record_history_json_bytes, blob_bytes)"
+        " VALUES ('cin_work', 'acme', %s, %s, 0), ('cin_personal', 'acme', 1, 2, 3)",
+        (big, big),
+    )
+    proj.refresh()
+    work, personal = rows_by_id(proj)["cin_work"], rows_by_id(proj)["cin_personal"]
+    assert (work["total_records"], work["stream_count"]) == (None, 2)
+    assert work["retained_bytes"] == {
+        "record_json_bytes": big,
+        "record_changes_json_bytes": big,
+        "blob_bytes": 0,
+        "total_bytes": None,
+    }
+    assert work["total_retained_bytes"] is None
+    assert (personal["total_records"], personal["total_retained_bytes"]) == (7, 6)
+    detail = proj.get("cin_work", at=WHEN)
+    assert (detail["total_records"], detail["total_retained_bytes"]) == (None, None)
+    assert [s["record_count"] for s in detail["streams_retained"]] == [big, 1]
+
+    url = proj.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    assert main(["--database-url", url, "list"]) == 0
+    assert main(["--database-url", url, "show", "cin_work"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "\nrecords:                - in 2 streams\n" in out
+
+
+# -- deep nesting ------------------------------------------------------------------------------------
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("known_gaps", "served", "facts"),
+    [
+        # once: refresh and list() fine, get() RecursionError, `refproj show` crashed
+        (nested(2000), [], None),
+        (nested(64), [], None),
+        # one level deeper inside collection_facts' {"g": ...}: its leaf is at level 64
+        (nested(63), json.loads(nested(63)), None),
+        ("[1e400]", [], None),
+        ("[1e308, 1e-400]", [10**308, 0.0], {"g": [10**308, 0.0]}),
+    ],
+    ids=["2000_levels", "64_levels", "63_levels", "1e400", "edges"],
+)
+def test_deep_or_huge_payload_values(
+    world: World,
+    proj: Projection,
+    capsys: pytest.CaptureFixture[str],
+    known_gaps: str,
+    served: Any,
+    facts: Any,
+) -> None:
+    data = f'{{"known_gaps": {known_gaps}, "collection_facts": {{"g": {known_gaps}}}}}'
+    world.db.execute(
+        "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
+        " connector_instance_id, data) VALUES ('run.completed', %s, 'succeeded', 'connector', 'acme',"
+        " 'run_deep', 'cin_personal', %s)",
+        (at("12:00"), data),
+    )
+    proj.refresh()
+    assert rows_by_id(proj)["cin_personal"]["last_run"]["run_id"] == "run_deep"
+    detail = proj.get("cin_personal", at=WHEN)
+    run = detail["recent_runs"][0]
+    assert run["known_gaps"] == served
+    assert run["collection_facts"] == facts
+
+    url = proj.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    assert main(["--database-url", url, "show", "cin_personal", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert json.loads(out)["recent_runs"][0]["known_gaps"] == served
+
+
+# -- long ids: no application write fails because of refproj -----------------------------------------
+
+
+def test_long_ids_never_fail_an_application_write(world: World, proj: Projection) -> None:
+    """A 2,900-character run id once made the application's own INSERT into spine_events fail
+    ("index row size exceeds btree maximum"), because of the source/run summary index. Such a
+    row is not a run event now (README); every write succeeds and the refresh serves the rest."""
+    long_run, long_connector, long_kind = (
+        incompressible(1, 2900),
+        incompressible(2, 3000),
+        incompressible(3, 2800),
+    )
+    db = world.db
+    world.event(long_run, "run.completed", "12:00", status="failed", identity="cin_work")
+    world.event("r_long_connector", "run.completed", "12:00", connector=long_connector)
+    world.event("r_long_kind", "run.completed", "12:00", source_kind=long_kind)
+    db.execute(
+        "INSERT INTO controller_active_runs (connector_instance_id, connector_id, run_id, started_at)"
+        " VALUES ('cin_x', %s, 'r_active', now())",
+        (long_connector,),
+    )
+    db.execute("UPDATE spine_events SET run_id = %s WHERE run_id = 'run_ok'", (long_run + "x",))
+    db.execute("UPDATE spine_events SET run_id = 'run_ok' WHERE run_id = %s", (long_run + "x",))
+    proj.refresh()
+    work = rows_by_id(proj)["cin_work"]
+    assert work["last_run"]["run_id"] == "run_ok"
+    assert work["health"] == {"state": "healthy", "reason": None}
+    # The longest run id that still counts: 9 + 4 + 1,987 bytes.
+    world.event("r" * 1987, "run.completed", "12:30", status="succeeded", identity="cin_work")
+    world.event("r" * 1988, "run.completed", "12:40", status="succeeded", identity="cin_work")
+    proj.refresh()
+    assert proj.get("cin_work", at=WHEN)["last_run"]["run_id"] == "r" * 1987
+    plan = "\n".join(
+        row[0]
+        for row in db.execute(
+            "EXPLAIN SELECT * FROM refproj.run_summaries WHERE connector_id = 'acme' AND run_id = 'r1'"
+        )
+    )
+    assert "spine_events_source_run_summary_idx" in plan
+
+
+# -- timestamps every client can parse ----------------------------------------------------------------
+
+
+def test_every_served_timestamp_parses_or_is_null(db: psycopg.Connection[Any], proj: Projection) -> None:
+    """`... BC`, five-digit years and infinity are legal timestamptz values but no ISO-8601
+    parser reads them: served as null (the typed SQL columns keep them)."""
+    w = World(db)
+    w.connector("acme")
+    w.connection("cin_inf", created="09:00")
+    db.execute("UPDATE connector_instances SET created_at = 'infinity', revoked_at = '0044-03-15 BC'")
+    w.connection("cin_far", created="09:05")
+    db.execute(
+        "UPDATE connector_instances SET created_at = '12026-01-01' WHERE connector_instance_id = 'cin_far'"
+    )
+    w.event("r_bc", "run.started", "0044-03-15T00:00:00+00:00", identity="cin_inf")
+    db.execute("UPDATE spine_events SET occurred_at = '0044-03-15 BC' WHERE run_id = 'r_bc'")
+    w.event("r_bc", "run.completed", "12:00", status="failed", identity="cin_inf")
+    w.event("r_inf", "run.completed", "12:00", status="succeeded", identity="cin_far")
+    db.execute("UPDATE spine_events SET occurred_at = 'infinity' WHERE run_id = 'r_inf'")
+    db.execute(
+        "INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id, computed_at)"
+        " VALUES ('cin_far', 's', 'acme', '-infinity')"
+    )
+    proj.refresh()
+
+    def timestamps(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from timestamps(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                yield from timestamps(v, key)
+        elif key.endswith("_at"):
+            yield key, value
+
+    served = [*proj.list(at=WHEN), proj.get("cin_inf", at=WHEN), proj.get("cin_far", at=WHEN)]
+    found = [pair for answer in served for pair in timestamps(answer)]
+    assert len(found) > 20
+    for _, value in found:
+        assert value is None or datetime.fromisoformat(value).year >= 1
+    inf, far = sorted(served[:2], key=lambda row: row["connector_instance_id"] != "cin_inf")
+    assert (inf["created_at"], inf["revoked_at"], far["created_at"]) == (None, None, None)
+    assert inf["last_run"]["started_at"] is None
+    assert inf["last_run"]["last_at"] == "2026-01-05T12:00:00+00:00"
+    assert far["last_successful_run"]["last_at"] is None
+    assert far["freshness"]["captured_at"] is None
+    # An infinitely recent success is current at any read time, whatever is served for it.
+    assert far["freshness"]["status"] == "current"
+    assert served[3]["streams_retained"][0]["computed_at"] is None
+    # The typed SQL keeps every value.
+    assert db.execute(
+        "SELECT created_at::text FROM refproj.connection_summaries(%s)"
+        " WHERE connector_instance_id = 'cin_inf'",
+        (WHEN,),
+    ).fetchone() == ("infinity",)
+
+
+# -- one answer whatever the session's settings ----------------------------------------------------------
+
+SHARED = [
+    "connector_instance_id",
+    "created_at",
+    "revoked_at",
+    "total_records",
+    "retained_bytes",
+    "last_run",
+    "last_successful_run",
+    "max_staleness",
+    "freshness",
+    "health",
+]
+
+
+def answers(proj: Projection) -> list[tuple[str, str]]:
+    """Every shared field of every overview row and its detail, as JSON text."""
+    out = []
+    for row in proj.list(at=WHEN):
+        detail = proj.get(row["connector_instance_id"], at=WHEN)
+        assert set(row) < set(detail)
+        for key in row:
+            assert json.dumps(row[key]) == json.dumps(detail[key]), key
+        out += [(key, json.dumps(row[key])) for key in SHARED]
+    return out
+
+
+def test_list_and_get_agree_byte_for_byte_under_any_settings(
+    world: World, db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """ALTER DATABASE ... SET IntervalStyle = 'iso_8601' once made max_staleness "01:00:00" in
+    list() and "PT1H" in get(); an Engine in America/New_York gave created_at +00:00 in one and
+    -05:00 in the other. Now both are written by the database in one style (UTC, seconds)."""
+    world.connector("hourly", manifest={"refresh_policy": {"max_staleness_seconds": 3600}})
+    world.connection("h_main", "hourly", revoked="10:30")
+    world.failed_run("run_bad", "cin_personal", "12:00", "12:01", "connector_exit")
+    db.execute(
+        "INSERT INTO retained_size_connection (connector_instance_id, connector_id, blob_bytes)"
+        " VALUES ('cin_work', 'acme', 5)"
+    )
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as plain:
+        plain.refresh()
+        reference = answers(plain)
+    assert ("max_staleness", "3600.0") in reference
+    assert ("created_at", '"2026-01-05T09:00:00+00:00"') in reference
+
+    name = db.info.dbname
+    db.execute(
+        f'ALTER DATABASE "{name}" SET "TimeZone" = \'America/New_York\';'
+        f' ALTER DATABASE "{name}" SET "IntervalStyle" = \'iso_8601\';'
+        f' ALTER DATABASE "{name}" SET "DateStyle" = \'SQL, DMY\''
+    )
+    try:
+        with Projection(db_url, staleness_bound=None, read_reuse=0) as altered:
+            assert answers(altered) == reference
+        options = "-c TimeZone=Asia/Kolkata -c IntervalStyle=sql_standard -c DateStyle=German,YMD"
+        engine = create_engine(
+            db_url.replace("postgresql://", "postgresql+psycopg://"), connect_args={"options": options}
+        )
+        try:
+            with Projection(engine, staleness_bound=None, read_reuse=0) as app:
+                assert answers(app) == reference
+                assert app.list().as_of.utcoffset() is not None
+                assert app.list().as_of.utcoffset().total_seconds() == 0
+                app.refresh()  # a refresh under these settings writes the same text
+                assert answers(app) == reference
+        finally:
+            engine.dispose()
+    finally:
+        for setting in ("TimeZone", "IntervalStyle", "DateStyle"):
+            db.execute(f'ALTER DATABASE "{name}" RESET "{setting}"')
+
+
+# -- SQL functions refuse arguments that would silently answer wrong ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM refproj.connection_summaries(NULL)", "the read time p_at must not be NULL"),
+        ("SELECT refproj.connection_summaries_json(NULL)", "the read time p_at must not be NULL"),
+        ("SELECT * FROM refproj.connection_detail('cin_work', -1)", "p_run_limit must be 0 or more, not -1"),
+        (
+            "SELECT * FROM refproj.connection_detail('cin_work', NULL)",
+            "p_run_limit must be 0 or more, not NULL",
+        ),
+        (
+            "SELECT * FROM refproj.connection_detail('cin_work', 20, NULL)",
+            "the read time p_at must not be NULL",
+        ),
+    ],
+)
+def test_sql_functions_refuse_null_clocks_and_negative_limits(world: World, sql: str, message: str) -> None:
+    """connection_summaries(NULL) once answered "stale" for everyone and connection_detail(x, -1)
+    no runs; the same rule as the Python API: a clear error (invalid_parameter_value)."""
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        world.db.execute(sql)
