@@ -26,8 +26,9 @@ def when(run: Mapping[str, Any] | None) -> str:
     return "-" if run is None else short_time(run["last_at"])
 
 
-def short_time(iso: str) -> str:
-    return iso.replace("T", " ")[:16]
+def short_time(iso: str | None) -> str:
+    # None: a time no ISO-8601 parser reads (README)
+    return "-" if iso is None else iso.replace("T", " ")[:16]
 
 
 def count(value: int | None) -> str:

@@ -202,7 +202,9 @@ def test_long_ids_never_fail_an_application_write(world: World, proj: Projection
 # -- timestamps every client can parse ----------------------------------------------------------------
 
 
-def test_every_served_timestamp_parses_or_is_null(db: psycopg.Connection[Any], proj: Projection) -> None:
+def test_every_served_timestamp_parses_or_is_null(
+    db: psycopg.Connection[Any], proj: Projection, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`... BC`, five-digit years and infinity are legal timestamptz values but no ISO-8601
     parser reads them: served as null (the typed SQL columns keep them)."""
     w = World(db)
@@ -248,6 +250,10 @@ def test_every_served_timestamp_parses_or_is_null(db: psycopg.Connection[Any], p
     # An infinitely recent success is current at any read time, whatever is served for it.
     assert far["freshness"]["status"] == "current"
     assert served[3]["streams_retained"][0]["computed_at"] is None
+    url = proj.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    for argv in (["list"], ["show", "cin_inf"], ["show", "cin_far"]):
+        assert main(["--database-url", url, *argv]) == 0
+    assert capsys.readouterr().err == ""
     # The typed SQL keeps every value.
     assert db.execute(
         "SELECT created_at::text FROM refproj.connection_summaries(%s)"

@@ -188,8 +188,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                 (
                     run["run_id"],
                     run["status"],
-                    run["started_at"],
-                    run["last_at"],
+                    run["started_at"] or "-",
+                    run["last_at"] or "-",
                     str(run["event_count"]),
                     run["failure_reason"] or "",
                 )
