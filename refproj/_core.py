@@ -6,12 +6,12 @@ The twins differ only in how they wait (threads or asyncio); see refproj/project
 
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import exc
 from sqlalchemy.engine import URL
 
@@ -194,12 +194,13 @@ def detail_answer(connection: str, row: tuple[Any, ...]) -> Detail:
         raise AmbiguousConnection(connection, candidate_ids)
     if detail is None:
         raise ConnectionNotFound(connection)
-    # The database serialised the detail as the overview (refproj.connection_detail_json). json,
-    # not orjson: payload integers beyond 64 bits (collection_facts) stay exact; the SQL serves
-    # nothing nested 64 levels deep and no number beyond a double (refproj.jsonb_servable).
+    # The database serialised the detail as the overview (refproj.connection_detail_json), with
+    # nothing nested 64 levels deep and no number beyond a double (refproj.jsonb_servable), so
+    # orjson reads it as it reads the overview; a payload integer beyond 64 bits becomes a float,
+    # as in JavaScript (the JSON text stays exact).
     try:
-        answer: Detail = json.loads(detail)
-    except (ValueError, RecursionError) as error:
+        answer: Detail = orjson.loads(detail)
+    except orjson.JSONDecodeError as error:
         raise DatabaseError(f"the database answered JSON refproj cannot parse: {error}") from error
     return answer
 
