@@ -161,8 +161,7 @@ def run_migrations_online() -> None:
                 autocommit.execute(text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
             elif summary_index_state(autocommit) == "invalid":
                 # An index that went INVALID after its revision ran (a failed REINDEX
-                # CONCURRENTLY, say) is repaired by the next upgrade too, and one built before
-                # the definition kept over-long ids out of it is rebuilt.
+                # CONCURRENTLY, say) is repaired by the next upgrade too.
                 ensure_summary_index(autocommit, "0002_source_run_summary_index.sql")
         lock_connection.commit()
     engine.dispose()

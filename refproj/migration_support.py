@@ -37,27 +37,20 @@ def run_sql_file(name: str) -> None:
     dbapi_connection.execute(sql)
 
 
-# What the current definition has and the first one (without a length bound) lacked: rows whose
-# ids are too long for a btree entry stay out of it, so no application INSERT fails on it.
-_LENGTH_BOUND = "octet_length"
-
-
 def summary_index_state(connection: Connection) -> str:
     """``missing``, ``invalid`` or ``valid``. On a partitioned spine_events the index is valid
     once every partition's index is built and attached."""
     valid = connection.execute(
         text(
-            "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index AS i "
+            "SELECT i.indisvalid FROM pg_index AS i "
             "JOIN pg_class AS c ON c.oid = i.indexrelid "
             "WHERE c.relname = :name AND pg_table_is_visible(c.oid)"
         ),
         {"name": SUMMARY_INDEX},
-    ).one_or_none()
-    if row is None:
+    ).scalar()
+    if valid is None:
         return "missing"
-    if not row[0]:
-        return "invalid"
-    return "valid" if _LENGTH_BOUND in row[1] else "outdated"
+    return "valid" if valid else "invalid"
 
 
 def partitioned(connection: Connection) -> bool:
@@ -85,14 +78,8 @@ def ensure_summary_index(connection: Connection, create_sql_file: str) -> str:
         return state
     if state == "invalid":
         connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {SUMMARY_INDEX}"))
-    if state in ("missing", "invalid"):
+    if state != "valid":
         connection.execute(text(read_sql(create_sql_file)))
-    elif state == "outdated":
-        building = f"{SUMMARY_INDEX}_new"
-        connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {building}"))
-        connection.execute(text(read_sql(create_sql_file).replace(SUMMARY_INDEX, building)))
-        connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {SUMMARY_INDEX}"))
-        connection.execute(text(f"ALTER INDEX {building} RENAME TO {SUMMARY_INDEX}"))
     return state
 
 
