@@ -82,7 +82,16 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(build_app(args.url), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    # Keep-alive outlives the pauses between phases, so no client reuses a connection the server
+    # is closing.
+    uvicorn.run(
+        build_app(args.url),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=600,
+    )
 
 
 if __name__ == "__main__":
