@@ -469,7 +469,11 @@ def test_refproj_serve(db: psycopg.Connection[Any], db_url: str) -> None:
             except httpx.TransportError:
                 return server.poll() is not None
 
-        wait_for(ready, timeout=60, what="refproj serve to answer")
+        try:
+            wait_for(ready, timeout=60, what="refproj serve to answer")
+        except AssertionError:
+            server.kill()
+            raise AssertionError(server.communicate()[0].decode(errors="replace")[-3000:]) from None
         assert server.poll() is None
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             assert client.get("/_ref/connectors").status_code == 401
