@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -204,9 +205,15 @@ def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> Page
     return result
 
 
-def measure(base: str, routes: Sequence[str], viewports: Sequence[str], browser: Any) -> list[PageLoad]:
+def measure(
+    base: str,
+    routes: Sequence[str],
+    viewports: Sequence[str],
+    browser: Any,
+    caches: Sequence[str] = ("cold", "warm"),
+) -> list[PageLoad]:
     """Load every route in every viewport, cold (a fresh browser profile) then warm (reloaded in
-    the same profile). Raises SetupError for an unknown viewport."""
+    the same profile), as ``caches`` asks. Raises SetupError for an unknown viewport."""
     loads: list[PageLoad] = []
     for viewport in viewports:
         if viewport not in VIEWPORTS:
@@ -216,8 +223,14 @@ def measure(base: str, routes: Sequence[str], viewports: Sequence[str], browser:
             context.add_init_script(_OBSERVE_VITALS)
             try:
                 url = base.rstrip("/") + route
-                loads.append(_load(context, url, route, viewport, "cold"))
-                loads.append(_load(context, url, route, viewport, "warm"))
+                for cache in caches:
+                    loads.append(_load(context, url, route, viewport, cache))
+                    load = loads[-1]
+                    print(
+                        f"  {route} {viewport} {cache}: status {load.status}, LCP {load.lcp_ms} ms,"
+                        f" wall {load.wall_ms:.0f} ms",
+                        file=sys.stderr,
+                    )
             finally:
                 context.close()
     return loads

@@ -107,8 +107,7 @@ def side_by_side(base: str, browser: Any, repeat: int) -> tuple[Json, list[PageL
     loads: list[PageLoad] = []
     for _ in range(repeat):
         for route in (OLD, REFPROJ, FLOOR):
-            measured = measure(base, [route], ["desktop"], browser)
-            loads.extend(load for load in measured if load.cache == "cold")
+            loads += measure(base, [route], ["desktop"], browser, caches=["cold"])
     figures: Json = {}
     for route in (OLD, REFPROJ, FLOOR):
         mine = [load for load in loads if load.route == route]
