@@ -12,7 +12,7 @@ Python over the DevTools protocol. Playwright rather than a hand-written CDP cli
 maintained, launches the binary we name without downloading a browser of its own, and hands us
 request timings, console and page-error events as plain objects.
 
-A "list read" is a request to ``/_ref/connectors`` (not the event stream), or a document whose
+A "list read" is a GET of a path ending in ``/_ref/connectors`` (not the event stream), or a document whose
 ``Server-Timing`` header names ``overview``: the server-rendered console page carries the list in
 its first response, and says so.
 """
@@ -34,7 +34,6 @@ Json = dict[str, Any]
 
 DEFAULT_CHROME = "/usr/bin/chromium"
 LIST_PATH = "/_ref/connectors"
-EVENTS_PATH = "/_ref/connectors/events"
 VIEWPORTS: dict[str, Json] = {
     "desktop": {"viewport": {"width": 1280, "height": 900}, "device_scale_factor": 1},
     "mobile": {
@@ -158,8 +157,8 @@ def launched_browser() -> Iterator[Any]:
 def _is_list_read(resource: Json) -> bool:
     """A read of the connection list: a GET of /_ref/connectors (not the event stream), or a
     document whose Server-Timing says the server read the overview for it."""
-    path = urlsplit(resource["url"]).path
-    if path.startswith(LIST_PATH) and not path.startswith(EVENTS_PATH):
+    path = urlsplit(resource["url"]).path.rstrip("/")
+    if path.endswith(LIST_PATH):  # also the comparison's /old/_ref/connectors
         return resource["kind"] in ("fetch", "xmlhttprequest")
     return "overview" in resource["server_timing"]
 

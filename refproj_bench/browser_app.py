@@ -47,7 +47,7 @@ td,th{border-bottom:1px solid #d0d7de;padding:.5rem;text-align:left}</style></he
 // The original console: the list was fetched several times in a row before anything rendered.
 (async function () {
   let data = null;
-  for (let i = 0; i < %(fetches)d; i++) {
+  for (let i = 0; i < FETCHES; i++) {
     const response = await fetch("/old/_ref/connectors");
     data = await response.json();
   }
@@ -81,7 +81,7 @@ def build(database_url: str) -> Starlette:
         return Response(await asyncio.to_thread(naive_json), media_type="application/json")
 
     async def old_page(request: Request) -> Response:
-        return HTMLResponse(_OLD_SHELL % {"fetches": OLD_FETCHES})
+        return HTMLResponse(_OLD_SHELL.replace("FETCHES", str(OLD_FETCHES)))
 
     async def floor_page(request: Request) -> Response:
         at = datetime.now(UTC)

@@ -22,14 +22,20 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture
-def tiny(db: psycopg.Connection[Any], db_url: str) -> Iterator[tuple[str, int]]:
-    """The tiny profile seeded and refreshed; (server base URL, visible connections)."""
+def tiny_db(db: psycopg.Connection[Any], db_url: str) -> tuple[str, int]:
+    """The tiny profile seeded and refreshed; (its URL, visible connections)."""
     seed(db, "tiny", base_time=datetime.now(UTC) - timedelta(hours=1))
     db.execute("SELECT refproj.refresh_connection_summary()")
     row = db.execute("SELECT count(*) FROM refproj.connection_summary").fetchone()
     assert row is not None
-    with running_server(db_url) as (base, _app):
-        yield base, int(row[0])
+    return db_url, int(row[0])
+
+
+@pytest.fixture
+def tiny(tiny_db: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    """The tiny profile served; (server base URL, visible connections)."""
+    with running_server(tiny_db[0]) as (base, _app):
+        yield base, tiny_db[1]
 
 
 def test_harness_smoke_on_tiny_with_check(tiny: tuple[str, int], tmp_path: Path, capsys: Any) -> None:
@@ -100,3 +106,21 @@ def test_a_write_reaches_an_open_page_through_the_event_stream(
         assert page.evaluate("window.__sameDocument") is True
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
         assert int(page.evaluate("document.documentElement.dataset.updates")) >= 1
+
+
+def test_side_by_side_serves_the_old_design_refproj_and_the_floor(tiny_db: tuple[str, int]) -> None:
+    """The comparison's three pages on tiny: the old design reads the list three times, stacked;
+    refproj and the floor read it once, inside the document; every page shows its rows."""
+    from refproj_bench.browser_run import FLOOR, OLD, REFPROJ, bench_server, side_by_side
+
+    with bench_server(tiny_db[0]) as base, launched_browser() as browser:
+        figures, loads = side_by_side(base, browser, repeat=1)
+    assert [(load.route, load.cache, load.failed) for load in loads] == [
+        (OLD, "cold", False),
+        (REFPROJ, "cold", False),
+        (FLOOR, "cold", False),
+    ]
+    assert [len(load.list_reads) for load in loads] == [3, 1, 1]
+    assert [load.list_reads_stacked for load in loads] == [True, False, False]
+    assert all(load.console == [] and load.failed_requests == [] for load in loads)
+    assert figures["old_over_refproj"] is not None and figures["refproj_over_floor"] is not None
