@@ -74,7 +74,7 @@ def render_readme(results: Json, json_name: str) -> str:
             "`--quick` is a fast pass with fewer samples. Every figure of one profile is measured in",
             "one run against one seeded database, side by side, and reported as medians (p50) and",
             "p95: the machine is shared and noisy, so read the ratios rather than the absolute times.",
-            "What each figure means is explained below the tables; the spec is `spec/BENCHMARK.md`.",
+            "What each figure means is explained below the tables; the goals are in `docs/BENCHMARK.md`.",
             "",
             "## Latest run",
             "",
