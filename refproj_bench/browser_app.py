@@ -42,7 +42,7 @@ _OLD_SHELL = """<!doctype html>
 <link rel="icon" href="data:,"><title>Connections (old design)</title>
 <style>body{font:15px/1.45 system-ui,sans-serif;margin:1rem}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #d0d7de;padding:.5rem;text-align:left}</style></head>
-<body><div id="app">Loading…</div>
+<body><div id="app"></div>
 <script>
 // The original console: the list was fetched several times in a row before anything rendered.
 (async function () {
