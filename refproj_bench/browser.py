@@ -48,6 +48,7 @@ VIEWPORTS: dict[str, Json] = {
 # never reaches.
 SETTLE_TIMEOUT_MS = int(os.environ.get("REFPROJ_BROWSER_TIMEOUT_MS", "120000"))
 SLOWEST = 5
+LCP_WAIT_MS = 5_000
 
 # Paint and layout-shift entries are observed from the first byte (buffered), as web-vitals does.
 _OBSERVE_VITALS = """
@@ -183,6 +184,9 @@ def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> Page
         result.status = response.status if response is not None else None
         page.wait_for_function("document.documentElement.dataset.settled === '1'", timeout=SETTLE_TIMEOUT_MS)
         result.settled = True
+        # The LCP entry of content painted just before the page settled is delivered a little
+        # later; a page that painted nothing before its data (the old design) has none until then.
+        page.wait_for_function("window.__vitals && window.__vitals.lcp !== null", timeout=LCP_WAIT_MS)
     except Exception as exc:  # a page that fails to load is a result to report, not a crash
         result.page_errors.append(f"load: {str(exc).splitlines()[0]}")
     result.wall_ms = (time.perf_counter() - started) * 1000
@@ -225,11 +229,12 @@ def measure(
                 for cache in caches:
                     loads.append(_load(context, url, route, viewport, cache))
                     load = loads[-1]
-                    print(
-                        f"  {route} {viewport} {cache}: status {load.status}, LCP {load.lcp_ms} ms,"
-                        f" wall {load.wall_ms:.0f} ms",
-                        file=sys.stderr,
-                    )
+                    if sys.stderr.isatty():  # progress for a person; a failure stays one line
+                        print(
+                            f"  {route} {viewport} {cache}: status {load.status}, LCP {load.lcp_ms} ms,"
+                            f" wall {load.wall_ms:.0f} ms",
+                            file=sys.stderr,
+                        )
             finally:
                 context.close()
     return loads
