@@ -21,5 +21,7 @@ def test_every_relative_link_resolves() -> None:
 
 
 def test_nothing_refers_to_the_steering_folder() -> None:
+    # The steering folder beside a checkout; spelt in parts so this test does not name it itself.
+    outside = "/".join(["..", "shared"])
     sources = [*PAGES, *ROOT.glob("sql/**/*.sql"), *ROOT.glob("refproj*/**/*.py")]
-    assert [str(p.relative_to(ROOT)) for p in sources if "../shared" in p.read_text(encoding="utf-8")] == []
+    assert [str(p.relative_to(ROOT)) for p in sources if outside in p.read_text(encoding="utf-8")] == []
