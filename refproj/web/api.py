@@ -1,0 +1,222 @@
+"""The JSON API (``/_ref/...``) and the operational routes (``/healthz``, ``/readyz``,
+``/metrics``, ``/openapi.json``): the handlers of ``Service``, around one ``AsyncProjection``.
+The handlers compute nothing: the overview body is the JSON text the database serialised,
+wrapped in its envelope (``refproj.paging.OverviewPage``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Protocol
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from refproj.errors import PoolExhausted, RefprojError
+from refproj.paging import OverviewPage
+from refproj.rows import Detail, RefreshResult, Status
+from refproj.web.events import Listener
+from refproj.web.http import JSON, at_param, cancel_on_disconnect, error_response, etag_matches, int_param
+from refproj.web.metrics import Metrics
+from refproj.web.openapi import openapi_document
+
+log = logging.getLogger(__name__)
+
+MAX_RUNS = 100  # ?runs= bound of the detail
+DEFAULT_RUNS = 20
+
+
+class Source(Protocol):
+    """What the app needs of ``refproj.AsyncProjection``."""
+
+    async def list_page(
+        self,
+        connector_id: str | None = None,
+        *,
+        at: datetime | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> OverviewPage: ...
+
+    async def get(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> Detail: ...
+
+    async def refresh(self) -> RefreshResult: ...
+
+    async def status(self) -> Status: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class Service:
+    """The handlers, with their dependencies."""
+
+    def __init__(
+        self,
+        projection: Source,
+        *,
+        listen_conninfo: str | None,
+        detail_concurrency: int,
+        detail_wait: float,
+        heartbeat: float,
+    ) -> None:
+        self.projection = projection
+        self.metrics = Metrics()
+        self.listener = (
+            Listener(listen_conninfo, on_refresh=self.metrics.observe_refresh)
+            if listen_conninfo is not None
+            else None
+        )
+        # Detail reads are live and can be slow; they get at most this many connections at a
+        # time, so overview reads (one shared statement per distinct request) and refreshes
+        # always find one in the pool.
+        self.detail_slots = asyncio.Semaphore(detail_concurrency)
+        self.detail_wait = detail_wait
+        self.details_waiting = 0
+        self.heartbeat = heartbeat
+        self._warm: asyncio.Task[None] | None = None
+
+    # GET /_ref/connectors
+    async def overview(self, request: Request) -> Response:
+        params = request.query_params
+        connector_id = params.get("connector_id")
+        limit = int_param(params, "limit", 1, 10_000)
+        page = await cancel_on_disconnect(
+            request,
+            self.projection.list_page(
+                connector_id, at=at_param(params), limit=limit, after=params.get("after")
+            ),
+        )
+        headers = {"ETag": page.etag, "Cache-Control": "no-cache"}
+        if etag_matches(request.headers.get("if-none-match"), page.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(page.body, media_type=JSON, headers=headers)
+
+    # GET /_ref/connectors/{connection}
+    async def detail(self, request: Request) -> Response:
+        connection = request.path_params["connection"]
+        runs = int_param(request.query_params, "runs", 0, MAX_RUNS)
+        at = at_param(request.query_params)
+        self.details_waiting += 1
+        try:
+            async with asyncio.timeout(self.detail_wait):
+                await self.detail_slots.acquire()
+        except TimeoutError as error:
+            raise PoolExhausted(
+                f"no detail read slot free within {self.detail_wait:g} s (too many slow details in flight)"
+            ) from error
+        finally:
+            self.details_waiting -= 1
+        try:
+            detail = await cancel_on_disconnect(
+                request,
+                self.projection.get(connection, run_limit=DEFAULT_RUNS if runs is None else runs, at=at),
+            )
+        finally:
+            self.detail_slots.release()
+        return Response(orjson.dumps(detail), media_type=JSON, headers={"Cache-Control": "no-store"})
+
+    # POST /_ref/connectors/refresh
+    async def refresh(self, request: Request) -> Response:
+        result = await self.projection.refresh()
+        return Response(orjson.dumps(result.to_dict()), media_type=JSON)
+
+    # GET /_ref/connectors/events
+    async def events(self, request: Request) -> Response:
+        if self.listener is None:
+            return error_response(503, "unavailable", "this app was built without an event listener")
+        listener = self.listener
+        last_id = request.headers.get("last-event-id")
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            with listener.subscribe() as subscription:
+                self.metrics.subscribers.inc()
+                try:
+                    # Subscribed first, then compared: a refresh in between is not lost.
+                    if last_id is not None:
+                        current = _iso((await self.projection.status()).as_of)
+                        if current != last_id:
+                            yield _event(current)
+                    while True:
+                        yield _event((await subscription.next()).as_of)
+                finally:
+                    self.metrics.subscribers.dec()
+
+        return EventSourceResponse(stream(), ping=self.heartbeat, headers={"Cache-Control": "no-cache"})
+
+    # GET /healthz
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    # GET /readyz
+    async def readyz(self, request: Request) -> Response:
+        status = await self.projection.status()
+        body = {"status": "ready", "as_of": _iso(status.as_of), "source_changed": status.source_changed}
+        return Response(orjson.dumps(body), media_type=JSON)
+
+    # GET /metrics
+    async def metrics_text(self, request: Request) -> Response:
+        status = await self.projection.status()
+        now = datetime.now(UTC)
+        m = self.metrics
+        m.as_of.set(status.as_of.timestamp())
+        m.staleness.set((now - status.as_of).total_seconds() if status.source_changed else 0.0)
+        numbers = self.projection.stats()
+        m.coalesced_reads.set(numbers["coalesced_reads"])
+        m.pool_in_use.set(numbers["pool_in_use"])
+        m.pool_waiting.set(self.details_waiting)
+        return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # GET /openapi.json
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_document(), media_type=JSON)
+
+    async def startup(self) -> None:
+        if self.listener is not None:
+            self.listener.start()
+        # A first read starts the projection's watcher, which refreshes after source writes
+        # (and so drives the event stream) whether or not anyone reads; in the background, so
+        # that a database still down at startup delays nothing.
+        self._warm = asyncio.get_running_loop().create_task(self._first_read(), name="refproj-warm")
+
+    async def _first_read(self) -> None:
+        try:
+            await self.projection.list_page(limit=1)
+        except RefprojError as error:
+            log.warning("refproj web: first read failed (%s); the next request tries again", error)
+
+    async def shutdown(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm
+        if self.listener is not None:
+            await self.listener.stop()
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _event(as_of: str) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps({"as_of": as_of}).decode(), event="refreshed", id=as_of)
+
+
+def routes(service: Service) -> list[Route]:
+    """The API's routing table."""
+    return [
+        Route("/_ref/connectors", service.overview, methods=["GET"]),
+        Route("/_ref/connectors/refresh", service.refresh, methods=["POST"]),
+        Route("/_ref/connectors/events", service.events, methods=["GET"]),
+        Route("/_ref/connectors/{connection:path}", service.detail, methods=["GET"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route("/readyz", service.readyz, methods=["GET"]),
+        Route("/metrics", service.metrics_text, methods=["GET"]),
+        Route("/openapi.json", service.openapi, methods=["GET"]),
+    ]

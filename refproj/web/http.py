@@ -1,0 +1,123 @@
+"""HTTP plumbing the API and the dashboard share: the status code of every ``RefprojError``,
+query parameters checked as the routes document them, ETag comparison, and cancelling a
+projection call when its client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from refproj.errors import (
+    AmbiguousConnection,
+    ConnectionNotFound,
+    DatabaseUnavailable,
+    InvalidArgument,
+    MigrationsNotApplied,
+    PermissionDenied,
+    PoolExhausted,
+    RefprojError,
+    StatementCanceled,
+)
+
+T = TypeVar("T")
+
+JSON = "application/json"
+
+
+# (class, HTTP status, "error" code); the first that matches wins.
+ERROR_STATUS: list[tuple[type[RefprojError], int, str]] = [
+    (ConnectionNotFound, 404, "not_found"),
+    (AmbiguousConnection, 409, "ambiguous"),
+    (InvalidArgument, 422, "invalid"),
+    (MigrationsNotApplied, 503, "not_migrated"),
+    (PermissionDenied, 503, "permission_denied"),
+    (PoolExhausted, 503, "busy"),
+    (DatabaseUnavailable, 503, "unavailable"),
+    (StatementCanceled, 504, "timeout"),
+    (RefprojError, 500, "internal"),
+]
+
+
+def error_response(status: int, error: str, message: str, **extra: Any) -> Response:
+    body = orjson.dumps({"error": error, "message": message, **extra})
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def refproj_error_response(error: RefprojError) -> Response:
+    status, code = next((s, c) for kind, s, c in ERROR_STATUS if isinstance(error, kind))
+    extra: dict[str, Any] = {}
+    if isinstance(error, AmbiguousConnection):
+        extra["candidates"] = list(error.candidate_ids)
+    return error_response(status, code, str(error), **extra)
+
+
+class Invalid(InvalidArgument):
+    """A query parameter that is not what the route documents (422)."""
+
+
+def int_param(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise Invalid(f"{name} must be a whole number between {low} and {high}")
+    value = int(text)
+    if not low <= value <= high:
+        raise Invalid(f"{name} must be a whole number between {low} and {high}")
+    return value
+
+
+def at_param(params: Mapping[str, str]) -> datetime | None:
+    text = params.get("at")
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise Invalid("at must be an ISO-8601 time with a UTC offset, e.g. 2026-01-05T12:00:00Z") from error
+    if value.tzinfo is None:
+        raise Invalid("at must carry a UTC offset (Z or +HH:MM)")
+    return value
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    candidates = (part.strip().removeprefix("W/") for part in header.split(","))
+    return etag in candidates
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first.
+
+    Starlette does not cancel a handler when its client goes away; the projection cancels the
+    statement on the server when every task awaiting it is cancelled, so watching for
+    ``http.disconnect`` is all it takes to free the connection.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
