@@ -35,11 +35,20 @@ WHERE e.run_id IS NOT NULL
 COMMENT ON VIEW refproj.run_events IS
     'Run events (source_kind = connector, run_id set, ids within 2,000 bytes together) with their claimed identity: connector_instance_id column, else data.connector_instance_id, else data.connection_id.';
 
+-- One event of a run as a run summary keeps it: the newest terminal event, the newest event
+-- with a status, the newest browser-surface event, the first failure. Its event_seq comes first,
+-- so max()/min() over an array of one of these picks the newest/oldest event whole, in the same
+-- pass that counts the run's events: no second read of spine_events per run (issue 10).
+CREATE TYPE refproj.run_event_pick AS (event_seq bigint, status text, reason text, data jsonb);
+COMMENT ON TYPE refproj.run_event_pick IS
+    'An event of a run as refproj.run_summaries picks it: event_seq first, so arrays of these compare by event_seq.';
+
 -- One row per run: (connector_id, run_id, identity). Events are first folded per claimed
 -- identity; an identity-less fold joins the run id's single identity, stands alone as a legacy
 -- run when the run id has no identity at all, and is ignored when the run id has several.
--- Every step keeps connector_id in its grouping/partitioning so a connector filter is pushed
--- down to the index.
+-- Every step keeps connector_id and run_id in its grouping/partitioning, so a key filter is
+-- pushed down to the index (refproj.run_facts_of), and the whole history is one pass over
+-- spine_events: one hash aggregate, with the picked events carried by max()/min() (parallel).
 CREATE VIEW refproj.run_summaries AS
 WITH identity_folds AS NOT MATERIALIZED (
     SELECT
@@ -50,11 +59,14 @@ WITH identity_folds AS NOT MATERIALIZED (
         max(re.occurred_at) AS last_at,
         count(*) AS event_count,
         max(re.event_seq) AS last_event_seq,
-        max(re.event_seq) FILTER (WHERE re.is_terminal AND re.has_status) AS terminal_seq,
-        max(re.event_seq) FILTER (WHERE re.has_status) AS status_seq,
-        max(re.event_seq) FILTER (WHERE re.is_browser_surface) AS surface_seq,
-        min(re.event_seq) FILTER (WHERE re.status IN ('failed', 'rejected')
-                                    AND re.reason IS NOT NULL) AS first_failure_seq,
+        max(ARRAY[ROW(re.event_seq, re.status, re.reason, re.data)::refproj.run_event_pick])
+            FILTER (WHERE re.is_terminal AND re.has_status) AS terminal,
+        max(ARRAY[ROW(re.event_seq, re.status, NULL, NULL)::refproj.run_event_pick])
+            FILTER (WHERE re.has_status) AS newest_status,
+        max(ARRAY[ROW(re.event_seq, NULL, NULL, re.data -> 'browser_surface')::refproj.run_event_pick])
+            FILTER (WHERE re.is_browser_surface) AS surface,
+        min(ARRAY[ROW(re.event_seq, NULL, re.reason, NULL)::refproj.run_event_pick])
+            FILTER (WHERE re.status IN ('failed', 'rejected') AND re.reason IS NOT NULL) AS first_failure,
         bool_or(re.event_type = 'run.started') AS has_started
     FROM refproj.run_events AS re
     GROUP BY re.connector_id, re.run_id, re.identity
@@ -83,60 +95,41 @@ runs AS NOT MATERIALIZED (
         max(af.last_at) AS last_at,
         sum(af.event_count)::bigint AS event_count,
         max(af.last_event_seq) AS last_event_seq,
-        max(af.terminal_seq) AS terminal_seq,
-        max(af.status_seq) AS status_seq,
-        max(af.surface_seq) AS surface_seq,
-        min(af.first_failure_seq) AS first_failure_seq,
+        (max(af.terminal))[1] AS terminal,
+        (max(af.newest_status))[1] AS newest_status,
+        (max(af.surface))[1] AS surface,
+        (min(af.first_failure))[1] AS first_failure,
         bool_or(af.has_started) AS has_started
     FROM assigned_folds AS af
     GROUP BY af.connector_id, af.run_id, af.run_identity
 ),
 run_outcomes AS NOT MATERIALIZED (
     SELECT
-        r.*,
+        r.connector_id,
+        r.run_id,
+        r.connector_instance_id,
+        r.started_at,
+        r.last_at,
+        r.event_count,
+        r.last_event_seq,
         CASE
-            WHEN terminal.event_seq IS NOT NULL THEN terminal.status
+            WHEN (r.terminal).event_seq IS NOT NULL THEN (r.terminal).status
             WHEN r.has_started AND active.run_id IS NOT NULL THEN 'in_progress'
             WHEN r.has_started THEN 'failed'
-            WHEN newest_status.event_seq IS NOT NULL THEN newest_status.status
+            WHEN (r.newest_status).event_seq IS NOT NULL THEN (r.newest_status).status
             ELSE 'unknown'
         END AS status,
-        terminal.event_seq IS NULL AND r.has_started AND active.run_id IS NULL AS orphaned,
-        terminal.reason AS terminal_reason,
-        first_failure.reason AS first_failure_reason,
-        terminal.data AS terminal_data,
-        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_profile_key')
+        (r.terminal).event_seq IS NULL AND r.has_started AND active.run_id IS NULL AS orphaned,
+        (r.terminal).reason AS terminal_reason,
+        (r.first_failure).reason AS first_failure_reason,
+        (r.terminal).data AS terminal_data,
+        refproj.jsonb_text((r.surface).data, 'browser_surface_profile_key')
             AS browser_surface_profile_key,
-        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_status')
+        refproj.jsonb_text((r.surface).data, 'browser_surface_status')
             AS browser_surface_status,
-        refproj.jsonb_text(surface.data -> 'browser_surface', 'browser_surface_wait_reason')
+        refproj.jsonb_text((r.surface).data, 'browser_surface_wait_reason')
             AS browser_surface_wait_reason
-    -- The event's run and time span as well as its event_seq (each of these events is one of
-    -- the run's folded events, so it lies within [started_at, last_at]): event_seq alone is an
-    -- index probe on a plain spine_events (UNIQUE), but a partitioned one cannot have that
-    -- unique index; the run's columns reach the source/run summary index, and the time span
-    -- prunes the probe to the partitions the run lies in.
     FROM runs AS r
-    LEFT JOIN refproj.run_events AS terminal
-        ON terminal.event_seq = r.terminal_seq
-       AND terminal.connector_id = r.connector_id
-       AND terminal.run_id = r.run_id
-       AND terminal.occurred_at BETWEEN r.started_at AND r.last_at
-    LEFT JOIN refproj.run_events AS newest_status
-        ON newest_status.event_seq = r.status_seq
-       AND newest_status.connector_id = r.connector_id
-       AND newest_status.run_id = r.run_id
-       AND newest_status.occurred_at BETWEEN r.started_at AND r.last_at
-    LEFT JOIN refproj.run_events AS surface
-        ON surface.event_seq = r.surface_seq
-       AND surface.connector_id = r.connector_id
-       AND surface.run_id = r.run_id
-       AND surface.occurred_at BETWEEN r.started_at AND r.last_at
-    LEFT JOIN refproj.run_events AS first_failure
-        ON first_failure.event_seq = r.first_failure_seq
-       AND first_failure.connector_id = r.connector_id
-       AND first_failure.run_id = r.run_id
-       AND first_failure.occurred_at BETWEEN r.started_at AND r.last_at
     -- The controller's row must be for this connector and, when the run has an identity, for
     -- that connection: a reused run id must not make a sibling's dead run look alive.
     LEFT JOIN controller_active_runs AS active

@@ -37,7 +37,9 @@ DECLARE
     v_rebuild boolean;
     v_rebuild_requests bigint;
     v_keys refproj.run_key[];
-    v_indexscan text;
+    v_indexscan text := current_setting('enable_indexscan');
+    v_bitmapscan text := current_setting('enable_bitmapscan');
+    v_work_mem text := current_setting('work_mem');
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
@@ -86,14 +88,24 @@ BEGIN
     IF v_rebuild OR cardinality(v_keys) > GREATEST(1000, (
         SELECT c.reltuples / 10 FROM pg_class AS c WHERE c.oid = 'refproj.run_facts'::regclass)) THEN
         DELETE FROM refproj.run_facts;
-        -- Whole history: read spine_events in one (parallel) sequential pass. Left alone, the
-        -- planner walks the summary index in run order, a random heap read per event (4x slower
-        -- at M); the few per-run lookups by event_seq stay index probes (bitmap).
-        v_indexscan := current_setting('enable_indexscan');
-        PERFORM set_config('enable_indexscan', 'off', true);
-        INSERT INTO refproj.run_facts
+        -- Whole history in one pass: refproj.run_summaries is one hash aggregate over
+        -- spine_events. Left alone, the planner misjudges how many rows are run events (the
+        -- 2,000-byte bound) and walks the summary index in run order, a random heap read per
+        -- event, then sorts them to disk; a sequential scan with the hash table in memory is
+        -- several times faster. CREATE TABLE AS may run the aggregate in parallel workers,
+        -- INSERT may not (PostgreSQL 15 to 18), hence the temporary table.
+        PERFORM set_config('enable_indexscan', 'off', true),
+                set_config('enable_bitmapscan', 'off', true),
+                set_config('work_mem', greatest(pg_size_bytes(current_setting('work_mem')),
+                                                pg_size_bytes('64MB')) / 1024 || 'kB', true);
+        CREATE TEMPORARY TABLE refproj_rebuilt_run_facts ON COMMIT DROP AS
         SELECT * FROM refproj.run_facts_live;
-        PERFORM set_config('enable_indexscan', v_indexscan, true);
+        PERFORM set_config('enable_indexscan', v_indexscan, true),
+                set_config('enable_bitmapscan', v_bitmapscan, true),
+                set_config('work_mem', v_work_mem, true);
+        INSERT INTO refproj.run_facts
+        SELECT * FROM pg_temp.refproj_rebuilt_run_facts;
+        DROP TABLE pg_temp.refproj_rebuilt_run_facts;
     ELSIF cardinality(v_keys) > 0 THEN
         DELETE FROM refproj.run_facts AS f
         USING unnest(v_keys) AS k
