@@ -16,6 +16,7 @@ import pytest
 
 from refproj import migrate
 from tests.test_incremental import assert_incremental_equals_rebuild
+from tests.test_notify import CHANNEL, drain, listener
 
 PARTITIONED_SPINE = """
 CREATE TABLE spine_events (
@@ -163,6 +164,52 @@ def test_writes_through_the_parent_and_into_partitions_are_detected(
     assert last_run(db) == ("run_feb", "run_feb")
 
 
+def test_writes_straight_into_a_partition_notify_at_commit(
+    partitioned: psycopg.Connection[Any], empty_db_url: str
+) -> None:
+    """A watcher that LISTENs hears a write made straight into a partition (which fires only the
+    partition's own statement triggers): once per transaction, at commit, never for a rollback,
+    under session_replication_role = replica too, and on a partition created after install once
+    a refresh has watched it."""
+    db = partitioned
+    db.execute(month_partition("2026_04"))
+    db.execute("SELECT refproj.refresh_connection_summary()")
+    watcher = listener(empty_db_url)
+    try:
+        writer = psycopg.connect(empty_db_url)
+        with writer.transaction():
+            run_event(
+                writer, "run_mar", "run.started", "ok", "2026-03-01 08:00+00", table="spine_events_2026_03"
+            )
+            run_event(
+                writer,
+                "run_mar",
+                "run.completed",
+                "succeeded",
+                "2026-03-01 08:05+00",
+                table="spine_events_2026_03",
+            )
+            assert drain(watcher) == []
+        assert drain(watcher) == [CHANNEL]
+
+        with writer.transaction(force_rollback=True):
+            writer.execute("DELETE FROM spine_events_2026_01")
+        assert drain(watcher) == []
+
+        succeeded_run(db, "run_apr", "2026-04-02", table="spine_events_2026_04")
+        assert drain(watcher) == [CHANNEL, CHANNEL]  # two autocommit statements
+
+        db.execute("SET session_replication_role = replica")
+        db.execute("UPDATE spine_events_2026_02 SET status = 'failed' WHERE run_id = 'run_feb'")
+        db.execute("TRUNCATE spine_events_2026_01")
+        db.execute("RESET session_replication_role")
+        assert drain(watcher) == [CHANNEL, CHANNEL]
+        writer.close()
+    finally:
+        watcher.close()
+    assert_incremental_equals_rebuild(db)
+
+
 def test_partition_created_attached_detached_dropped_truncated(partitioned: psycopg.Connection[Any]) -> None:
     db = partitioned
     assert_incremental_equals_rebuild(db)
@@ -230,7 +277,7 @@ def test_downgrade_removes_partition_triggers_and_indexes(
     assert db.execute(
         "SELECT count(*) FROM pg_trigger"
         " WHERE tgrelid = 'spine_events_2026_04'::regclass AND NOT tgisinternal"
-    ).fetchone() == (4,)
+    ).fetchone() == (5,)  # the four write-detection triggers and the notification one
     migrate.downgrade(url)
     assert db.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (0,)
     assert db.execute(

@@ -185,7 +185,7 @@ CREATE TRIGGER refproj_note_truncate
 --
 -- A write routed through the parent fires the parent's statement triggers above; a write made
 -- straight into a partition fires only that partition's, so every partition carries the same
--- four triggers. PostgreSQL does not clone statement triggers to new partitions, and attaching,
+-- four write-detection triggers and the notification one (09_write_notification.sql). PostgreSQL does not clone statement triggers to new partitions, and attaching,
 -- detaching or dropping a partition fires no trigger at all (only event triggers, which need a
 -- superuser, see DDL). So refproj keeps the list of partitions it watches and compares it with
 -- the catalog, a scan of pg_inherits costing microseconds: projection_status() reports a
@@ -236,6 +236,21 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- What every watched partition carries, as spine_events itself does: (name, events, the rest).
+    -- ENABLE ALWAYS like the parent's, so they fire under session_replication_role = replica.
+    v_triggers constant text[][] := ARRAY[
+        ['refproj_note_insert', 'AFTER INSERT',
+         'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()'],
+        ['refproj_note_update', 'AFTER UPDATE',
+         'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'
+         ' EXECUTE FUNCTION refproj.note_spine_write()'],
+        ['refproj_note_delete', 'AFTER DELETE',
+         'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()'],
+        ['refproj_note_truncate', 'AFTER TRUNCATE',
+         'FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()'],
+        ['refproj_notify_source_write', 'AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE',
+         'FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write()']];
+    v_trigger text[];
     v_relid oid;
     v_watched boolean;
 BEGIN
@@ -249,17 +264,11 @@ BEGIN
     LOOP
         v_watched := true;
         BEGIN
-            EXECUTE format('CREATE TRIGGER refproj_note_insert AFTER INSERT ON %s'
-                           ' REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT'
-                           ' EXECUTE FUNCTION refproj.note_spine_write()', v_relid::regclass);
-            EXECUTE format('CREATE TRIGGER refproj_note_update AFTER UPDATE ON %s'
-                           ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'
-                           ' EXECUTE FUNCTION refproj.note_spine_write()', v_relid::regclass);
-            EXECUTE format('CREATE TRIGGER refproj_note_delete AFTER DELETE ON %s'
-                           ' REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'
-                           ' EXECUTE FUNCTION refproj.note_spine_write()', v_relid::regclass);
-            EXECUTE format('CREATE TRIGGER refproj_note_truncate AFTER TRUNCATE ON %s'
-                           ' FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()', v_relid::regclass);
+            FOREACH v_trigger SLICE 1 IN ARRAY v_triggers LOOP
+                EXECUTE format('CREATE TRIGGER %s %s ON %s %s',
+                               v_trigger[1], v_trigger[2], v_relid::regclass, v_trigger[3]);
+                EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %s', v_relid::regclass, v_trigger[1]);
+            END LOOP;
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE WARNING 'refproj: cannot watch partition % (%): writes made straight into it are not detected',
                 v_relid::regclass, SQLERRM;
@@ -287,10 +296,9 @@ BEGIN
                                ' CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k'
                                ' WHERE k.run_id IS NOT NULL', v_relid::regclass);
             END IF;
-            EXECUTE format('DROP TRIGGER IF EXISTS refproj_note_insert ON %s', v_relid::regclass);
-            EXECUTE format('DROP TRIGGER IF EXISTS refproj_note_update ON %s', v_relid::regclass);
-            EXECUTE format('DROP TRIGGER IF EXISTS refproj_note_delete ON %s', v_relid::regclass);
-            EXECUTE format('DROP TRIGGER IF EXISTS refproj_note_truncate ON %s', v_relid::regclass);
+            FOREACH v_trigger SLICE 1 IN ARRAY v_triggers LOOP
+                EXECUTE format('DROP TRIGGER IF EXISTS %s ON %s', v_trigger[1], v_relid::regclass);
+            END LOOP;
         ELSE
             -- Dropped: which runs it held is not known any more.
             UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
