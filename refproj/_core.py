@@ -230,6 +230,13 @@ def refresh_answer(row: tuple[Any, ...]) -> RefreshResult:
     )
 
 
+Differences = list[dict[str, Any]]  # rows of refproj.verify_projection()
+
+
+def verify_answer(row: tuple[Any, ...]) -> Differences:
+    return list(row[0])
+
+
 # -- errors ---------------------------------------------------------------------------------------------
 
 

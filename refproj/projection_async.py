@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_REFRESH = "refresh"  # the single-flight key of explicit refreshes
+_REFRESH, _REFRESH_FULL = "refresh", "refresh-full"  # single-flight keys of explicit refreshes
 _PARSE_IN_THREAD = 256 * 1024  # characters of overview JSON (about 200 rows): parse larger ones in a thread
 
 # How long close() lets the watcher finish before it is cancelled (its statement with it).
@@ -232,42 +232,41 @@ class AsyncProjection:
 
     # -- refresh ---------------------------------------------------------------------------------
 
-    async def refresh(self) -> RefreshResult:
-        """Return once a refresh that started after this call has committed.
-
-        Read-your-writes across callers and processes: the database function orders callers by
-        tickets (see sql/projection/10_refresh.sql). In process, callers join a pending call only
-        while its leader is still waiting for a pooled connection, i.e. before the call reaches
-        the database and draws its ticket (the leader forgets the call once it has a connection),
-        so joining never weakens the guarantee.
-        """
-        result = await self._refreshes.do(_REFRESH, self._explicit_refresh)
+    async def refresh(self, *, full: bool = False) -> RefreshResult:
+        """Return once a refresh (``full``: a full rebuild, for writes no trigger saw) that started
+        after this call has committed. Read-your-writes across callers and processes: the database
+        function orders callers by tickets (sql/projection/10_refresh.sql); in process, callers join
+        a pending call only while its leader still waits for a pooled connection, before the call
+        draws its ticket, so joining never weakens the guarantee."""
+        key = _REFRESH_FULL if full else _REFRESH
+        result = await self._refreshes.do(key, lambda: self._refresh(key))
         self._reads.forget()
         self._pages.forget()
         return result
 
-    async def _explicit_refresh(self) -> RefreshResult:
-        return await self._refresh(only_if_changed=False)
+    async def verify(self) -> _core.Differences:
+        """The rows of ``refproj.verify_projection()`` as dicts: empty when the overview is exact."""
+        return await self._one("verify", {}, _core.verify_answer)
 
-    async def _refresh(self, *, only_if_changed: bool, unbounded: bool = False) -> RefreshResult:
-        """One refresh call; once more on a fresh connection when the pooled one turned out dead
-        before its first statement answered (the server closed it while it sat idle in the pool:
-        idle_session_timeout, a load balancer, a failover). A connection lost after that may have
-        been mid-refresh: that error is the caller's."""
+    async def _refresh(self, key: str | None, unbounded: bool = False) -> RefreshResult:
+        """One refresh (``key``: an explicit one's single-flight key; None: the watcher's, only if a
+        write is pending), once more on a fresh connection when the pooled one was dead before its
+        first statement answered (closed while idle: idle_session_timeout, a load balancer, a
+        failover). A connection lost after that may have been mid-refresh: the caller's error."""
         progress = _core.Progress()
         try:
-            return await self._refresh_on_a_connection(only_if_changed, progress, unbounded)
+            return await self._refresh_on_a_connection(key, progress, unbounded)
         except ConnectionLost:
             if progress.reached_server:
                 raise
-            return await self._refresh_on_a_connection(only_if_changed, progress, unbounded)
+            return await self._refresh_on_a_connection(key, progress, unbounded)
 
     async def _refresh_on_a_connection(
-        self, only_if_changed: bool, progress: _core.Progress, unbounded: bool = False
+        self, key: str | None, progress: _core.Progress, unbounded: bool = False
     ) -> RefreshResult:
         async with self._connection() as pg:
-            if not only_if_changed:
-                self._refreshes.forget(_REFRESH)
+            if key is not None:
+                self._refreshes.forget(key)
             else:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
@@ -275,10 +274,11 @@ class AsyncProjection:
                     limit = {"milliseconds": "0" if unbounded else self._refresh_timeout_ms}
                     await pg.execute(QUERIES["refresh_timeout"], limit)
                     progress.reached_server = True
-                    cursor = await pg.execute(QUERIES["refresh"], {"only_if_changed": only_if_changed})
+                    params = {"only_if_changed": key is None, "full": key == _REFRESH_FULL}
+                    cursor = await pg.execute(QUERIES["refresh"], params)
                     row = await cursor.fetchone()
             finally:
-                if only_if_changed:
+                if key is None:
                     self._watcher_pg = None
         assert row is not None
         return _core.refresh_answer(row)
@@ -300,7 +300,7 @@ class AsyncProjection:
         status = await self.status()
         if status.source_changed:
             # A first build after install scans all history: a timeout would only roll it back.
-            result = await self._refresh(only_if_changed=True, unbounded=status.building)
+            result = await self._refresh(None, unbounded=status.building)
             if result.refreshed:
                 self._reads.forget()
                 self._pages.forget()

@@ -54,7 +54,13 @@ SELECT pg_catalog.set_config('statement_timeout', CAST(:milliseconds AS pg_catal
 -- name: refresh
 -- A coalesced, read-your-writes refresh (see refproj.refresh_connection_summary).
 SELECT pg_catalog.to_jsonb(r)
-FROM refproj.refresh_connection_summary(CAST(:only_if_changed AS pg_catalog.bool)) AS r;
+FROM refproj.refresh_connection_summary(
+    CAST(:only_if_changed AS pg_catalog.bool), CAST(:full AS pg_catalog.bool)) AS r;
+
+-- name: verify
+-- The differences between the stored overview and a from-scratch computation, as one JSON array.
+SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), '[]')
+FROM refproj.verify_projection() AS v;
 
 -- name: status
 -- When the stored evidence was computed and whether a source write happened since.

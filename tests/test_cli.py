@@ -193,7 +193,8 @@ def test_grant_reader(db: psycopg.Connection[Any], db_url: str, capsys: pytest.C
             out == f"granted {role} read access to the refproj overview, detail and status, and refreshes\n"
         )
         assert db.execute(
-            "SELECT has_function_privilege(%s, 'refproj.refresh_connection_summary(boolean)', 'EXECUTE'),"
+            "SELECT has_function_privilege("
+            "%s, 'refproj.refresh_connection_summary(boolean, boolean)', 'EXECUTE'),"
             " has_table_privilege(%s, 'spine_events', 'SELECT')",
             (role, role),
         ).fetchone() == (True, False)
@@ -214,6 +215,7 @@ COMMANDS: dict[str, list[str]] = {
     "status": ["status"],
     "list": ["list"],
     "show": ["show", "cin_work"],
+    "verify": ["verify"],
     "seed": ["seed"],
     "grant-reader": ["grant-reader", "console_reader"],
     "bench": ["bench", "--profiles", "tiny"],

@@ -5,7 +5,7 @@ else ``$DATABASE_URL``, else the local demo database. Expected failures print on
 and exit non-zero: 2 usage (a bad option or argument), 3 database unreachable, 4 migrations not
 applied, 5 connection not found, 6 ambiguous connector id, 7 invalid input, 8 statement canceled
 (timeout), 9 permission denied, 10 an existing source table lacks a column refproj needs
-(migrate), 1 any other error. Output cut short by a closed pipe (``| head``)
+(migrate), 11 ``verify`` found differences, 1 any other error. Output cut short by a closed pipe (``| head``)
 ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) exits with 130.
 """
 
@@ -31,6 +31,7 @@ from refproj.cli.commands import (
     cmd_serve,
     cmd_show,
     cmd_status,
+    cmd_verify,
 )
 from refproj.errors import (
     AmbiguousConnection,
@@ -135,6 +136,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long, waiting for other refreshes included"
         f" (default {DEFAULT_REFRESH_TIMEOUT:g}; 0: no limit)",
+    )
+    sub.add_argument(
+        "--full",
+        action="store_true",
+        help="rebuild from the source tables whole (writes no trigger saw: see verify)",
+    )
+    sub = command(
+        "verify",
+        cmd_verify,
+        "compare the stored overview with a from-scratch computation; list the connections that differ"
+        " (exit 11 when any does)",
+    )
+    sub.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up after this long (default 600; 0: no limit)",
     )
     sub = command("status", cmd_status, "how current the overview is")
     sub.add_argument("--json", action="store_true", help="machine-readable output")

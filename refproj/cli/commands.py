@@ -98,18 +98,47 @@ def _create_database(url: URL) -> None:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 
+EXIT_DIFFERENCES = 11  # verify: the stored overview differs from a from-scratch computation
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
     with _projection(args, refresh_timeout=args.timeout) as proj:
         try:
-            result = proj.refresh()
+            result = proj.refresh(full=args.full)
         except StatementCanceled as error:
             # The usual cause is the first refresh after a bulk load, which rebuilds run_facts whole.
             raise StatementCanceled(
                 f"{error} (refresh timeout {args.timeout:g} s; raise it with --timeout, 0 for no limit)"
             ) from error
-    verb = "refreshed" if result.refreshed else "joined a concurrent refresh"
+    if args.full:
+        verb = "rebuilt" if result.refreshed else "joined a concurrent full rebuild"
+    else:
+        verb = "refreshed" if result.refreshed else "joined a concurrent refresh"
     print(f"{verb}: overview as of {result.as_of.isoformat()} ({result.refresh_ms:.1f} ms)")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """One line per connection and view that differs; exit 11 when any does."""
+    with _projection(args, statement_timeout=args.timeout) as proj:
+        status = proj.status()
+        differences = proj.verify()
+    lines: dict[str, list[str]] = {}
+    for d in differences:
+        if d["connector_instance_id"] is None:  # a refproj trigger a DBA disabled: table.trigger
+            lines.setdefault(d["fields"][0], []).append(f"{d['overview']} {d['difference']}")
+            continue
+        fields = f" ({', '.join(d['fields'])})" if d["fields"] else ""
+        lines.setdefault(d["connector_instance_id"], []).append(f"{d['overview']} {d['difference']}{fields}")
+    for connection, kinds in lines.items():
+        print(f"{connection}: {'; '.join(kinds)}")
+    if differences and status.source_changed:
+        print(
+            "refproj: writes are pending a refresh, so some differences may be only those;"
+            " run `refproj refresh` and verify again",
+            file=sys.stderr,
+        )
+    return EXIT_DIFFERENCES if differences else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -37,7 +37,9 @@ CREATE TABLE refproj.projection_state (
     refresh_count bigint NOT NULL DEFAULT 0,
     -- TRUNCATEs of spine_events or controller_active_runs seen, and handled by a full rebuild.
     rebuild_requests bigint NOT NULL DEFAULT 0,
-    rebuild_done bigint NOT NULL DEFAULT 0
+    rebuild_done bigint NOT NULL DEFAULT 0,
+    -- The refresh_ticket of the last full rebuild asked for with p_full (see refresh_connection_summary).
+    full_ticket bigint NOT NULL DEFAULT 0
 );
 INSERT INTO refproj.projection_state (as_of) VALUES (now());
 COMMENT ON TABLE refproj.projection_state IS
@@ -180,6 +182,23 @@ CREATE TRIGGER refproj_note_truncate
     AFTER TRUNCATE ON controller_active_runs
     FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
 
+-- Fire under session_replication_role = replica too: logical replication's apply workers,
+-- pg_restore --disable-triggers run by a non-superuser, Bucardo and pgloader write in that role,
+-- and an ordinary (ENABLE) trigger does not fire there, so their writes would go unseen. Only
+-- ALTER TABLE ... DISABLE TRIGGER (ALL) silences these; refproj verify finds what that hid.
+ALTER TABLE connectors ENABLE ALWAYS TRIGGER refproj_note_source_write;
+ALTER TABLE connector_instances ENABLE ALWAYS TRIGGER refproj_note_source_write;
+ALTER TABLE retained_size_connection ENABLE ALWAYS TRIGGER refproj_note_source_write;
+ALTER TABLE retained_size_stream ENABLE ALWAYS TRIGGER refproj_note_source_write;
+ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_insert;
+ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_update;
+ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_delete;
+ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_truncate;
+ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_insert;
+ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_update;
+ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_delete;
+ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_truncate;
+
 -- ---------------------------------------------------------------------------------------------
 -- Partitioned spine_events (by occurred_at, by the application or pg_partman)
 --
@@ -309,3 +328,49 @@ END
 $$;
 COMMENT ON FUNCTION refproj.sync_spine_partitions(boolean) IS
     'Reconciles refproj.spine_partitions with the partitions of spine_events: watches new ones and marks the runs of new and detached ones for recomputation (p_recompute), and asks for a rebuild when one was dropped. Called by every refresh; returns at once when nothing changed.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Keeping the triggers firing under session_replication_role = replica
+--
+-- ALTER TABLE ... ENABLE TRIGGER ALL (what pg_restore --disable-triggers ends with, and a DBA's
+-- reflex after DISABLE TRIGGER ALL) turns every trigger back into an ordinary one, which
+-- session_replication_role = replica silences again. Every refresh puts refproj's triggers found
+-- in that state (tgenabled 'O') back to ALWAYS. A trigger left disabled ('D') is a DBA's
+-- decision: it stays, and refproj.verify_projection() reports it.
+-- ---------------------------------------------------------------------------------------------
+
+-- refproj's triggers on the source tables and their partitions, with their state.
+CREATE VIEW refproj.source_triggers AS
+SELECT t.tgrelid::regclass AS relation, t.tgname AS trigger, t.tgenabled AS enabled
+FROM pg_catalog.pg_trigger AS t
+JOIN pg_catalog.pg_proc AS f ON f.oid = t.tgfoid
+WHERE f.pronamespace = 'refproj'::regnamespace
+  AND NOT t.tgisinternal;
+COMMENT ON VIEW refproj.source_triggers IS
+    'refproj''s write-detection and notification triggers on the source tables (and partitions), with their pg_trigger.tgenabled state: A fires always (what refproj installs), O not under session_replication_role = replica, D disabled.';
+COMMENT ON COLUMN refproj.source_triggers.relation IS 'The table the trigger is on.';
+COMMENT ON COLUMN refproj.source_triggers.trigger IS 'The trigger''s name (refproj_note_* or refproj_notify_source_write).';
+COMMENT ON COLUMN refproj.source_triggers.enabled IS 'pg_trigger.tgenabled: A always, O origin and local only, R replica only, D disabled.';
+
+CREATE FUNCTION refproj.keep_triggers_always()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_trigger record;
+BEGIN
+    -- Only tables this role may ALTER; the others keep what their owner chose.
+    FOR v_trigger IN
+        SELECT t.relation, t.trigger
+        FROM refproj.source_triggers AS t
+        JOIN pg_catalog.pg_class AS c ON c.oid = t.relation
+        WHERE t.enabled = 'O'
+          AND pg_catalog.pg_has_role(c.relowner, 'MEMBER')
+    LOOP
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v_trigger.relation, v_trigger.trigger);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION refproj.keep_triggers_always() IS
+    'Puts refproj''s source triggers that an ALTER TABLE ... ENABLE TRIGGER (ALL) made ordinary back to ENABLE ALWAYS, so they fire under session_replication_role = replica. Called by every refresh; leaves disabled triggers alone.';

@@ -21,8 +21,17 @@ COMMENT ON FUNCTION refproj.overview_built() IS
 -- returns at once if the stored ticket is newer than its own (a refresh that started after it
 -- arrived has committed), and otherwise refreshes. So a burst of N callers costs at most the
 -- refresh already running plus one more.
+--
+-- p_full rebuilds run_facts whole from the source tables, for what no trigger saw (a DBA's
+-- DISABLE TRIGGER, a data-only restore with triggers disabled; refproj.verify_projection() finds
+-- those). It coalesces the same way, against full rebuilds only: a full caller returns early
+-- only when a full rebuild that drew its ticket after the caller's has committed (full_ticket),
+-- never because of an ordinary refresh, which would not have read what the triggers missed.
+-- An ordinary caller is satisfied by either kind. So N concurrent full callers cost at most the
+-- rebuild running plus one more, and p_only_if_changed does not apply to them.
 CREATE FUNCTION refproj.refresh_connection_summary(
     p_only_if_changed boolean DEFAULT false,
+    p_full boolean DEFAULT false,
     OUT refreshed boolean, OUT as_of timestamptz, OUT refresh_ms double precision)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -32,6 +41,7 @@ AS $$
 DECLARE
     v_ticket bigint := nextval('refproj.refresh_ticket');
     v_started_ticket bigint;
+    v_full_ticket bigint;
     v_started timestamptz;
     v_snapshot pg_snapshot;
     v_rebuild boolean;
@@ -49,14 +59,16 @@ BEGIN
 
     PERFORM pg_advisory_xact_lock(7418206610342958901);
 
-    SELECT ps.refresh_ticket, ps.as_of
-    INTO v_started_ticket, v_started
+    SELECT ps.refresh_ticket, ps.full_ticket, ps.as_of
+    INTO v_started_ticket, v_full_ticket, v_started
     FROM refproj.projection_state AS ps;
     -- p_only_if_changed is for watchers that saw source_changed: when another refresh has
     -- already absorbed every write, there is nothing left to do.
-    IF v_started_ticket > v_ticket
-       OR (p_only_if_changed
-           AND NOT (SELECT ps.source_changed FROM refproj.projection_status() AS ps)) THEN
+    IF (p_full AND v_full_ticket > v_ticket)
+       OR (NOT p_full
+           AND (v_started_ticket > v_ticket
+                OR (p_only_if_changed
+                    AND NOT (SELECT ps.source_changed FROM refproj.projection_status() AS ps)))) THEN
         refreshed := false;
         as_of := v_started;
         refresh_ms := 0;
@@ -66,6 +78,9 @@ BEGIN
     -- Partitions created, attached, detached or dropped since the last refresh: watch the new
     -- ones and mark the runs whose events arrived or left with them (a drop asks for a rebuild).
     PERFORM refproj.sync_spine_partitions();
+    -- Triggers an ENABLE TRIGGER ALL made ordinary fire under the replica role again. Only then
+    -- does this take the lock ALTER TABLE needs (writers wait for this refresh to commit).
+    PERFORM refproj.keep_triggers_always();
 
     v_started_ticket := nextval('refproj.refresh_ticket');
     v_started := clock_timestamp();
@@ -84,6 +99,7 @@ BEGIN
     SELECT ps.rebuild_requests, ps.rebuild_requests > ps.rebuild_done
     INTO v_rebuild_requests, v_rebuild
     FROM refproj.projection_state AS ps;
+    v_rebuild := v_rebuild OR p_full;
 
     IF v_rebuild OR cardinality(v_keys) > GREATEST(1000, (
         SELECT c.reltuples / 10 FROM pg_class AS c WHERE c.oid = 'refproj.run_facts'::regclass)) THEN
@@ -136,6 +152,7 @@ BEGIN
         refresh_ticket = v_started_ticket,
         last_refresh_ms = refresh_ms,
         refresh_count = projection_state.refresh_count + 1,
+        full_ticket = CASE WHEN p_full THEN v_started_ticket ELSE projection_state.full_ticket END,
         rebuild_done = CASE WHEN v_rebuild THEN v_rebuild_requests ELSE projection_state.rebuild_done END;
     -- Every refresh that ran gives the overview a new as_of, so the served body changes: tell
     -- listeners (the HTTP service's event stream). Delivered at commit, never for a rollback.
@@ -145,8 +162,8 @@ BEGIN
     as_of := v_started;
 END
 $$;
-COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean) IS
-    'Refresh refproj.connection_summary without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending. A refresh that ran sends NOTIFY refproj_refreshed with payload {"as_of": the new as_of (ISO-8601), "refresh_ms"}.';
+COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean, boolean) IS
+    'Refresh refproj.connection_summary (and connection_summary_json) without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending. With p_full, rebuilds run_facts whole from the source tables (what no trigger saw: disabled triggers, a data-only restore) and returns once a full rebuild that started after the call has committed. A refresh that ran sends NOTIFY refproj_refreshed with payload {"as_of": the new as_of (ISO-8601), "refresh_ms"}.';
 
 CREATE FUNCTION refproj.projection_status(
     OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,

@@ -57,7 +57,7 @@ BEGIN
         'refproj.projection_status()',
         'refproj.overview_built()',
         'refproj.spine_partitions_changed()',
-        'refproj.refresh_connection_summary(boolean)',
+        'refproj.refresh_connection_summary(boolean, boolean)',
         'refproj.current_run_facts(text)',
         'refproj.stored_run_facts(text, text[], int)',
         'refproj.newest_first(refproj.run_facts[])',

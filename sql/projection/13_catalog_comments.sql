@@ -92,6 +92,7 @@ COMMENT ON COLUMN refproj.projection_state.last_refresh_ms IS 'Duration of the l
 COMMENT ON COLUMN refproj.projection_state.refresh_count IS 'Refreshes executed since the projection was installed.';
 COMMENT ON COLUMN refproj.projection_state.rebuild_requests IS 'TRUNCATEs of spine_events or controller_active_runs seen; each asks for a full rebuild of run_facts.';
 COMMENT ON COLUMN refproj.projection_state.rebuild_done IS 'The rebuild_requests value the last full rebuild absorbed.';
+COMMENT ON COLUMN refproj.projection_state.full_ticket IS 'The refresh_ticket value the last full rebuild asked for with refresh_connection_summary(p_full => true) drew before its snapshot: a full request is satisfied only by a full rebuild that started after it.';
 
 -- Indexes ---------------------------------------------------------------------------------
 COMMENT ON INDEX refproj.run_facts_run_idx IS 'Finds a run''s facts by (connector_id, run_id) when a refresh replaces changed runs.';
