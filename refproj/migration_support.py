@@ -83,7 +83,9 @@ def ensure_summary_index(connection: Connection, create_sql_file: str) -> str:
     return state
 
 
-def _ensure_partitioned_summary_index(connection: Connection, create_sql: str) -> None:
+def _ensure_partitioned_summary_index(
+    connection: Connection, create_sql: str, top: str = SUMMARY_INDEX, suffix: str = "summary"
+) -> None:
     # The revision's own statement gives the definition: its columns and predicate.
     marker = " ON spine_events "
     definition = create_sql[create_sql.index(marker) + len(marker) :].strip()
@@ -96,34 +98,32 @@ def _ensure_partitioned_summary_index(connection: Connection, create_sql: str) -
     ).all()
     for relation, parent, is_leaf, level in tree:
         if level == 0:
-            connection.execute(
-                text(f"CREATE INDEX IF NOT EXISTS {SUMMARY_INDEX} ON ONLY {relation} {definition}")
-            )
+            connection.execute(text(f"CREATE INDEX IF NOT EXISTS {top} ON ONLY {relation} {definition}"))
             continue
-        found = _attached_index(connection, relation)
+        found = _attached_index(connection, relation, top)
         if found is not None and found[1]:
             continue
         if found is not None:
             # An INVALID leftover of an interrupted build: drop it and build again.
             connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {found[0]}"))
-        name = _index_name(relation)
+        name = _index_name(relation, suffix)
         connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
         if is_leaf:
             connection.execute(text(f"CREATE INDEX CONCURRENTLY {name} ON {relation} {definition}"))
         else:
             connection.execute(text(f"CREATE INDEX {name} ON ONLY {relation} {definition}"))
-        parent_index = SUMMARY_INDEX if level == 1 else _index_name(parent)
+        parent_index = top if level == 1 else _index_name(parent, suffix)
         connection.execute(text(f"ALTER INDEX {parent_index} ATTACH PARTITION {name}"))
 
 
-def _index_name(relation: str) -> str:
+def _index_name(relation: str, suffix: str = "summary") -> str:
     """The summary index refproj gives one partition: schema-qualified like ``relation``."""
     schema, _, table = relation.rpartition(".")
-    name = f'"{table.strip(chr(34))[:40]}_refproj_summary_idx"'
+    name = f'"{table.strip(chr(34))[:40]}_refproj_{suffix}_idx"'
     return f"{schema}.{name}" if schema else name
 
 
-def _attached_index(connection: Connection, relation: str) -> tuple[str, bool] | None:
+def _attached_index(connection: Connection, relation: str, top: str) -> tuple[str, bool] | None:
     """The index of a partition attached to the summary index tree: (name, valid), or None."""
     row = connection.execute(
         text(
@@ -132,7 +132,7 @@ def _attached_index(connection: Connection, relation: str) -> tuple[str, bool] |
             " WHERE i.indrelid = CAST(:rel AS regclass)"
             "   AND h.inhparent IN (SELECT t.relid FROM pg_partition_tree(CAST(:top AS regclass)) AS t)"
         ),
-        {"rel": relation, "top": SUMMARY_INDEX},
+        {"rel": relation, "top": top},
     ).first()
     return None if row is None else (row[0], row[1])
 
@@ -177,3 +177,72 @@ def downgrade_passes(revision: str) -> bool:
         return False
     script, destination = found
     return destination is None or destination in _ancestors(script, revision)
+
+
+def index_definition(connection: Connection, name: str) -> str | None:
+    """``pg_get_indexdef`` of the index ``name`` (found through the search_path), or None."""
+    definition = connection.execute(
+        text("SELECT pg_get_indexdef(to_regclass(:name))"), {"name": name}
+    ).scalar()
+    return None if definition is None else str(definition)
+
+
+def _rename_keeping_comment(connection: Connection, building: str, name: str, comment: str | None) -> None:
+    # ALTER INDEX ... RENAME takes SHARE UPDATE EXCLUSIVE: writers go on.
+    connection.execute(text(f"ALTER INDEX {building} RENAME TO {name}"))
+    if comment is not None:
+        # COMMENT takes no parameters: the literal is quoted by the server.
+        literal = connection.execute(text("SELECT quote_literal(:comment)"), {"comment": comment}).scalar()
+        connection.execute(text(f"COMMENT ON INDEX {name} IS {literal}"))
+
+
+def replace_index(connection: Connection, name: str, create_sql: str) -> None:
+    """Replace the index ``name`` of a plain table by what ``create_sql`` (``CREATE INDEX
+    CONCURRENTLY IF NOT EXISTS <name> ...``) builds, without blocking writes: built CONCURRENTLY
+    under another name, the old one dropped CONCURRENTLY, the new one renamed and given the old
+    one's comment. A leftover of an interrupted run is dropped and built again. ``connection``
+    must be in autocommit mode."""
+    building = f"{name[:50]}_bounded"
+    comment = connection.execute(
+        text("SELECT obj_description(to_regclass(:name), 'pg_class')"), {"name": name}
+    ).scalar()
+    connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {building}"))
+    statement = create_sql.replace(f"IF NOT EXISTS {name}", f"IF NOT EXISTS {building}", 1)
+    assert statement != create_sql, f"{create_sql!r} does not create {name}"
+    connection.execute(text(statement))
+    connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+    _rename_keeping_comment(connection, building, name, comment)
+
+
+def replace_summary_index(connection: Connection, create_sql_file: str) -> None:
+    """Replace the summary index by the definition of ``create_sql_file`` without blocking writes.
+
+    On a partitioned spine_events the new index is built as ensure_summary_index builds one
+    (ON ONLY the parent, CONCURRENTLY per partition, attached) under another name; then the old
+    one is dropped, plainly: PostgreSQL cannot drop a partitioned index CONCURRENTLY, so that
+    statement takes the table's lock for the moment the drop itself lasts. An interrupted run
+    resumes the build where it stopped.
+    """
+    if not partitioned(connection):
+        replace_index(connection, SUMMARY_INDEX, read_sql(create_sql_file))
+        return
+    building = f"{SUMMARY_INDEX}_bounded"
+    comment = connection.execute(
+        text("SELECT obj_description(to_regclass(:name), 'pg_class')"), {"name": SUMMARY_INDEX}
+    ).scalar()
+    _ensure_partitioned_summary_index(connection, read_sql(create_sql_file), top=building, suffix="bounded")
+    connection.execute(text(f"DROP INDEX IF EXISTS {SUMMARY_INDEX}"))
+    _rename_keeping_comment(connection, building, SUMMARY_INDEX, comment)
+    # Each partition's index gets the name a fresh install gives it.
+    children = connection.execute(
+        text(
+            "SELECT t.relid::regclass::text, i.indrelid::regclass::text"
+            " FROM pg_partition_tree(CAST(:top AS regclass)) AS t"
+            " JOIN pg_index AS i ON i.indexrelid = t.relid WHERE t.level > 0"
+        ),
+        {"top": SUMMARY_INDEX},
+    ).all()
+    for index, relation in children:
+        wanted = _index_name(relation)
+        if index != wanted:
+            connection.execute(text(f"ALTER INDEX {index} RENAME TO {wanted.rpartition('.')[2]}"))

@@ -142,7 +142,7 @@ def app_url(empty_db_url: str) -> str:
 def test_beside_an_application_upgrade_use_downgrade(app_url: str) -> None:
     before = application_state(app_url)
     migrate.upgrade(app_url)
-    assert alembic_version(app_url) == ["0004"]
+    assert alembic_version(app_url) == ["0005"]
     assert alembic_version_of_app(app_url) == ["app_0042"]
     # The history is there but not yet built: the migration only asked for the first build.
     with psycopg.connect(app_url) as conn:
@@ -227,7 +227,7 @@ def test_an_application_revision_named_like_refproj_is_left_alone(empty_db_url: 
         conn.execute("INSERT INTO alembic_version VALUES ('0003')")
     migrate.upgrade(empty_db_url)
     assert alembic_version_of_app(empty_db_url) == ["0003"]
-    assert alembic_version(empty_db_url) == ["0004"]
+    assert alembic_version(empty_db_url) == ["0005"]
     migrate.downgrade(empty_db_url)
     assert alembic_version_of_app(empty_db_url) == ["0003"]
     assert alembic_version(empty_db_url) == []
@@ -249,7 +249,7 @@ def test_an_install_with_the_old_version_table_moves_to_its_own(
             " EXECUTE format('COMMENT ON TABLE %I IS NULL', t); END LOOP; END $$"
         )
     migrate.upgrade(url)
-    assert alembic_version(url) == ["0004"]
+    assert alembic_version(url) == ["0005"]
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
     # The moved install's tables count as refproj's: an empty one goes with downgrade base.

@@ -164,7 +164,7 @@ def test_migrate_creates_the_database(postgresql_proc: Any, capsys: pytest.Captu
         code, out, _ = run(capsys, "--database-url", url, "migrate", "--create-database")
         assert (code, out) == (0, f"migrated {url} to head\n")
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT version_num FROM refproj_alembic_version").fetchone() == ("0004",)
+            assert conn.execute("SELECT version_num FROM refproj_alembic_version").fetchone() == ("0005",)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

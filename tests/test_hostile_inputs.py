@@ -16,6 +16,7 @@ from sqlalchemy import create_engine
 
 from refproj import Projection
 from refproj.cli import main
+from refproj.errors import InvalidIdentifier
 from tests.test_properties import incompressible
 from tests.world import World, at
 
@@ -198,6 +199,76 @@ def test_long_ids_never_fail_an_application_write(world: World, proj: Projection
         )
     )
     assert "spine_events_source_run_summary_idx" in plan
+
+
+def test_long_connector_and_connection_ids_never_fail_a_write_or_the_refresh(
+    world: World, proj: Projection
+) -> None:
+    """Two ids longer than a btree entry together (random, incompressible): the application's
+    INSERTs succeed (refproj's index on connector_instances is a hash index), the refresh succeeds
+    (the stored overview's indexes leave such rows out of the order index), and every connection
+    is served exactly, the long ones too, in overview order, by list(), get() and page by page.
+    A connector id over 1,990 bytes cannot have run events (README), so its connection is idle."""
+    db = world.db
+    # 1,400 + 1,400 bytes: too long for one btree entry together, each fine alone.
+    mid_connector, mid_connection = "long_a" + incompressible(21, 1394), "long_a" + incompressible(22, 1394)
+    # 2,600 bytes each: the source tables' own primary keys still hold each one.
+    big_connector, big_connection = "long_b" + incompressible(24, 2594), "long_b" + incompressible(25, 2594)
+    long_name = incompressible(23, 3000)
+    world.connector(mid_connector, display_name=long_name)
+    world.connection(mid_connection, mid_connector, created="09:10", display_name=long_name)
+    world.connector(big_connector)
+    world.connection(big_connection, big_connector, created="09:20")
+    world.succeeded_run("run_a", mid_connection, "11:00", "11:05", connector=mid_connector)
+    world.succeeded_run("run_b", big_connection, "11:00", "11:05", connector=big_connector)
+    db.execute("UPDATE connector_instances SET updated_at = updated_at + interval '1 second'")
+    assert proj.refresh()
+
+    rows = proj.list(at=WHEN)
+    order = ["cin_work", "cin_personal", mid_connection, big_connection]
+    assert [row["connector_instance_id"] for row in rows] == order
+    served = rows_by_id(proj)
+    assert served["cin_work"]["last_run"]["run_id"] == "run_ok"
+    assert served["cin_personal"]["last_run"] is None
+    mid = served[mid_connection]
+    assert (mid["connector_id"], mid["display_name"], mid["connector_display_name"]) == (
+        mid_connector,
+        long_name,
+        long_name,
+    )
+    assert mid["last_run"]["run_id"] == "run_a"
+    assert mid["health"] == {"state": "healthy", "reason": None}
+    big = served[big_connection]
+    assert (big["connector_id"], big["display_name"], big["last_run"]) == (big_connector, big_connector, None)
+    assert big["health"] == {"state": "idle", "reason": "never_run"}
+    # The detail in SQL serves them; get() keeps its documented bound on caller-supplied ids.
+    details = db.execute(
+        "SELECT d.connector_id, d.last_run ->> 'run_id' FROM unnest(%s::text[]) AS id"
+        " CROSS JOIN LATERAL refproj.connection_detail(id, 5, %s) AS d",
+        ([mid_connection, big_connection], WHEN),
+    ).fetchall()
+    assert details == [(mid_connector, "run_a"), (big_connector, None)]
+    with pytest.raises(InvalidIdentifier, match="connection id is longer than 1000 characters"):
+        proj.get(mid_connection, at=WHEN)
+
+    # Page by page (the HTTP keyset pages): every row once, in the same order, long keys included.
+    seen: list[str] = []
+    key: list[Any] = [None, None, None]
+    while True:
+        page = db.execute(
+            "SELECT p.connections, p.last_key, p.more"
+            " FROM refproj.connection_summaries_page(%s, NULL, 1, %s, %s, %s) AS p",
+            (WHEN, *key),
+        ).fetchone()
+        assert page is not None
+        seen += [row["connector_instance_id"] for row in json.loads(page[0])]
+        if not page[2]:
+            break
+        key = page[1]
+    assert seen == order
+    whole = db.execute("SELECT refproj.connection_summaries_json(%s)", (WHEN,)).fetchone()
+    assert whole is not None
+    assert json.loads(whole[0]) == rows
 
 
 # -- timestamps every client can parse ----------------------------------------------------------------

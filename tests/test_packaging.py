@@ -77,7 +77,7 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
     assert imported_from == str(tmp_path / "site" / "refproj" / "__init__.py")
     assert migrated.startswith("migrated ")
     with psycopg.connect(empty_db_url) as conn:
-        assert conn.execute("SELECT version_num FROM refproj_alembic_version").fetchone() == ("0004",)
+        assert conn.execute("SELECT version_num FROM refproj_alembic_version").fetchone() == ("0005",)
         assert conn.execute("SELECT count(*) FROM refproj.connection_summaries()").fetchone() == (0,)
 
 

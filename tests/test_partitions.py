@@ -17,6 +17,8 @@ import pytest
 from refproj import migrate
 from tests.test_incremental import assert_incremental_equals_rebuild
 from tests.test_notify import CHANNEL, drain, listener
+from tests.test_properties import incompressible
+from tests.test_upgrade import unbound_the_summary_index
 
 PARTITIONED_SPINE = """
 CREATE TABLE spine_events (
@@ -132,6 +134,43 @@ def test_summary_index_is_built_per_partition_and_attached(partitioned: psycopg.
     # A partition created later gets it from PostgreSQL.
     db.execute(month_partition("2026_04"))
     assert summary_indexes(db)[-1] == ("spine_events_2026_04", True)
+
+
+def test_an_unbounded_summary_index_is_replaced_per_partition(empty_db_url: str) -> None:
+    """A partitioned spine_events at 0003 with the summary index as revision 0002 first built it
+    (no length bound): the application's insert of a 2,900-character run id fails; after
+    upgrade head it succeeds, and every partition's index is the bounded one, attached, valid,
+    named as a fresh install names it, with the parent's comment kept."""
+    long_run = incompressible(13, 2900)
+    with psycopg.connect(empty_db_url, autocommit=True) as db:
+        db.execute(PARTITIONED_SPINE)
+        for month in MONTHS:
+            db.execute(month_partition(month))
+        migrate.upgrade(empty_db_url, "0003")
+        unbound_the_summary_index(db)
+        connections(db)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            run_event(db, long_run, "run.completed", "failed", "2026-02-11 10:00+00")
+        migrate.upgrade(empty_db_url)
+        run_event(db, long_run, "run.completed", "failed", "2026-02-11 10:00+00")
+        succeeded_run(db, "run_feb", "2026-02-10")
+        assert summary_indexes(db) == [(f"spine_events_{m}", True) for m in MONTHS]
+        bounded = (
+            "((run_id IS NOT NULL) AND (((octet_length(source_kind) + octet_length(source_id))"
+            " + octet_length(run_id)) <= 2000))"
+        )
+        assert db.execute(
+            "SELECT c.relname, split_part(pg_get_indexdef(t.relid), ' WHERE ', 2),"
+            " obj_description(t.relid, 'pg_class') IS NOT NULL"
+            " FROM pg_partition_tree('spine_events_source_run_summary_idx') AS t"
+            " JOIN pg_class AS c ON c.oid = t.relid ORDER BY t.level, 1"
+        ).fetchall() == [
+            ("spine_events_source_run_summary_idx", bounded, True),
+            *[(f"spine_events_{m}_refproj_summary_idx", bounded, False) for m in MONTHS],
+        ]
+        db.execute("SET TimeZone = 'UTC'")
+        db.execute("SELECT refproj.refresh_connection_summary()")
+        assert last_run(db) == ("run_feb", "run_feb")
 
 
 def test_writes_through_the_parent_and_into_partitions_are_detected(

@@ -16,6 +16,7 @@ from sqlalchemy import make_url
 
 from refproj import migrate
 from refproj.seed import seed
+from tests.test_properties import incompressible
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "migrations" / "released.sha256"
@@ -117,6 +118,47 @@ def reader_role(empty_db_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(READER)))
 
 
+# The summary index as revision 0002 built it before issue 8: no length bound.
+UNBOUNDED_SUMMARY = "(source_kind, source_id, run_id, occurred_at DESC) WHERE run_id IS NOT NULL"
+
+
+def unbound_the_summary_index(conn: psycopg.Connection[Any]) -> None:
+    """Give a database at 0003 the summary index it had before issue 8 (the released 0002 was
+    changed to the bounded one), named as refproj named it, per partition on a partitioned table."""
+    conn.execute("DROP INDEX spine_events_source_run_summary_idx")
+    partitions = conn.execute(
+        "SELECT relid::regclass::text FROM pg_partition_tree('spine_events') WHERE level > 0 ORDER BY 1"
+    ).fetchall()
+    if not partitions:
+        conn.execute(f"CREATE INDEX spine_events_source_run_summary_idx ON spine_events {UNBOUNDED_SUMMARY}")
+        return
+    conn.execute(f"CREATE INDEX spine_events_source_run_summary_idx ON ONLY spine_events {UNBOUNDED_SUMMARY}")
+    for (partition,) in partitions:
+        conn.execute(f"CREATE INDEX {partition}_refproj_summary_idx ON {partition} {UNBOUNDED_SUMMARY}")
+        index = f"{partition}_refproj_summary_idx"
+        conn.execute(f"ALTER INDEX spine_events_source_run_summary_idx ATTACH PARTITION {index}")
+
+
+def assert_long_ids_are_written(conn: psycopg.Connection[Any]) -> str:
+    """The application's inserts that the unbounded indexes refused: a 2,900-character run id,
+    and a connector id and a connection id of 1,400 characters each (random, incompressible)."""
+    connector, connection = incompressible(11, 1400), incompressible(12, 1400)
+    conn.execute("INSERT INTO connectors (connector_id) VALUES (%s)", (connector,))
+    conn.execute(
+        "INSERT INTO connector_instances (connector_instance_id, connector_id) VALUES (%s, %s)",
+        (connection, connector),
+    )
+    conn.execute(
+        "INSERT INTO spine_events (event_type, occurred_at, source_kind, source_id, run_id)"
+        " VALUES ('run.completed', '2026-01-06 11:00+00', 'connector', 'acme', %s)",
+        (incompressible(13, 2900),),
+    )
+    assert conn.execute(
+        "SELECT octet_length(run_id) FROM spine_events WHERE octet_length(run_id) > 2000"
+    ).fetchall() == [(2900,)]
+    return connection
+
+
 def overview_and_details(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
     overview = conn.execute("SELECT to_jsonb(s) FROM refproj.connection_summaries(%s) AS s", (AT,)).fetchall()
     details = conn.execute(
@@ -134,6 +176,10 @@ def test_upgrade_from_0003_equals_a_fresh_install_and_keeps_serving(
     # The last release with data in it and a reader granted, as a deployment has it.
     migrate.upgrade(empty_db_url, "0003")
     with psycopg.connect(empty_db_url) as conn:
+        unbound_the_summary_index(conn)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            assert_long_ids_are_written(conn)
+        conn.rollback()
         seed(conn, "tiny")
         conn.commit()
         conn.execute("SELECT refproj.refresh_connection_summary()")
@@ -164,3 +210,12 @@ def test_upgrade_from_0003_equals_a_fresh_install_and_keeps_serving(
         refreshed = conn.execute("SELECT refreshed FROM refproj.refresh_connection_summary()").fetchone()
         assert refreshed is not None
         assert overview_and_details(conn) == before
+        conn.execute("RESET ROLE")
+        # The writes the old indexes refused now succeed, and the refresh still serves everyone.
+        long_connection = assert_long_ids_are_written(conn)
+        conn.commit()
+        conn.execute("SELECT refproj.refresh_connection_summary()")
+        overview, details = overview_and_details(conn)
+        assert [row[0]["connector_instance_id"] for row in overview].count(long_connection) == 1
+        assert [row for row in overview if row[0]["connector_instance_id"] != long_connection] == before[0]
+        assert [row for row in details if row[0]["connector_instance_id"] != long_connection] == before[1]

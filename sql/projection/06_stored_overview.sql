@@ -19,8 +19,12 @@ CROSS JOIN LATERAL refproj.run_evidence_of(refproj.newest_first(refproj.stored_r
 WITH NO DATA;
 CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx
     ON refproj.connection_summary (connector_instance_id);
-CREATE INDEX connection_summary_overview_order_idx
-    ON refproj.connection_summary (connector_id, created_at, connector_instance_id);
+-- One connector's rows (connection_summaries(p_at, p_connector_id)). A hash index: a btree
+-- entry of (connector_id, created_at, connector_instance_id) cannot hold two ids longer than
+-- 2,704 bytes together, and one such connection would fail every refresh. The overview order
+-- itself is a sort of the few rows read.
+CREATE INDEX connection_summary_connector_idx
+    ON refproj.connection_summary USING hash (connector_id);
 COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
     'Stored evidence per visible connection (DOMAIN.md section 5), from refproj.run_facts. Never holds freshness or health: read it through refproj.connection_summaries(p_at). Refresh with refproj.refresh_connection_summary().';
 

@@ -94,8 +94,14 @@ WITH NO DATA;
 CREATE UNIQUE INDEX connection_summary_json_connector_instance_id_idx
     ON refproj.connection_summary_json (connector_instance_id);
 -- Overview order, so a keyset page (refproj.connection_summaries_page) reads its rows and no others.
+-- A btree entry holds 2,704 bytes: rows whose two ids are longer than 2,000 bytes together stay
+-- out of the order index (one of them would otherwise fail every refresh), and the page reads
+-- them through the second index, by the length of their key (refproj.connection_summaries_page).
 CREATE INDEX connection_summary_json_overview_order_idx
-    ON refproj.connection_summary_json (connector_id, created_at, connector_instance_id);
+    ON refproj.connection_summary_json (connector_id, created_at, connector_instance_id)
+    WHERE octet_length(connector_id) + octet_length(connector_instance_id) <= 2000;
+CREATE INDEX connection_summary_json_key_length_idx
+    ON refproj.connection_summary_json ((octet_length(connector_id) + octet_length(connector_instance_id)));
 COMMENT ON MATERIALIZED VIEW refproj.connection_summary_json IS
     'refproj.connection_summary serialised for refproj.connection_summaries_json(): per row the stored fields as JSON text and the endings for read times up to fresh_until (ending_until) and after (ending_after). Refreshed with it by refproj.refresh_connection_summary().';
 

@@ -174,18 +174,32 @@ BEGIN
         RETURN;
     END IF;
 
-    -- One row past the page says whether another page follows.
+    -- One row past the page says whether another page follows. Rows whose ids are too long for
+    -- the overview-order index (its predicate, repeated here so the plan can use it) come from
+    -- the key-length index and are merged in order.
     WITH page AS MATERIALIZED (
         SELECT j.*, row_number() OVER (ORDER BY j.connector_id, j.created_at, j.connector_instance_id) AS n
         FROM (
-            SELECT j.connector_id, j.created_at, j.connector_instance_id, j.stored_fields,
-                   j.fresh_until, j.ending_until, j.ending_after
-            FROM refproj.connection_summary_json AS j
-            WHERE (p_connector_id IS NULL OR j.connector_id = p_connector_id)
-              AND (p_after_connector_id IS NULL
-                   OR (j.connector_id, j.created_at, j.connector_instance_id)
-                      > (p_after_connector_id, p_after_created_at, p_after_connector_instance_id))
-            ORDER BY j.connector_id, j.created_at, j.connector_instance_id
+            (SELECT j.connector_id, j.created_at, j.connector_instance_id, j.stored_fields,
+                    j.fresh_until, j.ending_until, j.ending_after
+             FROM refproj.connection_summary_json AS j
+             WHERE octet_length(j.connector_id) + octet_length(j.connector_instance_id) <= 2000
+               AND (p_connector_id IS NULL OR j.connector_id = p_connector_id)
+               AND (p_after_connector_id IS NULL
+                    OR (j.connector_id, j.created_at, j.connector_instance_id)
+                       > (p_after_connector_id, p_after_created_at, p_after_connector_instance_id))
+             ORDER BY j.connector_id, j.created_at, j.connector_instance_id
+             LIMIT p_limit::bigint + 1)
+            UNION ALL
+            (SELECT j.connector_id, j.created_at, j.connector_instance_id, j.stored_fields,
+                    j.fresh_until, j.ending_until, j.ending_after
+             FROM refproj.connection_summary_json AS j
+             WHERE octet_length(j.connector_id) + octet_length(j.connector_instance_id) > 2000
+               AND (p_connector_id IS NULL OR j.connector_id = p_connector_id)
+               AND (p_after_connector_id IS NULL
+                    OR (j.connector_id, j.created_at, j.connector_instance_id)
+                       > (p_after_connector_id, p_after_created_at, p_after_connector_instance_id)))
+            ORDER BY 1, 2, 3
             LIMIT p_limit::bigint + 1
         ) AS j
     )

@@ -100,9 +100,10 @@ COMMENT ON INDEX refproj.run_facts_latest_idx IS 'One probe per accepted match t
 COMMENT ON INDEX refproj.run_facts_latest_success_idx IS 'One probe per accepted match token finds a connection''s latest successful run.';
 COMMENT ON INDEX refproj.run_facts_failures_idx IS 'Range scan counting a connection''s failures since its last success.';
 COMMENT ON INDEX refproj.connection_summary_connector_instance_id_idx IS 'Unique key that lets refproj.connection_summary be refreshed CONCURRENTLY.';
-COMMENT ON INDEX refproj.connection_summary_overview_order_idx IS 'The overview order (connector_id, created_at, connector_instance_id).';
+COMMENT ON INDEX refproj.connection_summary_connector_idx IS 'A connector''s rows (hash: any id length).';
 COMMENT ON INDEX refproj.connection_summary_json_connector_instance_id_idx IS 'Unique key that lets refproj.connection_summary_json be refreshed CONCURRENTLY.';
-COMMENT ON INDEX refproj.connection_summary_json_overview_order_idx IS 'The overview order (connector_id, created_at, connector_instance_id): refproj.connection_summaries_page reads a keyset page through it.';
+COMMENT ON INDEX refproj.connection_summary_json_overview_order_idx IS 'The overview order (connector_id, created_at, connector_instance_id) of rows whose two ids are within 2,000 bytes together: refproj.connection_summaries_page reads a keyset page through it.';
+COMMENT ON INDEX refproj.connection_summary_json_key_length_idx IS 'Finds the rows whose two ids are too long for the overview-order index (over 2,000 bytes together), for refproj.connection_summaries_page.';
 COMMENT ON INDEX refproj.dirty_runs_connector_idx IS 'A detail finds its connector''s changed runs.';
 COMMENT ON INDEX spine_events_source_run_summary_idx IS 'refproj''s source/run summary index: a connector''s run events by (source_kind, source_id, run_id, occurred_at DESC); built CONCURRENTLY.';
 

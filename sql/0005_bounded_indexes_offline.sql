@@ -1,0 +1,20 @@
+-- Offline (alembic upgrade --sql) the script cannot look at the database first: it replaces the
+-- two unbounded index shapes where it finds them, in one plain statement each (an offline script
+-- installs on a database it was written for, usually empty). Online, revision 0005 replaces
+-- them CONCURRENTLY (refproj/migration_support.py).
+DO $refproj_bounded_indexes$
+BEGIN
+    IF pg_get_indexdef(to_regclass('connector_instances_connector_idx')) LIKE '%USING btree%' THEN
+        DROP INDEX connector_instances_connector_idx;
+        CREATE INDEX connector_instances_connector_idx
+            ON connector_instances USING hash (connector_id);
+    END IF;
+    IF pg_get_indexdef(to_regclass('spine_events_source_run_summary_idx')) NOT LIKE '%octet_length%' THEN
+        DROP INDEX spine_events_source_run_summary_idx;
+        CREATE INDEX spine_events_source_run_summary_idx
+            ON spine_events (source_kind, source_id, run_id, occurred_at DESC)
+            WHERE run_id IS NOT NULL
+              AND octet_length(source_kind) + octet_length(source_id) + octet_length(run_id) <= 2000;
+    END IF;
+END
+$refproj_bounded_indexes$
