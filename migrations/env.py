@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
+from refproj._resources import read_sql
 from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index, summary_index_state
 from refproj.settings import database_url, libpq_url
 
@@ -137,6 +138,7 @@ def run_migrations_offline() -> None:
         version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
+        context.execute(read_sql("offline_partitioned_guard.sql"))
         context.run_migrations()
 
 

@@ -9,6 +9,7 @@ live evidence (tests.test_incremental.assert_incremental_equals_rebuild).
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ import pytest
 
 from refproj import migrate
 from tests.test_incremental import assert_incremental_equals_rebuild
+from tests.test_migrations import ALEMBIC, ROOT, alembic_env, catalog
 from tests.test_notify import CHANNEL, drain, listener
 from tests.test_properties import incompressible
 from tests.test_upgrade import unbound_the_summary_index
@@ -323,6 +325,65 @@ def test_downgrade_removes_partition_triggers_and_indexes(
         "SELECT count(*) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
         " WHERE c.relname LIKE '%summary_idx'"
     ).fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM spine_events").fetchone() == (4,)
+
+
+def offline_script(url: str, *arguments: str) -> str:
+    """What ``alembic ... --sql`` prints for ``url`` (it never touches the database)."""
+    done = subprocess.run(
+        [*ALEMBIC, *arguments, "--sql"],
+        cwd=ROOT,
+        env=alembic_env(url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def psql(url: str, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_offline_script_on_a_partitioned_spine_events(
+    partitioned: psycopg.Connection[Any], empty_db_url: str
+) -> None:
+    """The --sql upgrade script cannot build the summary index of a partitioned spine_events
+    (revision 0002 says CREATE INDEX CONCURRENTLY on the table): applied to one, it stops first
+    with one named line and changes nothing. The --sql downgrade script removes refproj from one."""
+    db = partitioned
+    url = empty_db_url
+    upgrade = offline_script(url, "upgrade", "head")
+    down = offline_script(url, "downgrade", "head:base")
+
+    migrate.downgrade(url)
+    before = catalog(url)
+    applied = psql(url, upgrade)
+    assert applied.returncode == 3
+    errors = [line for line in applied.stderr.splitlines() if "ERROR:" in line]
+    assert len(errors) == 1
+    assert errors[0].endswith(
+        "ERROR:  refproj: an offline (--sql) script cannot build the summary index of a partitioned"
+        " spine_events; run refproj migrate against the database instead"
+    )
+    assert catalog(url) == before
+
+    migrate.upgrade(url)
+    applied = psql(url, down)
+    assert applied.returncode == 0, applied.stderr
+    # Alembic's offline downgrade empties its version table (the online one also drops it).
+    assert db.execute("SELECT count(*) FROM refproj_alembic_version").fetchone() == (0,)
+    db.execute("DROP TABLE refproj_alembic_version")
+    assert catalog(url) == before
     assert db.execute("SELECT count(*) FROM spine_events").fetchone() == (4,)
 
 

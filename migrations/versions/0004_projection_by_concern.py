@@ -48,5 +48,14 @@ def downgrade() -> None:
     # Revision 0002 (released, unchanged) drops the summary index CONCURRENTLY, which PostgreSQL
     # refuses for the index of a partitioned spine_events: drop that one here, plainly (quick,
     # but it takes the parent's lock for that moment), so 0002's statement finds nothing to do.
-    if downgrade_passes("0002") and not context.is_offline_mode() and partitioned(op.get_bind()):
+    # Offline, whether it is partitioned is only known when the script runs.
+    if downgrade_passes("0002") and context.is_offline_mode():
+        op.execute(
+            text(
+                "DO $$ BEGIN IF (SELECT relkind FROM pg_catalog.pg_class"
+                " WHERE oid = to_regclass('spine_events')) = 'p' THEN"
+                f" DROP INDEX IF EXISTS {SUMMARY_INDEX}; END IF; END $$"
+            )
+        )
+    elif downgrade_passes("0002") and partitioned(op.get_bind()):
         op.execute(text(f"DROP INDEX IF EXISTS {SUMMARY_INDEX}"))
