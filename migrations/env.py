@@ -10,6 +10,11 @@ the source tables are created in, the first of the search_path), never in ``alem
 which belongs to the application's own Alembic history. Not in schema ``refproj``: revision 0004
 drops and re-creates that schema. Installs made before this kept refproj's revision in
 ``alembic_version``; the first run moves it (see ``_adopt_legacy_version_table``).
+
+Safe behind a transaction-pooling PgBouncer (``refproj migrate`` through it, two at once): every
+transaction may run on another server session, so nothing is set for the session. TimeZone UTC
+is set per transaction (``_utc_in_every_transaction``) and psycopg prepares no statements on the
+server (``prepare_threshold=None``): a prepared statement lives on one server session only.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from typing import Any
 import psycopg
 from alembic import context
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from refproj._resources import read_sql
@@ -128,6 +133,19 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
     return revision
 
 
+def _utc_in_every_transaction(engine: Engine) -> None:
+    """Every transaction of ``engine`` starts with TimeZone UTC, transaction-local: Alembic
+    begins a new transaction around each autocommit block (0002's concurrent index build), and
+    behind a transaction pooler each may run on another server session."""
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # On the driver connection: it opens the transaction SQLAlchemy just began. (In an
+        # autocommit block it is a transaction of its own and sets nothing that stays.)
+        driver: Any = connection.connection.driver_connection
+        driver.execute("SELECT pg_catalog.set_config('TimeZone', 'UTC', true)")
+
+
 def run_migrations_offline() -> None:
     # Named paramstyle keeps literal "%" in plpgsql bodies (RAISE ... '%') from being doubled.
     context.configure(
@@ -144,12 +162,12 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     url = _url()
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None})
+    _utc_in_every_transaction(engine)
     timeout = float(os.environ.get("REFPROJ_MIGRATION_LOCK_TIMEOUT", "600"))
-    with psycopg.connect(libpq_url(url)) as lock_connection:
+    with psycopg.connect(libpq_url(url), prepare_threshold=None) as lock_connection:
         _wait_for_migration_lock(lock_connection, timeout)
         with engine.connect() as connection:
-            connection.execute(text("SET TimeZone = 'UTC'"))
             _adopt_legacy_version_table(connection)
             connection.commit()
             context.configure(connection=connection, transactional_ddl=True, version_table=VERSION_TABLE)

@@ -105,7 +105,11 @@ class Watch:
 
     def _run(self) -> None:
         try:
-            with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+            # No server-side prepared statements: behind a transaction pooler each poll may run
+            # on another server session.
+            with psycopg.connect(
+                self._url, autocommit=True, connect_timeout=5, prepare_threshold=None
+            ) as conn:
                 while not self._stop.wait(POLL_SECONDS):
                     self._draw(self._probe(conn))
         except psycopg.Error:

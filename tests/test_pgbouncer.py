@@ -1,16 +1,20 @@
 """Everything through a real PgBouncer in transaction pooling mode with a stock configuration
 (tests/pgbouncer.py): reads, details, refreshes and read-your-writes under concurrency, the
-read timeout, coalesced refreshes across processes, the watcher, and two migrations at once."""
+read timeout, coalesced refreshes across processes, the watcher, and two `refproj migrate` at once."""
 
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 
 from refproj import Projection, StatementCanceled, migrate
 from tests.pgbouncer import PgBouncer
@@ -160,7 +164,9 @@ def test_sixteen_refreshes_from_four_processes_through_pgbouncer(
     assert 1 <= row[0] - refreshes_before[0] <= 2
 
 
-def test_the_watcher_works_through_pgbouncer(world: World, pooled_url: str) -> None:
+def test_the_watcher_polls_through_pgbouncer(
+    world: World, db: psycopg.Connection[Any], pooled_url: str
+) -> None:
     with Projection(pooled_url, staleness_bound=0.6, read_reuse=0.1) as proj:
         assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
         world.succeeded_run("run_auto", "cin_work", "12:00", "12:05")
@@ -169,36 +175,82 @@ def test_the_watcher_works_through_pgbouncer(world: World, pooled_url: str) -> N
             what="the new run to reach list() through PgBouncer",
         )
         assert rows.source_changed is False
+        # It polled: a LISTEN through a transaction pooler would stay on whichever server session
+        # ran it. As many open transactions as there are server sessions visit each one.
+        sessions = int(
+            db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        clients = [psycopg.connect(pooled_url, prepare_threshold=None) for _ in range(sessions)]
+        try:
+            seen = [
+                client.execute("SELECT pg_backend_pid(), count(*) FROM pg_listening_channels()").fetchone()
+                for client in clients
+            ]
+        finally:
+            for client in clients:
+                client.close()
+        assert len({row[0] for row in seen if row is not None}) == sessions
+        assert {row[1] for row in seen if row is not None} == {0}
 
 
-def _migrate(url: str, results: Any) -> None:
-    try:
-        migrate.upgrade(url)
-        results.append(None)
-    except BaseException as error:
-        results.append(repr(error))
-
-
-def test_two_migrations_at_once_through_pgbouncer(bouncer: PgBouncer, empty_db_url: str) -> None:
-    url = bouncer.url(empty_db_url)
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        results = manager.list()
-        processes = [ctx.Process(target=_migrate, args=(url, results)) for _ in range(2)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=300)
-        assert list(results) == [None, None]
+def test_two_refproj_migrate_at_once_through_pgbouncer_reach_head_and_leave_nothing_behind(
+    bouncer: PgBouncer, empty_db_url: str
+) -> None:
+    # Server sessions of this database start in another zone: a session-level SET TimeZone
+    # left behind by a migration would show on the session the next client gets.
     with psycopg.connect(empty_db_url, autocommit=True) as direct:
-        world = World(direct)
-        world.siblings()
-        world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+        direct.execute(f"ALTER DATABASE \"{direct.info.dbname}\" SET TimeZone = 'America/New_York'")
+    url = bouncer.url(empty_db_url)
+    script = Path(sys.executable).parent / "refproj"
+    processes = [
+        subprocess.Popen(
+            [str(script), "--database-url", url, "migrate"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(process.communicate(timeout=300), process.returncode) for process in processes]
+    assert [code for _, code in outcomes] == [0, 0], outcomes
+    head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
+    with psycopg.connect(empty_db_url, autocommit=True) as direct:
+        assert direct.execute("SELECT version_num FROM refproj_alembic_version").fetchall() == [(head,)]
         index = direct.execute(
             "SELECT indisvalid FROM pg_index"
             " WHERE indexrelid = 'spine_events_source_run_summary_idx'::regclass"
         ).fetchone()
         assert index == (True,)
+        sessions = int(
+            direct.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        assert sessions >= 1
+        world = World(direct)
+        world.siblings()
+        world.succeeded_run("run_ok", "cin_work", "11:00", "11:05")
+    # As many open transactions as PgBouncer holds server sessions: each runs on its own one, so
+    # together they see every session the migrations used. None kept a setting or a prepared
+    # statement.
+    clients = [psycopg.connect(url, prepare_threshold=None) for _ in range(sessions)]
+    try:
+        seen = [
+            client.execute(
+                "SELECT pg_backend_pid(), current_setting('TimeZone'),"
+                " (SELECT count(*) FROM pg_prepared_statements)"
+            ).fetchone()
+            for client in clients
+        ]
+    finally:
+        for client in clients:
+            client.close()
+    assert len({row[0] for row in seen if row is not None}) == sessions
+    assert {row[1:] for row in seen if row is not None} == {("America/New_York", 0)}
     with Projection(url, staleness_bound=None) as proj:
         proj.refresh()
         assert [row["connector_instance_id"] for row in proj.list()] == ["cin_work", "cin_personal"]
