@@ -67,7 +67,7 @@ browser-bench: install
 soak: install
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
-## generate: regenerate refproj/projection.py (Projection) from refproj/projection_async.py
+## generate: regenerate refproj/projection.py and watcher.py from their async sources (tools/async_to_sync.py)
 generate: install
 	$(BIN)/python tools/async_to_sync.py
 

@@ -57,3 +57,14 @@ async def adriver(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
     raw = await conn.get_raw_connection()
     driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
     return driver
+
+
+async def adetached(engine: AsyncEngine) -> psycopg.AsyncConnection[Any]:
+    """A psycopg connection of the engine (pooled or new, opened as the engine opens its own),
+    taken out of the pool for good: the caller closes it. Its SQLAlchemy wrapper is dropped
+    unclosed, since closing it would close the connection."""
+    conn = await engine.connect()
+    raw = await conn.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    raw.detach()  # (after which the pool entry no longer knows its driver connection)
+    return driver

@@ -44,3 +44,12 @@ def driver(conn: Connection) -> psycopg.Connection[Any]:
     """The psycopg connection under a pooled SQLAlchemy connection."""
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     return driver
+
+
+def detached(engine: Engine) -> psycopg.Connection[Any]:
+    """A psycopg connection of the engine (pooled or new, opened as the engine opens its own),
+    taken out of the pool for good: the caller closes it."""
+    raw = engine.raw_connection()
+    driver: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+    raw.detach()  # (after which the pool entry no longer knows its driver connection)
+    return driver

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,13 +27,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from refproj import _core
-from refproj._acompat import AEvent, adriver, ajoin, apool, arelease, aspawn
+from refproj._acompat import AEvent, adriver, apool
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
 from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, OverviewJson, RefreshResult, Status
 from refproj.settings import database_url, session_settings
 from refproj.singleflight import AsyncSingleFlight
+from refproj.watcher_async import Wakeup, on_collected, start, stop
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ T = TypeVar("T")
 
 _REFRESH, _REFRESH_FULL = "refresh", "refresh-full"  # single-flight keys of explicit refreshes
 _PARSE_IN_THREAD = 256 * 1024  # characters of overview JSON (about 200 rows): parse larger ones in a thread
-
-# How long close() lets the watcher finish before it is cancelled (its statement with it).
-_CLOSE_GRACE = 0.5
 
 
 class AsyncProjection:
@@ -120,12 +117,15 @@ class AsyncProjection:
         self._refreshes: AsyncSingleFlight[RefreshResult] = AsyncSingleFlight(0)
         self._lock = threading.Lock()  # guards the watcher's start; never held across a wait
         self._closed = AEvent()
+        self._wakeup = Wakeup()  # ends the watcher's wait for notifications
         self._watcher: Any = None
         self._watcher_pg: Any = None  # the connection of the watcher's refresh, while it runs
         owned = [
             e for e, owns in ((self._engine, self._owns_engine), (self._replica, self._owns_replica)) if owns
         ]
-        self._finalizer = weakref.finalize(self, _release, self._closed, owned, type(self).__name__)
+        self._finalizer = weakref.finalize(
+            self, on_collected, self._closed, self._wakeup, owned, type(self).__name__
+        )
         self._finalizer.atexit = False
 
     def _after_fork_in_child(self) -> None:
@@ -240,8 +240,7 @@ class AsyncProjection:
         draws its ticket, so joining never weakens the guarantee."""
         key = _REFRESH_FULL if full else _REFRESH
         result = await self._refreshes.do(key, lambda: self._refresh(key))
-        self._reads.forget()
-        self._pages.forget()
+        self._forget_reads()
         return result
 
     async def verify(self) -> _core.Differences:
@@ -283,27 +282,16 @@ class AsyncProjection:
         assert row is not None
         return _core.refresh_answer(row)
 
-    # -- automatic freshness ---------------------------------------------------------------------
+    # -- automatic freshness (refproj/watcher_async.py) --------------------------------------------
 
     def _ensure_watcher(self) -> None:
-        if self._staleness_bound is None or self._watcher is not None or self._closed.is_set():
-            return
-        with self._lock:
-            if self._watcher is None:
-                interval = _core.watch_interval(self._staleness_bound, self._read_reuse)
-                ref = weakref.ref(self)
-                closed = self._closed
-                self._watcher = aspawn(lambda: _watch(ref, closed, interval), "refproj-watcher")
+        if self._staleness_bound is not None and self._watcher is None and not self._closed.is_set():
+            start(self, _core.watch_interval(self._staleness_bound, self._read_reuse))
 
-    async def _catch_up(self) -> None:
-        """The watcher's step: refresh when a source write is pending."""
-        status = await self.status()
-        if status.source_changed:
-            # A first build after install scans all history: a timeout would only roll it back.
-            result = await self._refresh(None, unbounded=status.building)
-            if result.refreshed:
-                self._reads.forget()
-                self._pages.forget()
+    def _forget_reads(self) -> None:
+        """The next reads go to the database: the stored overview changed."""
+        self._reads.forget()
+        self._pages.forget()
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -314,15 +302,7 @@ class AsyncProjection:
         database keeps the previous overview), not waited for.
         """
         self._finalizer.detach()
-        self._closed.set()
-        if self._watcher is not None:
-            pg = self._watcher_pg
-            if pg is not None:
-                try:
-                    await pg.cancel_safe(timeout=_CLOSE_GRACE)
-                except psycopg.Error as error:  # the refresh ends by itself within its timeout
-                    log.debug("refproj: cancelling the watcher's refresh failed: %s", error)
-            await ajoin(self._watcher, _CLOSE_GRACE)
+        await stop(self)
         if self._owns_engine:
             await self._engine.dispose()
         if self._owns_replica:
@@ -399,52 +379,3 @@ def _engine(database: str | URL | AsyncEngine | None, options: _core.Options) ->
     if isinstance(database, AsyncEngine):
         return database, False
     return create_async_engine(database_url(database, default=None), **options.engine_options()), True
-
-
-async def _watch(ref: weakref.ref[AsyncProjection], closed: AEvent, interval: float) -> None:
-    """The watcher: refresh when a source write is pending, checking every ``interval`` seconds.
-
-    It holds its Projection only weakly, and only during a step, so a Projection nobody
-    references any more is collected (its finalizer then sets ``closed``). While the database
-    fails (unreachable, read-only, ...) it backs off exponentially up to
-    refproj._core.MAX_BACKOFF and logs once per change of state, not once per attempt.
-    """
-    state: str | None = None  # the kind of the last failure; None while all is well
-    failures = 0
-    wait = interval
-    while not await closed.wait_timeout(wait):
-        proj = ref()
-        if proj is None:
-            return
-        try:
-            await proj._catch_up()
-        except Exception as error:  # readers keep being served; the watcher tries again later
-            failures += 1
-            wait = _core.backoff(interval, failures)
-            kind = _core.failure_kind(error)
-            if kind != state:
-                log.warning(
-                    "refproj watcher: %s (retrying with back-off up to %.0f s)", error, _core.MAX_BACKOFF
-                )
-                state = kind
-            else:
-                log.debug("refproj watcher: still failing, next try in %.2f s: %s", wait, error)
-        else:
-            if state is not None:
-                log.warning("refproj watcher: the database answers again after %d failed checks", failures)
-            state, failures, wait = None, 0, interval
-        finally:
-            del proj
-
-
-def _release(closed: AEvent, engines: list[AsyncEngine], name: str) -> None:
-    """Finalizer of a Projection dropped without close(): stop its watcher, free its pools."""
-    closed.set()
-    for engine in engines:
-        arelease(engine)
-    warnings.warn(
-        f"a {name} was garbage-collected without close(): its connections are closed and its watcher"
-        " stopped now; call close() or use it as a context manager",
-        ResourceWarning,
-        stacklevel=1,
-    )

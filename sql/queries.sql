@@ -67,6 +67,17 @@ FROM refproj.verify_projection() AS v;
 SELECT pg_catalog.to_jsonb(s)
 FROM refproj.projection_status() AS s;
 
+-- name: backend_pid
+-- The server process of this session. psycopg's backend pid is the one announced at connection
+-- start: a pooler (PgBouncer) announces one of its own, so the two differ behind it and the
+-- watcher polls instead of listening (refproj/watcher_async.py).
+SELECT pg_catalog.pg_backend_pid();
+
+-- name: listen
+-- The watcher's wake-ups: every writing transaction on a source table and every refresh notify
+-- at commit (sql/projection/09_write_notification.sql, 10_refresh.sql).
+LISTEN refproj_source_changed; LISTEN refproj_refreshed;
+
 -- name: session_settings
 -- What refproj's own connections need, set for the current transaction only (no startup
 -- options, nothing left behind on a pooled server session): the read's statement timeout, and

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from refproj import AsyncProjection, Projection, ReadOnlyServer
 from refproj._core import MAX_BACKOFF
 from tests.tcp_proxy import Proxy
-from tests.world import World, backends_waiting, wait_for
+from tests.world import World, backends_waiting, listening_sessions, wait_for
 
 WATCHER_LOG = "refproj.projection"
 
@@ -176,6 +176,8 @@ def test_after_a_fork_the_child_gets_its_own_connections_and_watcher_and_the_par
     try:
         assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
         assert watcher_threads() == 1
+        # The parent's watcher listens on a session of its own before the fork.
+        parent_listener = wait_for(lambda: listening_sessions(db), what="the parent's watcher to listen")
         parent_backends = other_sessions(db)
         pid = os.fork()
         if pid == 0:  # the child: report through the exit status, never return into pytest
@@ -198,8 +200,10 @@ def test_after_a_fork_the_child_gets_its_own_connections_and_watcher_and_the_par
                 os._exit(status)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        # The child used sessions of its own: the parent's are still there and still work.
+        # The child used sessions of its own: the parent's are still there and still work, its
+        # listening session included (the child neither closed nor used it).
         assert other_sessions(db) >= parent_backends
+        assert listening_sessions(db) == parent_listener
         assert proj.list()[0]["last_run"]["run_id"] in ("run_ok", "run_child")
         world.succeeded_run("run_parent", "cin_work", "13:00", "13:05")
         wait_for(

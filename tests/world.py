@@ -256,6 +256,16 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "c
         time.sleep(0.01)
 
 
+def listening_sessions(db: psycopg.Connection[Any]) -> list[int]:
+    """The pids of other sessions of this database that are idle after the watcher's LISTEN."""
+    rows = db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state = 'idle'"
+        " AND query LIKE '%LISTEN refproj_source_changed; LISTEN refproj_refreshed;' ORDER BY pid"
+    ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
 def backends_waiting(
     db: psycopg.Connection[Any], wait_event_type: str, query_like: str, wait_event: str | None = None
 ) -> int:
