@@ -54,6 +54,12 @@ HEARTBEAT = 30.0
 
 SOURCE_CHANGED = "refproj_source_changed"
 
+# TCP keepalive of the listening session (seconds idle before the first probe, between probes,
+# probes): the kernel's probes keep it alive through NATs and load balancers that drop idle
+# connections, and a peer gone silently (a failover, a cut link) ends it within about a minute,
+# so the watcher reconnects instead of waiting for notifications that cannot come. No statement.
+KEEPALIVE = (30, 10, 3)
+
 # How long close() lets the watcher finish before it is cancelled (its statement with it).
 _CLOSE_GRACE = 0.5
 
@@ -223,6 +229,7 @@ async def _listen(proj: AsyncProjection) -> psycopg.AsyncConnection[Any] | None:
             await pg.close()
             return None
         await pg.execute(QUERIES["listen"])
+        _keep_alive(pg.pgconn.socket)
     except psycopg.Error as error:
         await pg.close()
         if isinstance(error, psycopg.OperationalError):
@@ -252,3 +259,22 @@ def on_collected(closed: AEvent, wakeup: Wakeup, engines: list[AsyncEngine], nam
         ResourceWarning,
         stacklevel=1,
     )
+
+
+def _keep_alive(fd: int) -> None:
+    """TCP keepalive on the session's socket (KEEPALIVE); nothing on a Unix-domain socket."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    names = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")  # Linux; macOS has TCP_KEEPALIVE
+    options += [
+        (socket.IPPROTO_TCP, getattr(socket, name), value)
+        for name, value in zip(names, KEEPALIVE, strict=True)
+        if hasattr(socket, name)
+    ]
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        for level, option, value in options:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError as error:  # best effort: the heartbeat still bounds a lost session
+                log.debug("refproj watcher: cannot set TCP keepalive option %s: %s", option, error)

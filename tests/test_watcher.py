@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import socket
 import time
 from typing import Any
 
@@ -58,6 +60,15 @@ def test_an_idle_listening_watcher_runs_no_statement_and_a_write_wakes_it(
         # Listening, then checking once (what it missed before it listened): then all is quiet.
         before = wait_for(lambda: quiet(db), what="the watcher to listen and check once")
         assert len(before) == 2  # the pooled session of list() and the listening one
+        # Kept alive by TCP keepalive probes (no statement): 30 s idle, every 10 s, 3 probes.
+        fd = proj._wakeup._fd
+        assert fd is not None
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert [
+                sock.getsockopt(socket.IPPROTO_TCP, option)
+                for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+            ] == [30, 10, 3]
         # The window under test: ten polling intervals of idleness.
         time.sleep(3.0)
         # Not one statement on either session: their state never changed.
