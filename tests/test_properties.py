@@ -222,12 +222,16 @@ manifests = st.one_of(
     ),
     st.sampled_from([[], "manifest", 7, None]),
 )
-display_names = st.one_of(st.none(), st.just(""), any_text)
+display_names = st.one_of(st.none(), st.just(""), any_text, long_text)
 source_bindings = st.one_of(
     st.fixed_dictionaries({"kind": st.sampled_from([*SETUP_KINDS, "oauth", "local"])}),
     st.sampled_from([{}, {"kind": 5}, [], "browser_enrollment_shell"]),
 )
-CONNECTOR_POOL = ["acme", "bank", "zü"]
+# A connector id of 1,400 random bytes: its connections' ids with it are longer than one btree
+# entry holds (neither the application's insert nor the refresh may fail), yet short run ids of
+# it still make run events (9 + 1,400 + run id within 2,000 bytes).
+LONG_CONNECTOR = "k" + incompressible(9, 1399)
+CONNECTOR_POOL = ["acme", "bank", "zü", LONG_CONNECTOR]
 # Long run ids: one that keeps the three ids of a run event within 2,000 bytes (9 + 4 + 1,987 for
 # acme), and one too long for the source/run summary index (not a run event, README).
 RUN_ID_POOL = ["r1", "r2", "r3", "rü", "r" * 200, "r" * 1987, incompressible(7, 2900)]
