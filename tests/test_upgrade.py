@@ -5,6 +5,8 @@ database upgraded from the last release ends up exactly like a fresh install, se
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +221,60 @@ def test_upgrade_from_0003_equals_a_fresh_install_and_keeps_serving(
         assert [row[0]["connector_instance_id"] for row in overview].count(long_connection) == 1
         assert [row for row in overview if row[0]["connector_instance_id"] != long_connection] == before[0]
         assert [row for row in details if row[0]["connector_instance_id"] != long_connection] == before[1]
+
+
+def test_revision_0005_replaces_the_unbounded_indexes_while_the_application_writes(empty_db_url: str) -> None:
+    """Revision 0005 builds the bounded indexes CONCURRENTLY: with an application transaction
+    open on spine_events, the build waits for that transaction instead of blocking it, the
+    application goes on writing every source table (a lock wait would fail its statements at
+    once), and once it commits the upgrade ends with both indexes in their new shape."""
+    migrate.upgrade(empty_db_url, "0004")
+    with psycopg.connect(empty_db_url) as conn:
+        unbound_the_summary_index(conn)
+        conn.commit()
+    spine_insert = (
+        "INSERT INTO spine_events (event_type, source_kind, source_id, run_id)"
+        " VALUES (%s, 'connector', 'acme', %s)"
+    )
+    with psycopg.connect(empty_db_url) as writer, psycopg.connect(empty_db_url, autocommit=True) as watcher:
+        writer.execute("SET lock_timeout = '1ms'")
+        writer.execute(spine_insert, ("x", "r1"))
+        failures: list[BaseException] = []
+
+        def upgrade() -> None:
+            try:
+                migrate.upgrade(empty_db_url)
+            except BaseException as error:  # reported by the test thread
+                failures.append(error)
+
+        migration = threading.Thread(target=upgrade)
+        migration.start()
+        # The build reaches the point where it waits for the writer's transaction.
+        deadline = time.monotonic() + 60
+        while watcher.execute(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event = 'virtualxid'"
+            " AND pid <> pg_backend_pid() AND strpos(query, 'INDEX CONCURRENTLY') > 0)"
+        ).fetchone() != (True,):
+            assert time.monotonic() < deadline and migration.is_alive() and not failures, failures
+            time.sleep(0.01)
+        writer.execute("INSERT INTO connectors (connector_id) VALUES ('acme')")
+        writer.execute(
+            "INSERT INTO connector_instances (connector_instance_id, connector_id) VALUES ('cin', 'acme')"
+        )
+        writer.execute(spine_insert, ("y", "r2"))
+        writer.commit()
+        migration.join(timeout=120)
+        assert not migration.is_alive() and failures == []
+        definitions = watcher.execute(
+            "SELECT indexname, split_part(indexdef, ' USING ', 2) FROM pg_indexes"
+            " WHERE indexname IN ('spine_events_source_run_summary_idx', 'connector_instances_connector_idx')"
+            "    OR indexname LIKE '%bounded' ORDER BY 1"
+        ).fetchall()
+    assert definitions == [
+        ("connector_instances_connector_idx", "hash (connector_id)"),
+        (
+            "spine_events_source_run_summary_idx",
+            "btree (source_kind, source_id, run_id, occurred_at DESC) WHERE ((run_id IS NOT NULL) AND"
+            " (((octet_length(source_kind) + octet_length(source_id)) + octet_length(run_id)) <= 2000))",
+        ),
+    ]
