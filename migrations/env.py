@@ -179,10 +179,18 @@ def run_migrations_online() -> None:
             if not heads:
                 # At base nothing of refproj should remain, Alembic's bookkeeping included.
                 autocommit.execute(text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
-            elif summary_index_state(autocommit) == "invalid":
-                # An index that went INVALID after its revision ran (a failed REINDEX
-                # CONCURRENTLY, say) is repaired by the next upgrade too.
-                ensure_summary_index(autocommit, "0002_source_run_summary_index.sql")
+            else:
+                if summary_index_state(autocommit) == "invalid":
+                    # An index that went INVALID after its revision ran (a failed REINDEX
+                    # CONCURRENTLY, say) is repaired by the next upgrade too.
+                    ensure_summary_index(autocommit, "0002_source_run_summary_index.sql")
+                # A database restored from pg_dump --schema-only (then reloaded, or stamped) has
+                # no projection_state row: put it back, asking for the rebuild the first refresh
+                # does. At head no revision runs, so this runs on every upgrade and stamp; it
+                # reads first and takes no lock a writer or a refresh waits on.
+                repair = "refproj.ensure_projection_state()"
+                if autocommit.execute(text(f"SELECT to_regprocedure('{repair}')")).scalar() is not None:
+                    autocommit.execute(text(f"SELECT {repair}"))
         lock_connection.commit()
     engine.dispose()
 

@@ -90,10 +90,9 @@ DECLARE
     v_rebuild boolean;
     v_changed refproj.run_key[];
 BEGIN
-    -- A partition change not yet reconciled by a refresh counts as a pending rebuild.
-    SELECT ps.rebuild_requests > ps.rebuild_done OR refproj.spine_partitions_changed()
-    INTO v_rebuild
-    FROM refproj.projection_state AS ps;
+    -- A partition change not yet reconciled by a refresh counts as a pending rebuild, and so
+    -- does an unbuilt overview (a schema-only restore leaves run_facts empty).
+    v_rebuild := refproj.rebuild_pending();
     SELECT COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key), '{}')
     INTO v_changed
     FROM refproj.dirty_runs AS d

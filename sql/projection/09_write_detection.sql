@@ -227,8 +227,10 @@ COMMENT ON VIEW refproj.spine_partition_tree IS
 COMMENT ON COLUMN refproj.spine_partition_tree.relid IS 'A partition of spine_events (at any level).';
 COMMENT ON COLUMN refproj.spine_partition_tree.isleaf IS 'Whether it holds rows itself (is not partitioned further).';
 
+-- relid is a regclass, not an oid: pg_dump writes it as the partition's name, so a restored
+-- list names the restored partitions (their oids are new) instead of looking all dropped.
 CREATE TABLE refproj.spine_partitions (
-    relid oid PRIMARY KEY,
+    relid regclass PRIMARY KEY,
     watched boolean NOT NULL
 );
 COMMENT ON TABLE refproj.spine_partitions IS
@@ -276,7 +278,8 @@ BEGIN
     IF NOT refproj.spine_partitions_changed() THEN
         RETURN;
     END IF;
-    -- New partitions: watch them, and recompute the runs their rows belong to.
+    -- New partitions: watch them, and recompute the runs their rows belong to. OR REPLACE: a
+    -- schema-only restore brings the partitions' triggers back without this list.
     FOR v_relid IN
         SELECT t.relid FROM refproj.spine_partition_tree AS t
         EXCEPT SELECT p.relid FROM refproj.spine_partitions AS p
@@ -284,7 +287,7 @@ BEGIN
         v_watched := true;
         BEGIN
             FOREACH v_trigger SLICE 1 IN ARRAY v_triggers LOOP
-                EXECUTE format('CREATE TRIGGER %s %s ON %s %s',
+                EXECUTE format('CREATE OR REPLACE TRIGGER %s %s ON %s %s',
                                v_trigger[1], v_trigger[2], v_relid::regclass, v_trigger[3]);
                 EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %s', v_relid::regclass, v_trigger[1]);
             END LOOP;

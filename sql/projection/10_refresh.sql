@@ -13,6 +13,46 @@ $$;
 COMMENT ON FUNCTION refproj.overview_built() IS
     'true once the first build after install has populated the stored overview (refproj.connection_summary_json); until then readers get building = true instead of rows.';
 
+-- Whether nothing stored in run_facts can be trusted, so the next refresh recomputes it whole and
+-- readers compute from the source tables: a TRUNCATE or a dropped partition not yet absorbed,
+-- or a projection that is not built. The last covers the first build after install and a
+-- database restored from pg_dump --schema-only (views unpopulated, run_facts and the
+-- projection_state singleton empty, which also reads as a pending rebuild here).
+CREATE FUNCTION refproj.rebuild_pending()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT NOT refproj.overview_built()
+        OR COALESCE((SELECT ps.rebuild_requests > ps.rebuild_done FROM refproj.projection_state AS ps), true)
+        OR refproj.spine_partitions_changed()
+$$;
+COMMENT ON FUNCTION refproj.rebuild_pending() IS
+    'true when refproj.run_facts cannot be trusted and the next refresh rebuilds it whole: a TRUNCATE or dropped partition not yet absorbed, the overview not built (first build after install, or a restore from pg_dump --schema-only), or the projection_state row missing.';
+
+-- The projection_state singleton, re-created when a restore left it out (pg_dump --schema-only,
+-- a data reload of the source tables only). Called by every refresh and by every Alembic run
+-- (migrations/env.py), even at head: reads first, so when the row exists it takes no lock a
+-- refresh or a writer could wait on. as_of is now(): nothing older is stored, and the missing
+-- row reads as a pending rebuild until a refresh has run (rebuild_pending).
+CREATE FUNCTION refproj.ensure_projection_state()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM refproj.projection_state) THEN
+        RETURN false;
+    END IF;
+    -- rebuild_requests 1 > rebuild_done 0: whatever run_facts holds was not computed here.
+    INSERT INTO refproj.projection_state (as_of, rebuild_requests) VALUES (now(), 1)
+    ON CONFLICT (singleton) DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION refproj.ensure_projection_state() IS
+    'Re-creates the refproj.projection_state row when a restore left it out (pg_dump --schema-only), asking for a full rebuild; returns whether it did. Run by every refresh and every alembic upgrade, even at head.';
+
 -- Coalesced, read-your-writes refresh.
 --
 -- Invariant: when this returns, a refresh whose snapshot was taken after this call began has
@@ -58,6 +98,7 @@ BEGIN
     END IF;
 
     PERFORM pg_advisory_xact_lock(7418206610342958901);
+    PERFORM refproj.ensure_projection_state();
 
     SELECT ps.refresh_ticket, ps.full_ticket, ps.as_of
     INTO v_started_ticket, v_full_ticket, v_started
@@ -96,7 +137,9 @@ BEGIN
                         FILTER (WHERE claimed.run_id IS NOT NULL), '{}')
     INTO v_keys
     FROM claimed;
-    SELECT ps.rebuild_requests, ps.rebuild_requests > ps.rebuild_done
+    -- An unpopulated overview (the first build, a schema-only restore) means nothing stored was
+    -- computed from these source rows: rebuild.
+    SELECT ps.rebuild_requests, ps.rebuild_requests > ps.rebuild_done OR NOT refproj.overview_built()
     INTO v_rebuild_requests, v_rebuild
     FROM refproj.projection_state AS ps;
     v_rebuild := v_rebuild OR p_full;
@@ -143,8 +186,19 @@ BEGIN
     END IF;
 
     -- Forget exactly the writes the refresh saw; later commits keep source_changed true.
-    DELETE FROM refproj.source_writes
-    WHERE pg_visible_in_snapshot(xid, v_snapshot);
+    --
+    -- A row whose xid is at or past this statement's snapshot xmax was written by another
+    -- cluster: the rows this DELETE sees are committed, and every transaction of this cluster
+    -- that committed before its snapshot has an xid below that xmax. Such rows come with a
+    -- restore (pg_dump taken while a write was unrefreshed) into a cluster whose xid counter is
+    -- younger; no snapshot here would include them until the counter caught up, so they are
+    -- discarded by the first refresh: what they announced (dirty_runs came with them) has been
+    -- absorbed by now. Foreign xids below the counter read as old and go like any seen write. A
+    -- late-committing local transaction keeps its row (its xid is below the xmax and not in
+    -- v_snapshot) until a refresh whose snapshot includes it, and writers pay nothing more.
+    DELETE FROM refproj.source_writes AS w
+    WHERE pg_visible_in_snapshot(w.xid, v_snapshot)
+       OR w.xid >= pg_snapshot_xmax(pg_current_snapshot());
 
     refresh_ms := extract(epoch FROM clock_timestamp() - v_started) * 1000;
     UPDATE refproj.projection_state
@@ -171,16 +225,18 @@ CREATE FUNCTION refproj.projection_status(
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- One row even when a restore left out the projection_state row: as_of is then the epoch
+    -- (nothing stored was computed here), and the missing row reads as a pending rebuild.
     SELECT
-        ps.as_of,
+        COALESCE(ps.as_of, 'epoch'::timestamptz),
         EXISTS (SELECT 1 FROM refproj.source_writes)
             OR EXISTS (SELECT 1 FROM refproj.dirty_runs)
-            OR ps.rebuild_requests > ps.rebuild_done
-            OR refproj.spine_partitions_changed(),
+            OR refproj.rebuild_pending(),
         ps.last_refresh_ms,
-        ps.refresh_count,
+        COALESCE(ps.refresh_count, 0),
         NOT refproj.overview_built()
-    FROM refproj.projection_state AS ps
+    FROM (VALUES (true)) AS one (singleton)
+    LEFT JOIN refproj.projection_state AS ps ON ps.singleton = one.singleton
 $$;
 COMMENT ON FUNCTION refproj.projection_status() IS
     'One row: as_of (when the stored evidence was computed), source_changed (a source table was written since), last_refresh_ms, refresh_count, building (the first build after install has not committed yet: the overview has no rows to serve). Costs two index probes whatever the history size.';

@@ -339,8 +339,7 @@ BEGIN
     -- since the last refresh (the same index probes as the overview), else the connector's
     -- current facts (changed runs recomputed). The rules and the recent runs read them alike.
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
-       AND (SELECT ps.rebuild_requests = ps.rebuild_done FROM refproj.projection_state AS ps)
-       AND NOT refproj.spine_partitions_changed() THEN
+       AND NOT refproj.rebuild_pending() THEN
         v_mine := refproj.newest_first(refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit));
         SELECT count(*)::int
         INTO v_unattributed

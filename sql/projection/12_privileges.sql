@@ -56,6 +56,7 @@ BEGIN
         'refproj.connection_run_evidence(text)',
         'refproj.projection_status()',
         'refproj.overview_built()',
+        'refproj.rebuild_pending()',
         'refproj.spine_partitions_changed()',
         'refproj.refresh_connection_summary(boolean, boolean)',
         'refproj.current_run_facts(text)',
