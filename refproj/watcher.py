@@ -156,14 +156,21 @@ def watch(ref: weakref.ref[Projection], closed: Event, wakeup: Wakeup, interval:
                         heard = None  # the heartbeat
                 except psycopg.Error as error:
                     # Notifications sent while nobody listens are lost: reconnect, check once.
-                    log.debug("refproj watcher: the listening session ended: %s", error)
-                    wakeup.release()
-                    listener.close()
+                    _hang_up(listener, wakeup, error)
                     listener = None
                 if closed.is_set():
                     return
-            elif closed.wait_timeout(wait):
-                return
+            else:
+                if closed.wait_timeout(wait):
+                    return
+                if listener is not None:
+                    # Failing, but still reading what arrived: a listener that never reads holds
+                    # the server's notification queue back, and a full queue fails writers' commits.
+                    try:
+                        _notifications(listener, 0, stop_after=None)
+                    except psycopg.Error as error:
+                        _hang_up(listener, wakeup, error)
+                        listener = None
             proj = ref()
             if proj is None:
                 return
@@ -201,6 +208,13 @@ def watch(ref: weakref.ref[Projection], closed: Event, wakeup: Wakeup, interval:
         if listener is not None:
             wakeup.release()
             listener.close()
+
+
+def _hang_up(listener: psycopg.Connection[Any], wakeup: Wakeup, error: psycopg.Error) -> None:
+    """Close a listening session that failed; the watcher reconnects at its next step."""
+    log.debug("refproj watcher: the listening session ended: %s", error)
+    wakeup.release()
+    listener.close()
 
 
 def _catch_up(proj: Projection) -> None:

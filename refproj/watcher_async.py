@@ -154,14 +154,21 @@ async def watch(ref: weakref.ref[AsyncProjection], closed: AEvent, wakeup: Wakeu
                         heard = None  # the heartbeat
                 except psycopg.Error as error:
                     # Notifications sent while nobody listens are lost: reconnect, check once.
-                    log.debug("refproj watcher: the listening session ended: %s", error)
-                    wakeup.release()
-                    await listener.close()
+                    await _hang_up(listener, wakeup, error)
                     listener = None
                 if closed.is_set():
                     return
-            elif await closed.wait_timeout(wait):
-                return
+            else:
+                if await closed.wait_timeout(wait):
+                    return
+                if listener is not None:
+                    # Failing, but still reading what arrived: a listener that never reads holds
+                    # the server's notification queue back, and a full queue fails writers' commits.
+                    try:
+                        await _notifications(listener, 0, stop_after=None)
+                    except psycopg.Error as error:
+                        await _hang_up(listener, wakeup, error)
+                        listener = None
             proj = ref()
             if proj is None:
                 return
@@ -199,6 +206,13 @@ async def watch(ref: weakref.ref[AsyncProjection], closed: AEvent, wakeup: Wakeu
         if listener is not None:
             wakeup.release()
             await listener.close()
+
+
+async def _hang_up(listener: psycopg.AsyncConnection[Any], wakeup: Wakeup, error: psycopg.Error) -> None:
+    """Close a listening session that failed; the watcher reconnects at its next step."""
+    log.debug("refproj watcher: the listening session ended: %s", error)
+    wakeup.release()
+    await listener.close()
 
 
 async def _catch_up(proj: AsyncProjection) -> None:
