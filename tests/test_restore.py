@@ -240,6 +240,19 @@ def test_schema_only_restore_is_repaired_by_the_first_refresh(
     assert state(url) == (1, 2, 0, 0, True)
 
 
+def test_a_watcher_repairs_a_schema_only_restore_unasked(
+    db: psycopg.Connection[Any], db_url: str, restore: Any
+) -> None:
+    from tests.world import wait_for
+
+    expected = seeded(db, db_url)
+    url = restore("schema-only")
+    with Projection(url, staleness_bound=0.3, read_reuse=0) as proj:
+        assert proj.list(at=AT).building is True  # the first list() starts the watcher
+        wait_for(lambda: list(proj.list(at=AT)) == expected, what="the watcher's rebuild")
+        assert (proj.status().refresh_count, proj.status().building) == (1, False)
+
+
 @pytest.mark.parametrize("alembic", ["upgrade", "stamp"])
 def test_alembic_at_head_recreates_the_status_row_after_a_schema_only_restore(
     db: psycopg.Connection[Any], db_url: str, restore: Any, alembic: str
