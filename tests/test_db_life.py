@@ -119,6 +119,34 @@ def test_verify_lists_what_disabled_triggers_hid_and_a_full_refresh_repairs_it(
     assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)
 
 
+def test_the_detail_is_live_when_no_trigger_fired(world: World, db: psycopg.Connection[Any]) -> None:
+    """The detail compares its connector's run marks with the source rows, so it shows writes
+    the disabled triggers hid: before any refresh, after an ordinary one (which did not see
+    them), and after a full one; and a run deleted unseen disappears from it."""
+    db.execute("ALTER TABLE spine_events DISABLE TRIGGER ALL")
+    world.failed_run("run_bad", "cin_work", "12:00", "12:10", "token_expired")
+    db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
+    assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)  # stored: not seen
+    assert evidence(world.detail("cin_work") or {}) == (FAILED_RUN, OK_RUN, 1)
+    world.refresh()
+    assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)
+    detail = world.detail("cin_work") or {}
+    assert evidence(detail) == (FAILED_RUN, OK_RUN, 1)
+    assert [run["run_id"] for run in detail["recent_runs"]] == ["run_bad", "run_ok"]
+    # A triggered write to another run of the connector meanwhile: still every run live.
+    world.event("run_new", "run.started", "12:20", identity="cin_personal")
+    assert [run["run_id"] for run in (world.detail("cin_work") or {})["recent_runs"]] == ["run_bad", "run_ok"]
+    world.refresh()
+    db.execute("ALTER TABLE spine_events DISABLE TRIGGER ALL")
+    db.execute("DELETE FROM spine_events WHERE run_id = 'run_ok'")
+    db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
+    assert evidence(world.detail("cin_work") or {}) == (FAILED_RUN, None, 1)
+    db.execute("SELECT refproj.refresh_connection_summary(p_full => true)")
+    assert evidence(world.overview()["cin_work"]) == (FAILED_RUN, None, 1)
+    assert evidence(world.detail("cin_work") or {}) == (FAILED_RUN, None, 1)
+    assert db.execute("SELECT refproj.run_facts_unseen_change('acme')").fetchone() == (False,)
+
+
 def test_the_sql_function_and_the_python_method(
     world: World, db: psycopg.Connection[Any], db_url: str
 ) -> None:
