@@ -37,27 +37,27 @@ class Server:
     def _maintenance(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url_of("postgres"), autocommit=True, connect_timeout=10)
 
-    def create(self, dbname: str, revision: str = "head") -> str:
+    def _empty(self, dbname: str) -> str:
+        """A new empty database ``dbname`` (dropped first if it exists); its URL."""
         with self._maintenance() as conn:
             name = sql.Identifier(dbname)
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
         self.created.append(dbname)
-        url = self.url_of(dbname)
+        return self.url_of(dbname)
+
+    def create(self, dbname: str, revision: str = "head") -> str:
+        url = self._empty(dbname)
         migrate.upgrade(url, revision)
         return url
 
     def create_partitioned(self, dbname: str) -> str:
         """A database whose application made spine_events a partitioned table (monthly by
         occurred_at, around the seeded history, plus a default partition), then refproj."""
-        with self._maintenance() as conn:
-            name = sql.Identifier(dbname)
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-        self.created.append(dbname)
-        url = self.url_of(dbname)
+        url = self._empty(dbname)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(PARTITIONED_SPINE)
+            conn.execute(PARTITIONS)
         migrate.upgrade(url)
         return url
 
@@ -93,7 +93,9 @@ class Server:
             return describe(conn, self.url)
 
 
-# The seeded history spans the year before SEED_BASE_TIME (2026-01-05); the writes go after it.
+# spine_events as an application that partitions it by time creates it (the columns of
+# sql/0001_source_tables.sql; the primary key must include the partition key). Also used by
+# tests/test_partitions.py.
 PARTITIONED_SPINE = """
 CREATE TABLE spine_events (
     event_seq bigserial NOT NULL,
@@ -112,6 +114,9 @@ CREATE TABLE spine_events (
     data jsonb NOT NULL DEFAULT '{}',
     PRIMARY KEY (event_id, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
+"""
+# The seeded history spans the year before SEED_BASE_TIME (2026-01-05); the writes go after it.
+PARTITIONS = """
 CREATE INDEX spine_events_event_seq_idx ON spine_events (event_seq);
 CREATE TABLE spine_events_default PARTITION OF spine_events DEFAULT;
 DO $$

@@ -50,6 +50,7 @@ INLINED = [
     "freshness_object",
     "health_at",
     "overview_row_ending",
+    "overview_row_of",
     "jsonb_servable",
     "json_time",
     "json_time_text",
@@ -84,9 +85,6 @@ def test_overview_helpers_are_inlined(world: World) -> None:
         calls = function_calls(db, sql)
         for name in INLINED:
             expected = 0
-            # Known and said in README: connection_detail (plpgsql) calls fresh_until once.
-            if name == "fresh_until" and "connection_detail_json" in sql:
-                expected = 1
             # PostgreSQL 18 calls json_time inside summary_fields_json, the helper that is
             # deliberately not inlined (one call per row at refresh time; README): 4 calls here
             # for the 3 rows' 6 timestamps; 15-17 inline it there too.

@@ -16,31 +16,12 @@ import psycopg
 import pytest
 
 from refproj import migrate
+from refproj_bench.workload import PARTITIONED_SPINE
 from tests.test_incremental import assert_incremental_equals_rebuild
 from tests.test_migrations import ALEMBIC, ROOT, alembic_env, catalog
 from tests.test_notify import CHANNEL, drain, listener
 from tests.test_properties import incompressible
 from tests.test_upgrade import unbound_the_summary_index
-
-PARTITIONED_SPINE = """
-CREATE TABLE spine_events (
-    event_seq bigserial NOT NULL,
-    event_id text NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text),
-    event_type text NOT NULL,
-    occurred_at timestamptz NOT NULL DEFAULT now(),
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    status text NOT NULL DEFAULT 'ok',
-    actor_type text NULL,
-    actor_id text NULL,
-    source_kind text NULL,
-    source_id text NULL,
-    run_id text NULL,
-    connector_instance_id text NULL,
-    trace_id text NULL,
-    data jsonb NOT NULL DEFAULT '{}',
-    PRIMARY KEY (event_id, occurred_at)
-) PARTITION BY RANGE (occurred_at);
-"""
 
 MONTHS = ["2026_01", "2026_02", "2026_03"]
 

@@ -183,6 +183,7 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "jsonb_text",
         "newest_first",
         "overview_row_ending",
+        "overview_row_of",
         "run_brief",
         "run_match_token",
         "spine_run_key",

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -20,12 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from refproj.errors import PoolExhausted, RefprojError
-from refproj.paging import OverviewPage
-from refproj.rows import Detail, RefreshResult, Status
 from refproj.web.events import Listener
 from refproj.web.http import JSON, at_param, cancel_on_disconnect, error_response, etag_matches, int_param
 from refproj.web.metrics import Metrics
 from refproj.web.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from refproj.projection_async import AsyncProjection
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +34,12 @@ MAX_RUNS = 100  # ?runs= bound of the detail
 DEFAULT_RUNS = 20
 
 
-class Source(Protocol):
-    """What the app needs of ``refproj.AsyncProjection``."""
-
-    async def list_page(
-        self,
-        connector_id: str | None = None,
-        *,
-        at: datetime | None = None,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> OverviewPage: ...
-
-    async def get(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> Detail: ...
-
-    async def refresh(self) -> RefreshResult: ...
-
-    async def status(self) -> Status: ...
-
-    def stats(self) -> dict[str, int]: ...
-
-
 class Service:
     """The handlers, with their dependencies."""
 
     def __init__(
         self,
-        projection: Source,
+        projection: AsyncProjection,
         *,
         listen_conninfo: str | None,
         detail_concurrency: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,12 +19,15 @@ from starlette.responses import Response
 from refproj.errors import RefprojError
 from refproj.web import api, dashboard
 from refproj.web.access import BearerToken
-from refproj.web.api import Service, Source
+from refproj.web.api import Service
 from refproj.web.http import error_response, refproj_error_response
+
+if TYPE_CHECKING:
+    from refproj.projection_async import AsyncProjection
 
 
 def create_app(
-    projection: Source,
+    projection: AsyncProjection,
     *,
     token: str | None = None,
     listen_conninfo: str | None = None,

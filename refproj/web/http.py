@@ -15,17 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from refproj.errors import (
-    AmbiguousConnection,
-    ConnectionNotFound,
-    DatabaseUnavailable,
-    InvalidArgument,
-    MigrationsNotApplied,
-    PermissionDenied,
-    PoolExhausted,
-    RefprojError,
-    StatementCanceled,
-)
+from refproj import errors
 
 T = TypeVar("T")
 
@@ -33,16 +23,16 @@ JSON = "application/json"
 
 
 # (class, HTTP status, "error" code); the first that matches wins.
-ERROR_STATUS: list[tuple[type[RefprojError], int, str]] = [
-    (ConnectionNotFound, 404, "not_found"),
-    (AmbiguousConnection, 409, "ambiguous"),
-    (InvalidArgument, 422, "invalid"),
-    (MigrationsNotApplied, 503, "not_migrated"),
-    (PermissionDenied, 503, "permission_denied"),
-    (PoolExhausted, 503, "busy"),
-    (DatabaseUnavailable, 503, "unavailable"),
-    (StatementCanceled, 504, "timeout"),
-    (RefprojError, 500, "internal"),
+ERROR_STATUS: list[tuple[type[errors.RefprojError], int, str]] = [
+    (errors.ConnectionNotFound, 404, "not_found"),
+    (errors.AmbiguousConnection, 409, "ambiguous"),
+    (errors.InvalidArgument, 422, "invalid"),
+    (errors.MigrationsNotApplied, 503, "not_migrated"),
+    (errors.PermissionDenied, 503, "permission_denied"),
+    (errors.PoolExhausted, 503, "busy"),
+    (errors.DatabaseUnavailable, 503, "unavailable"),
+    (errors.StatementCanceled, 504, "timeout"),
+    (errors.RefprojError, 500, "internal"),
 ]
 
 
@@ -51,15 +41,15 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> Respo
     return Response(body, status_code=status, media_type=JSON)
 
 
-def refproj_error_response(error: RefprojError) -> Response:
+def refproj_error_response(error: errors.RefprojError) -> Response:
     status, code = next((s, c) for kind, s, c in ERROR_STATUS if isinstance(error, kind))
     extra: dict[str, Any] = {}
-    if isinstance(error, AmbiguousConnection):
+    if isinstance(error, errors.AmbiguousConnection):
         extra["candidates"] = list(error.candidate_ids)
     return error_response(status, code, str(error), **extra)
 
 
-class Invalid(InvalidArgument):
+class Invalid(errors.InvalidArgument):
     """A query parameter that is not what the route documents (422)."""
 
 

@@ -19,7 +19,9 @@ FROM retained_size_stream AS s;
 COMMENT ON VIEW refproj.retained_streams IS
     'Retained size per (connection, stream), as the application reports it.';
 
--- What a connection row says apart from its runs, computed live.
+-- What a connection row says apart from its runs and its connector's refresh policy, computed
+-- live: the stored overview and the detail put the run evidence after these columns, then
+-- max_staleness (refproj.connector_max_staleness).
 CREATE VIEW refproj.connection_profile AS
 SELECT
     ci.connector_instance_id,
@@ -58,17 +60,7 @@ SELECT
     CASE WHEN rc.connector_instance_id IS NULL THEN 0
          ELSE refproj.bigint_or_null(
              rc.current_record_json_bytes::numeric + rc.record_history_json_bytes + rc.blob_bytes)
-    END AS total_retained_bytes,
-    -- jsonb holds any decimal; a double cannot (1e-400 would fail the cast), so what is below
-    -- a double's precision here counts as 0 seconds, which is what it rounds to anyway.
-    CASE WHEN jsonb_typeof(c.manifest #> '{refresh_policy,max_staleness_seconds}') = 'number'
-              AND (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric
-                  BETWEEN 0 AND 3153600000
-         THEN make_interval(secs => CASE
-             WHEN (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric < 1e-300 THEN 0
-             ELSE (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric::double precision END)
-         ELSE interval '24 hours'
-    END AS max_staleness
+    END AS total_retained_bytes
 FROM refproj.visible_connections AS ci
 JOIN connectors AS c
     ON c.connector_id = ci.connector_id
@@ -84,4 +76,22 @@ LEFT JOIN (
 LEFT JOIN retained_size_connection AS rc
     ON rc.connector_instance_id = ci.connector_instance_id;
 COMMENT ON VIEW refproj.connection_profile IS
-    'Every visible connection with the fields of DOMAIN.md section 5 that do not come from runs: names, status, streams, retained sizes, max_staleness.';
+    'Every visible connection with the fields of DOMAIN.md section 5 that do not come from runs or from its connector''s refresh policy: names, status, streams, retained sizes.';
+
+-- How long a success keeps the connections of a connector current (DOMAIN.md section 5).
+CREATE VIEW refproj.connector_max_staleness AS
+SELECT
+    c.connector_id,
+    -- jsonb holds any decimal; a double cannot (1e-400 would fail the cast), so what is below
+    -- a double's precision here counts as 0 seconds, which is what it rounds to anyway.
+    CASE WHEN jsonb_typeof(c.manifest #> '{refresh_policy,max_staleness_seconds}') = 'number'
+              AND (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric
+                  BETWEEN 0 AND 3153600000
+         THEN make_interval(secs => CASE
+             WHEN (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric < 1e-300 THEN 0
+             ELSE (c.manifest #>> '{refresh_policy,max_staleness_seconds}')::numeric::double precision END)
+         ELSE interval '24 hours'
+    END AS max_staleness
+FROM connectors AS c;
+COMMENT ON VIEW refproj.connector_max_staleness IS
+    'Per connector: max_staleness, the manifest''s refresh_policy.max_staleness_seconds, else 24 hours.';

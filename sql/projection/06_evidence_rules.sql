@@ -157,17 +157,17 @@ COMMENT ON VIEW refproj.connection_run_rollup IS
 -- The stored evidence of every visible connection, computed live from the source tables: the
 -- reference the stored overview (refproj.connection_summary) must equal.
 CREATE VIEW refproj.connection_evidence AS
-SELECT
-    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
-    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
-    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-    rollup.last_run,
-    rollup.last_successful_run,
-    COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success,
-    p.max_staleness
+SELECT p.*, evidence.*, staleness.max_staleness
 FROM refproj.connection_profile AS p
+JOIN refproj.connector_max_staleness AS staleness
+    ON staleness.connector_id = p.connector_id
 LEFT JOIN refproj.connection_run_rollup AS rollup
     ON rollup.connector_id = p.connector_id
-   AND rollup.connector_instance_id = p.connector_instance_id;
+   AND rollup.connector_instance_id = p.connector_instance_id
+-- A connection without runs has the evidence of no runs.
+CROSS JOIN LATERAL (
+    SELECT rollup.last_run, rollup.last_successful_run,
+           COALESCE(rollup.failures_since_last_success, 0) AS failures_since_last_success
+) AS evidence;
 COMMENT ON VIEW refproj.connection_evidence IS
     'The stored evidence of every visible connection (DOMAIN.md section 5), computed live from the source tables (refproj.connection_summary holds the same, maintained).';

@@ -1,15 +1,10 @@
 -- The stored overview: each visible connection's profile and the evidence rules over its
 -- stored run facts (refproj.stored_run_facts), refreshed by refproj.refresh_connection_summary().
 CREATE MATERIALIZED VIEW refproj.connection_summary AS
-SELECT
-    p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
-    p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
-    p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-    evidence.last_run,
-    evidence.last_successful_run,
-    evidence.failures_since_last_success,
-    p.max_staleness
+SELECT p.*, evidence.*, staleness.max_staleness
 FROM refproj.connection_profile AS p
+JOIN refproj.connector_max_staleness AS staleness
+    ON staleness.connector_id = p.connector_id
 JOIN refproj.connection_keys AS k
     ON k.connector_instance_id = p.connector_instance_id
 CROSS JOIN LATERAL refproj.run_evidence_of(refproj.newest_first(refproj.stored_run_facts(

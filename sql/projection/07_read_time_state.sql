@@ -3,6 +3,22 @@
 -- never stored, so a stored row can never claim "healthy" after it went stale.
 -- ---------------------------------------------------------------------------------------------
 
+-- Every read names its read time; NULL is a caller's mistake, not "now" (omitting it is).
+CREATE FUNCTION refproj.require_read_time(p_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION refproj.require_read_time(timestamptz) IS
+    'Raises invalid_parameter_value when the read time p_at is NULL: every read function checks its p_at here.';
+
 -- Freshness is a step in read time (DOMAIN.md section 5): a connection reads current up to one
 -- moment and not after it. fresh_until computes that moment once from the stored evidence, so
 -- the read itself is one comparison. Each helper takes plain values so it inlines with no

@@ -28,6 +28,26 @@ COMMENT ON COLUMN refproj.detail_row.streams_retained IS
 COMMENT ON COLUMN refproj.detail_row.unattributed_runs IS
     'Runs of the connector that belong to no connection.';
 
+-- An overview row from a row in stored form and its freshness status at the read time: the
+-- stored fields with the run objects as served (refproj.json_run), then freshness and health.
+-- The overview and the detail both shape their rows here. Plain SQL, so it inlines: callers
+-- select (refproj.overview_row_of(...)).* and each column becomes its expression, not a call.
+CREATE FUNCTION refproj.overview_row_of(s refproj.connection_summary, p_freshness text)
+RETURNS refproj.overview_row
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT ROW(
+        s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
+        s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
+        s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
+        refproj.json_run(s.last_run), refproj.json_run(s.last_successful_run),
+        s.failures_since_last_success, s.max_staleness,
+        refproj.freshness_object(p_freshness, s.last_run, s.last_successful_run, s.max_staleness),
+        refproj.health_at(s.status, s.last_run, p_freshness))::refproj.overview_row
+$$;
+COMMENT ON FUNCTION refproj.overview_row_of(refproj.connection_summary, text) IS
+    'An overview row from a stored-form row and its freshness status (current, stale, unknown) at the read time: run objects as served, then freshness and health.';
+
 CREATE FUNCTION refproj.connection_summaries(
     p_at timestamptz DEFAULT now(), p_connector_id text DEFAULT NULL)
 RETURNS SETOF refproj.overview_row
@@ -37,24 +57,14 @@ SET jit = off
 -- plpgsql rather than SQL: the session keeps the plan instead of planning on every read.
 AS $$
 BEGIN
-    IF p_at IS NULL THEN
-        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM refproj.require_read_time(p_at);
     IF NOT refproj.overview_built() THEN
         RAISE EXCEPTION 'refproj: the overview is still being built (the first refresh after install has not committed yet)'
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'refproj.projection_status() says building; refproj.connection_detail() answers meanwhile.';
     END IF;
     RETURN QUERY
-    SELECT
-        s.connector_instance_id, s.connection_id, s.connector_id, s.display_name,
-        s.connector_display_name, s.status, s.source_kind, s.created_at, s.revoked_at, s.streams,
-        s.stream_count, s.total_records, s.retained_bytes, s.total_retained_bytes,
-        refproj.json_run(s.last_run), refproj.json_run(s.last_successful_run),
-        s.failures_since_last_success, s.max_staleness,
-        refproj.freshness_object(read_time.freshness, s.last_run, s.last_successful_run, s.max_staleness),
-        refproj.health_at(s.status, s.last_run, read_time.freshness)
+    SELECT (refproj.overview_row_of(s, read_time.freshness)).*
     FROM refproj.connection_summary AS s
     CROSS JOIN LATERAL (
         SELECT refproj.freshness_status(
@@ -77,10 +87,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 BEGIN
-    IF p_at IS NULL THEN
-        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM refproj.require_read_time(p_at);
     -- Before the first build there are no rows to serve, and an empty array would read as
     -- "no connections": NULL, with building = true in projection_status().
     IF NOT refproj.overview_built() THEN
@@ -132,10 +139,7 @@ SET "TimeZone" = 'UTC'
 SET jit = off
 AS $$
 BEGIN
-    IF p_at IS NULL THEN
-        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM refproj.require_read_time(p_at);
     IF p_limit IS NOT NULL AND p_limit < 1 THEN
         RAISE EXCEPTION 'refproj: page limit must be at least 1, not %', p_limit
             USING ERRCODE = 'invalid_parameter_value';
@@ -288,9 +292,18 @@ $$;
 COMMENT ON FUNCTION refproj.connection_run_evidence(text) IS
     'Live run evidence of one connection (any status, including retired setup attempts): last_run, last_successful_run, failures_since_last_success. Raises no_data_found for an unknown id.';
 
-CREATE FUNCTION refproj.connection_detail(
-    p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
-RETURNS SETOF refproj.detail_row
+-- The detail of one connection, in parts: the connection's row in stored form computed live, its
+-- freshness status at p_at, recent_runs, streams_retained and unattributed_runs. Zero rows when
+-- p_connection resolves to no connection. connection_detail and connection_detail_json shape
+-- these parts as the overview shapes its rows.
+CREATE FUNCTION refproj.connection_detail_parts(
+    p_connection text, p_run_limit int, p_at timestamptz,
+    OUT summary refproj.connection_summary,
+    OUT freshness text,
+    OUT recent_runs jsonb,
+    OUT streams_retained jsonb,
+    OUT unattributed_runs int)
+RETURNS SETOF record
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
@@ -303,12 +316,8 @@ DECLARE
     v_connector_tokens text[];
     v_mine refproj.run_facts[];
     v_evidence refproj.run_evidence;
-    v_unattributed int;
 BEGIN
-    IF p_at IS NULL THEN
-        RAISE EXCEPTION 'refproj: the read time p_at must not be NULL (omit it for now())'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM refproj.require_read_time(p_at);
     IF p_run_limit IS NULL OR p_run_limit < 0 THEN
         RAISE EXCEPTION 'refproj: the run limit p_run_limit must be 0 or more, not %',
             COALESCE(p_run_limit::text, 'NULL')
@@ -338,58 +347,63 @@ BEGIN
     -- Which run facts the detail reads: the stored ones when nothing of this connector changed
     -- since the last refresh (the same index probes as the overview), else the connector's
     -- current facts (changed runs recomputed). The rules and the recent runs read them alike.
-    -- "Nothing changed" does not trust the triggers alone: the connector's run marks must also
-    -- match its source rows (sql/projection/05_run_marks.sql).
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
-       AND NOT refproj.rebuild_pending()
-       AND NOT refproj.run_facts_unseen_change(v_connector_id) THEN
+       AND NOT refproj.rebuild_pending() THEN
         v_mine := refproj.newest_first(refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit));
         SELECT count(*)::int
-        INTO v_unattributed
+        INTO unattributed_runs
         FROM refproj.run_facts AS f
         WHERE f.connector_id = v_connector_id
           AND f.match_token <> ALL (v_connector_tokens);
     ELSE
         SELECT refproj.newest_first(array_agg(f) FILTER (WHERE f.match_token = ANY (v_tokens))),
                count(*) FILTER (WHERE f.match_token <> ALL (v_connector_tokens))::int
-        INTO v_mine, v_unattributed
+        INTO v_mine, unattributed_runs
         FROM refproj.current_run_facts(v_connector_id) AS f;
     END IF;
     v_evidence := refproj.run_evidence_of(v_mine);
 
-    RETURN QUERY
-    SELECT
-        p.connector_instance_id, p.connection_id, p.connector_id, p.display_name,
-        p.connector_display_name, p.status, p.source_kind, p.created_at, p.revoked_at, p.streams,
-        p.stream_count, p.total_records, p.retained_bytes, p.total_retained_bytes,
-        refproj.json_run(v_evidence.last_run), refproj.json_run(v_evidence.last_successful_run),
-        v_evidence.failures_since_last_success,
-        p.max_staleness,
-        refproj.freshness_object(read_time.freshness, v_evidence.last_run, v_evidence.last_successful_run,
-                                 p.max_staleness),
-        refproj.health_at(p.status, v_evidence.last_run, read_time.freshness),
-        refproj.recent_runs_of(v_mine, p_run_limit),
-        COALESCE((
-            SELECT jsonb_agg(jsonb_build_object(
-                    'stream', s.stream,
-                    'record_count', s.record_count,
-                    'current_record_json_bytes', s.current_record_json_bytes,
-                    'record_history_json_bytes', s.record_history_json_bytes,
-                    'blob_bytes', s.blob_bytes,
-                    'computed_at', refproj.json_time(s.computed_at))
-                ORDER BY s.stream)
-            FROM refproj.retained_streams AS s
-            WHERE s.connector_instance_id = v_connection), '[]'::jsonb),
-        v_unattributed
+    SELECT p.*, (v_evidence).*, staleness.max_staleness
+    INTO summary
     FROM refproj.connection_profile AS p
-    CROSS JOIN LATERAL (
-        SELECT refproj.freshness_status(
-                   refproj.fresh_until(v_evidence.last_run, v_evidence.last_successful_run, p.max_staleness),
-                   p_at) AS freshness
-        OFFSET 0
-    ) AS read_time
+    JOIN refproj.connector_max_staleness AS staleness
+        ON staleness.connector_id = p.connector_id
     WHERE p.connector_id = v_connector_id
       AND p.connector_instance_id = v_connection;
+    freshness := refproj.freshness_status(
+        refproj.fresh_until(summary.last_run, summary.last_successful_run, summary.max_staleness), p_at);
+    recent_runs := refproj.recent_runs_of(v_mine, p_run_limit);
+    streams_retained := COALESCE((
+        SELECT jsonb_agg(jsonb_build_object(
+                'stream', s.stream,
+                'record_count', s.record_count,
+                'current_record_json_bytes', s.current_record_json_bytes,
+                'record_history_json_bytes', s.record_history_json_bytes,
+                'blob_bytes', s.blob_bytes,
+                'computed_at', refproj.json_time(s.computed_at))
+            ORDER BY s.stream)
+        FROM refproj.retained_streams AS s
+        WHERE s.connector_instance_id = v_connection), '[]'::jsonb);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION refproj.connection_detail_parts(text, int, timestamptz) IS
+    'The parts of refproj.connection_detail(p_connection, p_run_limit, p_at): the row in stored form (refproj.connection_summary, computed live), its freshness status at p_at, recent_runs, streams_retained, unattributed_runs. Zero rows when the id resolves to no connection.';
+
+CREATE FUNCTION refproj.connection_detail(
+    p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
+RETURNS SETOF refproj.detail_row
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+SET jit = off
+-- plpgsql rather than SQL: the session keeps the plan instead of planning on every read.
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT (refproj.overview_row_of(d.summary, d.freshness)).*,
+           d.recent_runs, d.streams_retained, d.unattributed_runs
+    FROM refproj.connection_detail_parts(p_connection, p_run_limit, p_at) AS d;
 END
 $$;
 COMMENT ON FUNCTION refproj.connection_detail(text, int, timestamptz) IS
@@ -409,20 +423,14 @@ SET "TimeZone" = 'UTC'
 SET jit = off
 AS $$
     SELECT
-        refproj.summary_fields_json(ROW(
-            d.connector_instance_id, d.connection_id, d.connector_id, d.display_name,
-            d.connector_display_name, d.status, d.source_kind, d.created_at, d.revoked_at,
-            d.streams, d.stream_count, d.total_records, d.retained_bytes, d.total_retained_bytes,
-            d.last_run, d.last_successful_run, d.failures_since_last_success, d.max_staleness
-        )::refproj.connection_summary)
-        || left(refproj.overview_row_ending(d.freshness ->> 'status', d.status, d.last_run,
-                                            d.last_successful_run, d.max_staleness), -1)
+        refproj.summary_fields_json(d.summary)
+        || left(refproj.overview_row_ending(d.freshness, (d.summary).status, (d.summary).last_run,
+                                            (d.summary).last_successful_run, (d.summary).max_staleness), -1)
         || ',"recent_runs":' || d.recent_runs::text
         || ',"streams_retained":' || d.streams_retained::text
         || ',"unattributed_runs":' || d.unattributed_runs::text
         || '}'
-    FROM refproj.connection_detail(p_connection, p_run_limit, p_at) AS d
+    FROM refproj.connection_detail_parts(p_connection, p_run_limit, p_at) AS d
 $$;
 COMMENT ON FUNCTION refproj.connection_detail_json(text, int, timestamptz) IS
     'refproj.connection_detail(p_connection, p_run_limit, p_at) as served JSON text (NULL when the id resolves to no connection): the shared fields byte for byte as refproj.connection_summaries_json writes them (UTC, seconds, unparsable timestamps as null), whatever the session settings.';
-

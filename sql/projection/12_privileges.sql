@@ -34,9 +34,9 @@ BEGIN
     FOREACH v_object IN ARRAY ARRAY[
         'refproj.connection_summary', 'refproj.connection_summary_json', 'refproj.projection_state', 'refproj.source_writes',
         'refproj.dirty_runs', 'refproj.run_facts', 'refproj.run_facts_live', 'refproj.connection_keys',
-        'refproj.connection_profile', 'refproj.visible_connections', 'refproj.retained_streams',
-        'refproj.connection_run_rollup', 'refproj.spine_partition_tree', 'refproj.spine_partitions',
-        'refproj.run_marks', 'refproj.run_event_keys', 'refproj.active_run_keys']
+        'refproj.connection_profile', 'refproj.connector_max_staleness', 'refproj.visible_connections',
+        'refproj.retained_streams',
+        'refproj.connection_run_rollup', 'refproj.spine_partition_tree', 'refproj.spine_partitions']
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %I', v_object, p_role);
     END LOOP;
@@ -44,7 +44,9 @@ BEGIN
         'refproj.connection_summaries(timestamptz, text)',
         'refproj.connection_summaries_json(timestamptz, text)',
         'refproj.connection_summaries_page(timestamptz, text, int, text, timestamptz, text)',
+        'refproj.overview_row_of(refproj.connection_summary, text)',
         'refproj.connection_detail(text, int, timestamptz)',
+        'refproj.connection_detail_parts(text, int, timestamptz)',
         'refproj.connection_detail_json(text, int, timestamptz)',
         'refproj.summary_fields_json(refproj.connection_summary)',
         'refproj.overview_row_ending(text, text, jsonb, jsonb, interval)',
@@ -61,12 +63,12 @@ BEGIN
         'refproj.spine_partitions_changed()',
         'refproj.refresh_connection_summary(boolean, boolean)',
         'refproj.current_run_facts(text)',
-        'refproj.run_facts_unseen_change(text, text[])',
         'refproj.stored_run_facts(text, text[], int)',
         'refproj.newest_first(refproj.run_facts[])',
         'refproj.run_evidence_of(refproj.run_facts[])',
         'refproj.recent_runs_of(refproj.run_facts[], int)',
         'refproj.run_facts_of(refproj.run_key[])',
+        'refproj.require_read_time(timestamptz)',
         'refproj.fresh_until(jsonb, jsonb, interval)',
         'refproj.freshness_status(timestamptz, timestamptz)',
         'refproj.freshness_object(text, jsonb, jsonb, interval)',

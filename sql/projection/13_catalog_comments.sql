@@ -6,118 +6,118 @@
 -- (test_every_column_and_index_is_described) fails when a new column or index has no comment.
 -- ---------------------------------------------------------------------------------------------
 
--- The stored overview (contract) ------------------------------------------------------------
-COMMENT ON COLUMN refproj.connection_summary.connector_instance_id IS 'The connection''s id (connector_instances.connector_instance_id); unique.';
-COMMENT ON COLUMN refproj.connection_summary.connection_id IS 'The same value as connector_instance_id, under the name the console uses.';
-COMMENT ON COLUMN refproj.connection_summary.connector_id IS 'The connector (kind of source) this connection belongs to.';
-COMMENT ON COLUMN refproj.connection_summary.display_name IS 'The connection''s display name, else its connector''s, else the connector id (empty names fall through).';
-COMMENT ON COLUMN refproj.connection_summary.connector_display_name IS 'The connector''s display name, else the connector id.';
-COMMENT ON COLUMN refproj.connection_summary.status IS 'The connection''s status: active, paused, revoked or draft.';
-COMMENT ON COLUMN refproj.connection_summary.source_kind IS 'account, local_device, browser_collector or manual.';
-COMMENT ON COLUMN refproj.connection_summary.created_at IS 'When the connection was created (second key of the overview order).';
-COMMENT ON COLUMN refproj.connection_summary.revoked_at IS 'When the connection was revoked, or NULL.';
-COMMENT ON COLUMN refproj.connection_summary.streams IS 'jsonb array of the stream names the connector''s manifest declares (strings); [] when none.';
-COMMENT ON COLUMN refproj.connection_summary.stream_count IS 'Number of the connection''s retained_size_stream rows.';
-COMMENT ON COLUMN refproj.connection_summary.total_records IS 'Sum of record_count over the connection''s retained_size_stream rows (0 when none).';
-COMMENT ON COLUMN refproj.connection_summary.retained_bytes IS 'jsonb {record_json_bytes, record_changes_json_bytes, blob_bytes, total_bytes} (numbers) from retained_size_connection, or NULL without a row.';
-COMMENT ON COLUMN refproj.connection_summary.total_retained_bytes IS 'retained_bytes.total_bytes, 0 without a retained_size_connection row.';
-COMMENT ON COLUMN refproj.connection_summary.last_run IS 'jsonb run brief {run_id, status, started_at, last_at, finished_at, failure_reason, event_count, browser_surface_profile_key} of the latest run that belongs to the connection, or NULL.';
-COMMENT ON COLUMN refproj.connection_summary.last_successful_run IS 'jsonb run brief (same shape as last_run) of the latest succeeded run that belongs to the connection, or NULL.';
-COMMENT ON COLUMN refproj.connection_summary.failures_since_last_success IS 'Runs with status failed, surface_failed or abandoned ending after the last success (all of them when none succeeded).';
-COMMENT ON COLUMN refproj.connection_summary.max_staleness IS 'How long a success keeps the connection current: the manifest''s refresh_policy.max_staleness_seconds, else 24 hours.';
-
--- The serialised overview -----------------------------------------------------------------
-COMMENT ON COLUMN refproj.connection_summary_json.connector_instance_id IS 'The connection''s id; unique.';
-COMMENT ON COLUMN refproj.connection_summary_json.connector_id IS 'The connector (first key of the overview order).';
-COMMENT ON COLUMN refproj.connection_summary_json.created_at IS 'When the connection was created (second key of the overview order).';
-COMMENT ON COLUMN refproj.connection_summary_json.stored_fields IS 'The stored fields of the overview row as the text of an unterminated JSON object (timestamps in UTC), completed by one of the endings.';
-COMMENT ON COLUMN refproj.connection_summary_json.fresh_until IS 'The last read time at which the connection is current (-infinity: never; NULL: nothing succeeded).';
-COMMENT ON COLUMN refproj.connection_summary_json.ending_until IS 'JSON text closing the row with "freshness" and "health" for read times up to fresh_until.';
-COMMENT ON COLUMN refproj.connection_summary_json.ending_after IS 'JSON text closing the row with "freshness" and "health" for read times after fresh_until.';
-
--- Runs ------------------------------------------------------------------------------------
-COMMENT ON COLUMN refproj.run_events.event_seq IS 'spine_events.event_seq of the event.';
-COMMENT ON COLUMN refproj.run_events.connector_id IS 'The connector the run belongs to (spine_events.source_id).';
-COMMENT ON COLUMN refproj.run_events.run_id IS 'The run id the event carries.';
-COMMENT ON COLUMN refproj.run_events.event_type IS 'spine_events.event_type.';
-COMMENT ON COLUMN refproj.run_events.occurred_at IS 'spine_events.occurred_at.';
-COMMENT ON COLUMN refproj.run_events.status IS 'spine_events.status.';
-COMMENT ON COLUMN refproj.run_events.data IS 'spine_events.data when it is a jsonb object, else {}.';
-COMMENT ON COLUMN refproj.run_events.identity IS 'The connection the event claims: the connector_instance_id column, else data.connector_instance_id, else data.connection_id (non-empty strings only).';
-COMMENT ON COLUMN refproj.run_events.is_terminal IS 'Whether the event type ends a run (run.completed, run.failed, run.cancelled, run.browser_surface_failed, run.abandoned).';
-COMMENT ON COLUMN refproj.run_events.has_status IS 'Whether the status is non-empty and not unknown.';
-COMMENT ON COLUMN refproj.run_events.is_browser_surface IS 'Whether the type starts with run.browser_surface_ and data.browser_surface is an object.';
-COMMENT ON COLUMN refproj.run_events.reason IS 'data.reason, else data.failure_reason (non-empty strings only).';
-
-COMMENT ON COLUMN refproj.run_summaries.connector_id IS 'The run''s connector.';
-COMMENT ON COLUMN refproj.run_summaries.run_id IS 'The run id (not unique on its own: one run id carried by two identities is two runs).';
-COMMENT ON COLUMN refproj.run_summaries.connector_instance_id IS 'The run''s identity (the connection its events claim), or NULL for a connector-wide run.';
-COMMENT ON COLUMN refproj.run_summaries.status IS 'succeeded, failed, cancelled, surface_failed, abandoned, in_progress, another event status, or unknown (docs/DOMAIN.md section 3).';
-COMMENT ON COLUMN refproj.run_summaries.started_at IS 'Earliest occurred_at of the run''s events.';
-COMMENT ON COLUMN refproj.run_summaries.last_at IS 'Latest occurred_at of the run''s events (first key of "latest").';
-COMMENT ON COLUMN refproj.run_summaries.finished_at IS 'last_at, or NULL while the run is in_progress.';
-COMMENT ON COLUMN refproj.run_summaries.failure_reason IS 'Why the run did not succeed, or NULL (succeeded, in_progress, or no reason given).';
-COMMENT ON COLUMN refproj.run_summaries.event_count IS 'Number of events in the run.';
-COMMENT ON COLUMN refproj.run_summaries.last_event_seq IS 'Highest event_seq of the run (breaks ties of last_at).';
-COMMENT ON COLUMN refproj.run_summaries.browser_surface_profile_key IS 'Profile key of the run''s newest browser-surface event, or NULL.';
-COMMENT ON COLUMN refproj.run_summaries.browser_surface_status IS 'Surface status of the run''s newest browser-surface event, or NULL.';
-COMMENT ON COLUMN refproj.run_summaries.browser_surface_wait_reason IS 'Surface wait reason of the run''s newest browser-surface event, or NULL.';
-COMMENT ON COLUMN refproj.run_summaries.known_gaps IS 'jsonb array from the winning terminal event''s data.known_gaps; [] when absent or not an array.';
-COMMENT ON COLUMN refproj.run_summaries.collection_facts IS 'jsonb object from the winning terminal event''s data.collection_facts, or NULL.';
-COMMENT ON COLUMN refproj.run_summaries.records_emitted IS 'The winning terminal event''s data.records_emitted when a whole number from 0 to 9e18, else NULL.';
-
--- Attribution -----------------------------------------------------------------------------
-COMMENT ON COLUMN refproj.attributed_runs.attributed_to IS 'The connection the run belongs to (docs/DOMAIN.md section 4), or NULL when it is unattributed.';
-COMMENT ON COLUMN refproj.connection_keys.expected_profile_key IS 'The browser profile key a run of this connection carries: the manifest''s trimmed profile_key (else the connector id), followed by '':'' and the connection id unless that equals the connector id.';
-COMMENT ON COLUMN refproj.connection_keys.sole_active IS 'Whether this is the only active connection of its connector (then it also owns legacy connector-wide runs).';
-
--- Maintained run facts and write detection -------------------------------------------------
-COMMENT ON COLUMN refproj.run_facts.connector_id IS 'The run''s connector.';
-COMMENT ON COLUMN refproj.run_facts.run_id IS 'The run id.';
-COMMENT ON COLUMN refproj.run_facts.connector_instance_id IS 'The run''s identity, or NULL for a connector-wide run.';
-COMMENT ON COLUMN refproj.run_facts.match_token IS 'The one token the run offers to connections: key:<md5 of its profile key>, else id:<md5 of its identity>, else legacy.';
-COMMENT ON COLUMN refproj.run_facts.status IS 'The run''s status (as refproj.run_summaries.status).';
-COMMENT ON COLUMN refproj.run_facts.last_at IS 'The run''s latest occurred_at (first key of "latest").';
-COMMENT ON COLUMN refproj.run_facts.last_event_seq IS 'The run''s highest event_seq (second key of "latest").';
-COMMENT ON COLUMN refproj.run_facts.brief IS 'jsonb run brief {run_id, status, started_at, last_at, finished_at, failure_reason, event_count, browser_surface_profile_key}, timestamps in UTC.';
-COMMENT ON COLUMN refproj.run_facts.details IS 'jsonb {connector_instance_id, browser_surface_status, browser_surface_wait_reason, known_gaps, collection_facts, records_emitted}: what the detail shows beyond the brief.';
-COMMENT ON COLUMN refproj.dirty_runs.connector_id IS 'Connector of a run some statement touched since the last refresh (NULL: a spine write that touched no run).';
-COMMENT ON COLUMN refproj.dirty_runs.run_id IS 'Run id of a run some statement touched since the last refresh (NULL: a spine write that touched no run).';
-
-COMMENT ON COLUMN refproj.source_writes.xid IS 'A transaction that wrote connectors, connector_instances or a retained-size table and that no refresh has seen yet.';
-COMMENT ON COLUMN refproj.projection_state.singleton IS 'Always true: the table has one row.';
-COMMENT ON COLUMN refproj.projection_state.as_of IS 'When the stored evidence was computed: the start of the last refresh.';
-COMMENT ON COLUMN refproj.projection_state.refresh_ticket IS 'The refresh_ticket value the last refresh drew before its snapshot (read-your-writes coalescing).';
-COMMENT ON COLUMN refproj.projection_state.last_refresh_ms IS 'Duration of the last refresh, in milliseconds.';
-COMMENT ON COLUMN refproj.projection_state.refresh_count IS 'Refreshes executed since the projection was installed.';
-COMMENT ON COLUMN refproj.projection_state.rebuild_requests IS 'TRUNCATEs of spine_events or controller_active_runs seen; each asks for a full rebuild of run_facts.';
-COMMENT ON COLUMN refproj.projection_state.rebuild_done IS 'The rebuild_requests value the last full rebuild absorbed.';
-COMMENT ON COLUMN refproj.projection_state.full_ticket IS 'The refresh_ticket value the last full rebuild asked for with refresh_connection_summary(p_full => true) drew before its snapshot: a full request is satisfied only by a full rebuild that started after it.';
-
--- Indexes ---------------------------------------------------------------------------------
-COMMENT ON INDEX refproj.run_facts_run_idx IS 'Finds a run''s facts by (connector_id, run_id) when a refresh replaces changed runs.';
-COMMENT ON INDEX refproj.run_facts_latest_idx IS 'One probe per accepted match token finds a connection''s latest run.';
-COMMENT ON INDEX refproj.run_facts_latest_success_idx IS 'One probe per accepted match token finds a connection''s latest successful run.';
-COMMENT ON INDEX refproj.run_facts_failures_idx IS 'Range scan counting a connection''s failures since its last success.';
-COMMENT ON INDEX refproj.connection_summary_connector_instance_id_idx IS 'Unique key that lets refproj.connection_summary be refreshed CONCURRENTLY.';
-COMMENT ON INDEX refproj.connection_summary_connector_idx IS 'A connector''s rows (hash: any id length).';
-COMMENT ON INDEX refproj.connection_summary_json_connector_instance_id_idx IS 'Unique key that lets refproj.connection_summary_json be refreshed CONCURRENTLY.';
-COMMENT ON INDEX refproj.connection_summary_json_overview_order_idx IS 'The overview order (connector_id, created_at, connector_instance_id) of rows whose two ids are within 2,000 bytes together: refproj.connection_summaries_page reads a keyset page through it.';
-COMMENT ON INDEX refproj.connection_summary_json_key_length_idx IS 'Finds the rows whose two ids are too long for the overview-order index (over 2,000 bytes together), for refproj.connection_summaries_page.';
-COMMENT ON INDEX refproj.dirty_runs_connector_idx IS 'A detail finds its connector''s changed runs.';
-COMMENT ON INDEX spine_events_source_run_summary_idx IS 'refproj''s source/run summary index: a connector''s run events by (source_kind, source_id, run_id, occurred_at DESC); built CONCURRENTLY.';
-
--- Source tables. Only those refproj created (sql/0001_source_tables.sql marks them in their
--- comment): a table refproj adopted is the application's, and refproj leaves its catalog as it
--- found it (downgrade base could not tell refproj's descriptions from the application's). The
--- description goes before the mark, which downgrade base looks for.
+-- Every description is written once: as (relation, column, description), a column's or, with no
+-- column, the relation's own (an index's, partitioned or not; a source table's); or, for a column
+-- that means the same as the column of that name in another relation, as the pair (relation,
+-- other relation).
+--
+-- refproj's relations and indexes take their descriptions as written. Source tables take theirs
+-- only when refproj created them (sql/0001_source_tables.sql marks them in their comment): a
+-- table refproj adopted is the application's, and refproj leaves its catalog as it found it
+-- (downgrade base could not tell refproj's descriptions from the application's). A source
+-- table's description goes before the mark, which downgrade base looks for; a source column keeps
+-- a description it already has.
 DO $$
 DECLARE
+    v_created regclass[] := ARRAY(
+        SELECT r.oid::regclass
+        FROM pg_catalog.pg_class AS r
+        WHERE obj_description(r.oid, 'pg_class') LIKE '%Source table created by refproj (revision 0001)%');
     v_comment record;
+    v_pair record;
+    v_column record;
 BEGIN
     FOR v_comment IN
-        SELECT to_regclass(c.relation) AS relation, c.column_name, c.description
+        SELECT r.oid::regclass AS relation, r.relkind, n.nspname = 'refproj' AS refproj_owned,
+               c.column_name, c.description
         FROM (VALUES
+            -- The stored overview (contract)
+            ('refproj.connection_summary', 'connector_instance_id', 'The connection''s id (connector_instances.connector_instance_id); unique.'),
+            ('refproj.connection_summary', 'connection_id', 'The same value as connector_instance_id, under the name the console uses.'),
+            ('refproj.connection_summary', 'connector_id', 'The connector (kind of source) this connection belongs to.'),
+            ('refproj.connection_summary', 'display_name', 'The connection''s display name, else its connector''s, else the connector id (empty names fall through).'),
+            ('refproj.connection_summary', 'connector_display_name', 'The connector''s display name, else the connector id.'),
+            ('refproj.connection_summary', 'status', 'The connection''s status: active, paused, revoked or draft.'),
+            ('refproj.connection_summary', 'source_kind', 'account, local_device, browser_collector or manual.'),
+            ('refproj.connection_summary', 'created_at', 'When the connection was created (second key of the overview order).'),
+            ('refproj.connection_summary', 'revoked_at', 'When the connection was revoked, or NULL.'),
+            ('refproj.connection_summary', 'streams', 'jsonb array of the stream names the connector''s manifest declares (strings); [] when none.'),
+            ('refproj.connection_summary', 'stream_count', 'Number of the connection''s retained_size_stream rows.'),
+            ('refproj.connection_summary', 'total_records', 'Sum of record_count over the connection''s retained_size_stream rows (0 when none).'),
+            ('refproj.connection_summary', 'retained_bytes', 'jsonb {record_json_bytes, record_changes_json_bytes, blob_bytes, total_bytes} (numbers) from retained_size_connection, or NULL without a row.'),
+            ('refproj.connection_summary', 'total_retained_bytes', 'retained_bytes.total_bytes, 0 without a retained_size_connection row.'),
+            ('refproj.connection_summary', 'last_run', 'jsonb run brief {run_id, status, started_at, last_at, finished_at, failure_reason, event_count, browser_surface_profile_key} of the latest run that belongs to the connection, or NULL.'),
+            ('refproj.connection_summary', 'last_successful_run', 'jsonb run brief (same shape as last_run) of the latest succeeded run that belongs to the connection, or NULL.'),
+            ('refproj.connection_summary', 'failures_since_last_success', 'Runs with status failed, surface_failed or abandoned ending after the last success (all of them when none succeeded).'),
+            ('refproj.connection_summary', 'max_staleness', 'How long a success keeps the connection current: the manifest''s refresh_policy.max_staleness_seconds, else 24 hours.'),
+            -- The serialised overview
+            ('refproj.connection_summary_json', 'connector_id', 'The connector (first key of the overview order).'),
+            ('refproj.connection_summary_json', 'stored_fields', 'The stored fields of the overview row as the text of an unterminated JSON object (timestamps in UTC), completed by one of the endings.'),
+            ('refproj.connection_summary_json', 'fresh_until', 'The last read time at which the connection is current (-infinity: never; NULL: nothing succeeded).'),
+            ('refproj.connection_summary_json', 'ending_until', 'JSON text closing the row with "freshness" and "health" for read times up to fresh_until.'),
+            ('refproj.connection_summary_json', 'ending_after', 'JSON text closing the row with "freshness" and "health" for read times after fresh_until.'),
+            -- Runs
+            ('refproj.run_events', 'event_seq', 'spine_events.event_seq of the event.'),
+            ('refproj.run_events', 'connector_id', 'The connector the run belongs to (spine_events.source_id).'),
+            ('refproj.run_events', 'run_id', 'The run id the event carries.'),
+            ('refproj.run_events', 'event_type', 'spine_events.event_type.'),
+            ('refproj.run_events', 'occurred_at', 'spine_events.occurred_at.'),
+            ('refproj.run_events', 'status', 'spine_events.status.'),
+            ('refproj.run_events', 'data', 'spine_events.data when it is a jsonb object, else {}.'),
+            ('refproj.run_events', 'identity', 'The connection the event claims: the connector_instance_id column, else data.connector_instance_id, else data.connection_id (non-empty strings only).'),
+            ('refproj.run_events', 'is_terminal', 'Whether the event type ends a run (run.completed, run.failed, run.cancelled, run.browser_surface_failed, run.abandoned).'),
+            ('refproj.run_events', 'has_status', 'Whether the status is non-empty and not unknown.'),
+            ('refproj.run_events', 'is_browser_surface', 'Whether the type starts with run.browser_surface_ and data.browser_surface is an object.'),
+            ('refproj.run_events', 'reason', 'data.reason, else data.failure_reason (non-empty strings only).'),
+            ('refproj.run_summaries', 'connector_id', 'The run''s connector.'),
+            ('refproj.run_summaries', 'run_id', 'The run id (not unique on its own: one run id carried by two identities is two runs).'),
+            ('refproj.run_summaries', 'connector_instance_id', 'The run''s identity (the connection its events claim), or NULL for a connector-wide run.'),
+            ('refproj.run_summaries', 'status', 'succeeded, failed, cancelled, surface_failed, abandoned, in_progress, another event status, or unknown (docs/DOMAIN.md section 3).'),
+            ('refproj.run_summaries', 'started_at', 'Earliest occurred_at of the run''s events.'),
+            ('refproj.run_summaries', 'last_at', 'Latest occurred_at of the run''s events (first key of "latest").'),
+            ('refproj.run_summaries', 'finished_at', 'last_at, or NULL while the run is in_progress.'),
+            ('refproj.run_summaries', 'failure_reason', 'Why the run did not succeed, or NULL (succeeded, in_progress, or no reason given).'),
+            ('refproj.run_summaries', 'event_count', 'Number of events in the run.'),
+            ('refproj.run_summaries', 'last_event_seq', 'Highest event_seq of the run (breaks ties of last_at).'),
+            ('refproj.run_summaries', 'browser_surface_profile_key', 'Profile key of the run''s newest browser-surface event, or NULL.'),
+            ('refproj.run_summaries', 'browser_surface_status', 'Surface status of the run''s newest browser-surface event, or NULL.'),
+            ('refproj.run_summaries', 'browser_surface_wait_reason', 'Surface wait reason of the run''s newest browser-surface event, or NULL.'),
+            ('refproj.run_summaries', 'known_gaps', 'jsonb array from the winning terminal event''s data.known_gaps; [] when absent or not an array.'),
+            ('refproj.run_summaries', 'collection_facts', 'jsonb object from the winning terminal event''s data.collection_facts, or NULL.'),
+            ('refproj.run_summaries', 'records_emitted', 'The winning terminal event''s data.records_emitted when a whole number from 0 to 9e18, else NULL.'),
+            -- Attribution
+            ('refproj.attributed_runs', 'attributed_to', 'The connection the run belongs to (docs/DOMAIN.md section 4), or NULL when it is unattributed.'),
+            ('refproj.connection_keys', 'expected_profile_key', 'The browser profile key a run of this connection carries: the manifest''s trimmed profile_key (else the connector id), followed by '':'' and the connection id unless that equals the connector id.'),
+            ('refproj.connector_max_staleness', 'connector_id', 'The connector.'),
+            ('refproj.connection_keys', 'sole_active', 'Whether this is the only active connection of its connector (then it also owns legacy connector-wide runs).'),
+            -- Maintained run facts and write detection
+            ('refproj.run_facts', 'match_token', 'The one token the run offers to connections: key:<md5 of its profile key>, else id:<md5 of its identity>, else legacy.'),
+            ('refproj.run_facts', 'brief', 'jsonb run brief {run_id, status, started_at, last_at, finished_at, failure_reason, event_count, browser_surface_profile_key}, timestamps in UTC.'),
+            ('refproj.run_facts', 'details', 'jsonb {connector_instance_id, browser_surface_status, browser_surface_wait_reason, known_gaps, collection_facts, records_emitted}: what the detail shows beyond the brief.'),
+            ('refproj.dirty_runs', 'connector_id', 'Connector of a run some statement touched since the last refresh (NULL: a spine write that touched no run).'),
+            ('refproj.dirty_runs', 'run_id', 'Run id of a run some statement touched since the last refresh (NULL: a spine write that touched no run).'),
+            ('refproj.source_writes', 'xid', 'A transaction that wrote connectors, connector_instances or a retained-size table and that no refresh has seen yet.'),
+            ('refproj.projection_state', 'singleton', 'Always true: the table has one row.'),
+            ('refproj.projection_state', 'as_of', 'When the stored evidence was computed: the start of the last refresh.'),
+            ('refproj.projection_state', 'refresh_ticket', 'The refresh_ticket value the last refresh drew before its snapshot (read-your-writes coalescing).'),
+            ('refproj.projection_state', 'last_refresh_ms', 'Duration of the last refresh, in milliseconds.'),
+            ('refproj.projection_state', 'refresh_count', 'Refreshes executed since the projection was installed.'),
+            ('refproj.projection_state', 'rebuild_requests', 'TRUNCATEs of spine_events or controller_active_runs seen; each asks for a full rebuild of run_facts.'),
+            ('refproj.projection_state', 'rebuild_done', 'The rebuild_requests value the last full rebuild absorbed.'),
+            ('refproj.projection_state', 'full_ticket', 'The refresh_ticket value the last full rebuild asked for with refresh_connection_summary(p_full => true) drew before its snapshot: a full request is satisfied only by a full rebuild that started after it.'),
+            -- Indexes
+            ('refproj.run_facts_run_idx', NULL, 'Finds a run''s facts by (connector_id, run_id) when a refresh replaces changed runs.'),
+            ('refproj.run_facts_latest_idx', NULL, 'One probe per accepted match token finds a connection''s latest run.'),
+            ('refproj.run_facts_latest_success_idx', NULL, 'One probe per accepted match token finds a connection''s latest successful run.'),
+            ('refproj.run_facts_failures_idx', NULL, 'Range scan counting a connection''s failures since its last success.'),
+            ('refproj.connection_summary_connector_instance_id_idx', NULL, 'Unique key that lets refproj.connection_summary be refreshed CONCURRENTLY.'),
+            ('refproj.connection_summary_connector_idx', NULL, 'A connector''s rows (hash: any id length).'),
+            ('refproj.connection_summary_json_connector_instance_id_idx', NULL, 'Unique key that lets refproj.connection_summary_json be refreshed CONCURRENTLY.'),
+            ('refproj.connection_summary_json_overview_order_idx', NULL, 'The overview order (connector_id, created_at, connector_instance_id) of rows whose two ids are within 2,000 bytes together: refproj.connection_summaries_page reads a keyset page through it.'),
+            ('refproj.connection_summary_json_key_length_idx', NULL, 'Finds the rows whose two ids are too long for the overview-order index (over 2,000 bytes together), for refproj.connection_summaries_page.'),
+            ('refproj.dirty_runs_connector_idx', NULL, 'A detail finds its connector''s changed runs.'),
+            ('spine_events_source_run_summary_idx', NULL, 'refproj''s source/run summary index: a connector''s run events by (source_kind, source_id, run_id, occurred_at DESC); built CONCURRENTLY.'),
+            -- Source tables
             ('connectors', NULL, 'Connectors: kinds of data source (amazon, chase, github, ...). Read by refproj.'),
             ('connectors', 'manifest', 'jsonb: streams (names or {name}), capabilities.browser_surface.profile_key, refresh_policy.max_staleness_seconds are read by refproj.'),
             ('connector_instances', NULL, 'Connections: one configured account or device of a connector. Read by refproj.'),
@@ -161,66 +161,74 @@ BEGIN
             ('retained_size_connection', 'blob_bytes', 'Bytes of blobs.'),
             ('retained_size_connection', 'computed_at', 'When the sizes were computed, or NULL.'),
             ('retained_size_stream', NULL, 'Retained data per connection and stream.'),
-            ('retained_size_stream', 'connector_instance_id', 'The connection.'),
             ('retained_size_stream', 'stream', 'The stream name.'),
-            ('retained_size_stream', 'connector_id', 'The connection''s connector.'),
-            ('retained_size_stream', 'record_count', 'Records retained in the stream.'),
-            ('retained_size_stream', 'current_record_json_bytes', 'Bytes of the current records'' JSON.'),
-            ('retained_size_stream', 'record_history_json_bytes', 'Bytes of the records'' change history JSON.'),
-            ('retained_size_stream', 'blob_bytes', 'Bytes of blobs.'),
-            ('retained_size_stream', 'computed_at', 'When the sizes were computed, or NULL.')
+            ('retained_size_stream', 'record_count', 'Records retained in the stream.')
         ) AS c (relation, column_name, description)
-        WHERE obj_description(to_regclass(c.relation), 'pg_class')
-            LIKE '%Source table created by refproj (revision 0001)%'
+        JOIN pg_catalog.pg_class AS r ON r.oid = to_regclass(c.relation)
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = r.relnamespace
     LOOP
-        IF v_comment.column_name IS NULL THEN
+        IF v_comment.relkind IN ('i', 'I') OR v_comment.refproj_owned THEN
+            IF v_comment.column_name IS NULL THEN
+                EXECUTE format('COMMENT ON INDEX %s IS %L', v_comment.relation, v_comment.description);
+            ELSE
+                EXECUTE format('COMMENT ON COLUMN %s.%I IS %L',
+                               v_comment.relation, v_comment.column_name, v_comment.description);
+            END IF;
+        ELSIF NOT v_comment.relation = ANY (v_created) THEN
+            CONTINUE;
+        ELSIF v_comment.column_name IS NULL THEN
+            -- Not yet described (the mark still starts the comment): a re-created projection
+            -- finds the tables described by the one before it.
             IF obj_description(v_comment.relation, 'pg_class') LIKE 'Source table created by refproj%' THEN
                 EXECUTE format('COMMENT ON TABLE %s IS %L', v_comment.relation,
                                v_comment.description || ' ' || obj_description(v_comment.relation, 'pg_class'));
             END IF;
-        ELSIF EXISTS (
-            SELECT FROM pg_catalog.pg_attribute AS a
-            WHERE a.attrelid = v_comment.relation AND a.attname = v_comment.column_name
-              AND pg_catalog.col_description(a.attrelid, a.attnum) IS NULL) THEN
+        ELSIF col_description(v_comment.relation, (
+                  SELECT a.attnum FROM pg_catalog.pg_attribute AS a
+                  WHERE a.attrelid = v_comment.relation AND a.attname = v_comment.column_name)) IS NULL THEN
             EXECUTE format('COMMENT ON COLUMN %s.%I IS %L',
                            v_comment.relation, v_comment.column_name, v_comment.description);
         END IF;
     END LOOP;
-END
-$$;
 
--- Columns that mean the same as a column of the same name elsewhere take its description, so each
--- meaning is written once: the live and partial forms of the overview take connection_summary's,
--- the run views take run_summaries' or run_facts', the views over source tables take the table's.
-DO $$
-DECLARE
-    v_pair record;
-BEGIN
+    -- The pairs as listed (a scan of VALUES keeps their order), each its own statement, so a pair
+    -- reads what the pairs before it wrote.
     FOR v_pair IN
-        SELECT target.attrelid::regclass AS target, target.attname, d.description
+        SELECT to_regclass(pairs.target_name) AS target, to_regclass(pairs.source_name) AS source
         FROM (VALUES
             ('refproj.connection_evidence', 'refproj.connection_summary'),
             ('refproj.overview_row', 'refproj.connection_summary'),
             ('refproj.detail_row', 'refproj.connection_summary'),
             ('refproj.detail_row', 'refproj.overview_row'),
             ('refproj.connection_profile', 'refproj.connection_summary'),
+            ('refproj.connector_max_staleness', 'refproj.connection_summary'),
             ('refproj.connection_run_rollup', 'refproj.connection_summary'),
             ('refproj.connection_keys', 'refproj.connection_summary'),
+            ('refproj.connection_summary_json', 'refproj.connection_summary'),
             ('refproj.attributed_runs', 'refproj.run_summaries'),
+            ('refproj.run_facts', 'refproj.run_summaries'),
             ('refproj.run_facts_live', 'refproj.run_facts'),
+            ('retained_size_stream', 'retained_size_connection'),
             ('refproj.retained_streams', 'retained_size_stream'),
             ('refproj.visible_connections', 'connector_instances')
         ) AS pairs (target_name, source_name)
-        JOIN pg_catalog.pg_attribute AS target
-            ON target.attrelid = to_regclass(pairs.target_name) AND target.attnum > 0 AND NOT target.attisdropped
-        JOIN pg_catalog.pg_attribute AS source
-            ON source.attrelid = to_regclass(pairs.source_name) AND source.attname = target.attname
-        JOIN pg_catalog.pg_description AS d
-            ON d.objoid = source.attrelid AND d.classoid = 'pg_catalog.pg_class'::regclass
-           AND d.objsubid = source.attnum
-        WHERE pg_catalog.col_description(target.attrelid, target.attnum) IS NULL
     LOOP
-        EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', v_pair.target, v_pair.attname, v_pair.description);
+        CONTINUE WHEN NOT (v_pair.target = ANY (v_created)
+                           OR (SELECT r.relnamespace = 'refproj'::regnamespace
+                               FROM pg_catalog.pg_class AS r WHERE r.oid = v_pair.target));
+        FOR v_column IN
+            SELECT target.attname, d.description
+            FROM pg_catalog.pg_attribute AS target
+            JOIN pg_catalog.pg_attribute AS source
+                ON source.attrelid = v_pair.source AND source.attname = target.attname
+            JOIN pg_catalog.pg_description AS d
+                ON d.objoid = source.attrelid AND d.classoid = 'pg_catalog.pg_class'::regclass
+               AND d.objsubid = source.attnum
+            WHERE target.attrelid = v_pair.target AND target.attnum > 0 AND NOT target.attisdropped
+              AND col_description(target.attrelid, target.attnum) IS NULL
+        LOOP
+            EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', v_pair.target, v_column.attname, v_column.description);
+        END LOOP;
     END LOOP;
 END
 $$;
