@@ -4,7 +4,10 @@
 -- them CONCURRENTLY (refproj/migration_support.py).
 DO $refproj_bounded_indexes$
 BEGIN
-    IF pg_get_indexdef(to_regclass('connector_instances_connector_idx')) LIKE '%USING btree%' THEN
+    IF pg_get_indexdef(to_regclass('connector_instances_connector_idx'))
+           LIKE '%USING btree (connector_id, created_at, connector_instance_id)'
+       AND obj_description(to_regclass('connector_instances'), 'pg_class')
+           LIKE '%Source table created by refproj (revision 0001)%' THEN
         DROP INDEX connector_instances_connector_idx;
         CREATE INDEX connector_instances_connector_idx
             ON connector_instances USING hash (connector_id);

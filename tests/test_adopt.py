@@ -42,6 +42,9 @@ CREATE TABLE connector_instances (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz
 );
+-- The application's own index, named as revision 0001 names refproj's: revision 0005 leaves it.
+CREATE INDEX connector_instances_connector_idx
+    ON connector_instances (connector_id, created_at, connector_instance_id);
 CREATE TABLE spine_events (
     event_seq bigserial PRIMARY KEY,
     event_type text NOT NULL,
@@ -144,6 +147,11 @@ def test_beside_an_application_upgrade_use_downgrade(app_url: str) -> None:
     migrate.upgrade(app_url)
     assert alembic_version(app_url) == ["0005"]
     assert alembic_version_of_app(app_url) == ["app_0042"]
+    with psycopg.connect(app_url) as conn:
+        # An index of the application's named like refproj's stays as the application made it.
+        assert conn.execute(
+            "SELECT split_part(pg_get_indexdef('connector_instances_connector_idx'::regclass), ' USING ', 2)"
+        ).fetchone() == ("btree (connector_id, created_at, connector_instance_id)",)
     # The history is there but not yet built: the migration only asked for the first build.
     with psycopg.connect(app_url) as conn:
         assert conn.execute("SELECT count(*) FROM refproj.run_facts").fetchone() == (0,)

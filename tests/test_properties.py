@@ -241,7 +241,9 @@ def connection_candidates(connector_id: str) -> list[str]:
     """Instance ids for a connector: its own id (profile key = base alone), siblings, and another
     connector's id (so a detail id can be both a connection and a connector)."""
     other = next(c for c in CONNECTOR_POOL if c != connector_id)
-    return [f"{connector_id}_work", f"{connector_id}_home", connector_id, f"{connector_id}:ü", other]
+    # And 2,600 random bytes: as long as the source table's own primary key still holds.
+    long_id = "c" + incompressible(10 + CONNECTOR_POOL.index(connector_id), 2599)
+    return [f"{connector_id}_work", f"{connector_id}_home", connector_id, f"{connector_id}:ü", other, long_id]
 
 
 @st.composite

@@ -16,6 +16,7 @@ Revises: 0004
 """
 
 from alembic import context, op
+from sqlalchemy import text
 
 from refproj._resources import read_sql
 from refproj.migration_support import (
@@ -34,6 +35,7 @@ depends_on = None
 SUMMARY_SQL = "0002_source_run_summary_index.sql"
 CONNECTOR_INDEX = "connector_instances_connector_idx"
 CONNECTOR_SQL = "0005_connector_instances_connector_index.sql"
+CONNECTOR_0001_SHAPE = "USING btree (connector_id, created_at, connector_instance_id)"
 
 
 def upgrade() -> None:
@@ -45,8 +47,17 @@ def upgrade() -> None:
         summary = index_definition(connection, SUMMARY_INDEX)
         if summary is not None and "octet_length" not in summary:
             replace_summary_index(connection, SUMMARY_SQL)
+        # Only the index 0001 created, on a table 0001 created (its comment says so, as
+        # sql/0001_source_tables_down.sql reads it): an index of that name on an adopted table is
+        # the application's.
         connector = index_definition(connection, CONNECTOR_INDEX)
-        if connector is not None and "USING btree" in connector:
+        created_here = connection.execute(
+            text(
+                "SELECT COALESCE(obj_description(to_regclass('connector_instances'), 'pg_class'), '')"
+                " LIKE '%Source table created by refproj (revision 0001)%'"
+            )
+        ).scalar()
+        if created_here and connector is not None and connector.endswith(CONNECTOR_0001_SHAPE):
             replace_index(connection, CONNECTOR_INDEX, read_sql(CONNECTOR_SQL))
 
 

@@ -78,7 +78,9 @@ COMMENT ON FUNCTION refproj.run_facts_of(refproj.run_key[]) IS
 
 -- A connector's run facts as the source tables say right now: the stored rows of runs that did
 -- not change since the last refresh, and the changed ones recomputed. Equal to
--- run_facts_live filtered to the connector, at the cost of its changed runs only.
+-- run_facts_live filtered to the connector, at the cost of its changed runs only, unless the
+-- connector changed where no trigger saw it (refproj.run_facts_unseen_change, see
+-- sql/projection/05_run_marks.sql): then all of its runs are computed live.
 CREATE FUNCTION refproj.current_run_facts(p_connector_id text)
 RETURNS SETOF refproj.run_facts
 LANGUAGE plpgsql STABLE
@@ -99,7 +101,8 @@ BEGIN
     WHERE d.connector_id = p_connector_id
       AND d.run_id IS NOT NULL;
 
-    IF v_rebuild THEN
+    IF v_rebuild OR refproj.run_facts_unseen_change(
+           p_connector_id, ARRAY(SELECT (k).run_id FROM unnest(v_changed) AS k)) THEN
         RETURN QUERY
         SELECT * FROM refproj.run_facts_live AS live WHERE live.connector_id = p_connector_id;
         RETURN;
@@ -118,4 +121,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.current_run_facts(text) IS
-    'The run facts of one connector as of the caller''s snapshot (stored rows of unchanged runs plus changed runs recomputed): equal to refproj.run_facts_live for that connector.';
+    'The run facts of one connector as of the caller''s snapshot (stored rows of unchanged runs plus changed runs recomputed; every run computed live when the connector changed where no trigger saw it): equal to refproj.run_facts_live for that connector.';

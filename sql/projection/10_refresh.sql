@@ -165,6 +165,10 @@ BEGIN
         INSERT INTO refproj.run_facts
         SELECT * FROM pg_temp.refproj_rebuilt_run_facts;
         DROP TABLE pg_temp.refproj_rebuilt_run_facts;
+        -- The marks of what it read (sql/projection/05_run_marks.sql): one pass over the index.
+        DELETE FROM refproj.run_marks;
+        INSERT INTO refproj.run_marks
+        SELECT * FROM refproj.run_marks_live;
     ELSIF cardinality(v_keys) > 0 THEN
         DELETE FROM refproj.run_facts AS f
         USING unnest(v_keys) AS k
@@ -172,6 +176,12 @@ BEGIN
           AND f.run_id = k.run_id;
         INSERT INTO refproj.run_facts
         SELECT * FROM refproj.run_facts_of(v_keys);
+        DELETE FROM refproj.run_marks AS m
+        USING unnest(v_keys) AS k
+        WHERE m.connector_id = k.connector_id
+          AND m.run_id = k.run_id;
+        INSERT INTO refproj.run_marks
+        SELECT * FROM refproj.run_marks_of(v_keys);
     END IF;
 
     -- CONCURRENTLY keeps the previous rows readable, but needs previous rows: the first build

@@ -35,8 +35,8 @@ BEGIN
         'refproj.connection_summary', 'refproj.connection_summary_json', 'refproj.projection_state', 'refproj.source_writes',
         'refproj.dirty_runs', 'refproj.run_facts', 'refproj.run_facts_live', 'refproj.connection_keys',
         'refproj.connection_profile', 'refproj.connector_max_staleness', 'refproj.visible_connections',
-        'refproj.retained_streams',
-        'refproj.connection_run_rollup', 'refproj.spine_partition_tree', 'refproj.spine_partitions']
+        'refproj.retained_streams', 'refproj.connection_run_rollup', 'refproj.spine_partition_tree',
+        'refproj.spine_partitions', 'refproj.run_marks', 'refproj.run_event_keys', 'refproj.active_run_keys']
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %I', v_object, p_role);
     END LOOP;
@@ -63,6 +63,7 @@ BEGIN
         'refproj.spine_partitions_changed()',
         'refproj.refresh_connection_summary(boolean, boolean)',
         'refproj.current_run_facts(text)',
+        'refproj.run_facts_unseen_change(text, text[])',
         'refproj.stored_run_facts(text, text[], int)',
         'refproj.newest_first(refproj.run_facts[])',
         'refproj.run_evidence_of(refproj.run_facts[])',
