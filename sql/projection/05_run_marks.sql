@@ -30,13 +30,16 @@ COMMENT ON COLUMN refproj.run_event_keys.connector_id IS 'The run''s connector (
 COMMENT ON COLUMN refproj.run_event_keys.run_id IS 'The run id the event carries.';
 COMMENT ON COLUMN refproj.run_event_keys.occurred_at IS 'spine_events.occurred_at.';
 
+-- The same 2,000-byte bound as a run event's ids (source_kind 'connector' is 9 bytes): a row
+-- beyond it names no run that can have events, and run_marks' index could not hold its key.
 CREATE VIEW refproj.active_run_keys AS
 SELECT a.connector_id, a.run_id
 FROM controller_active_runs AS a
 WHERE a.connector_id IS NOT NULL
-  AND a.run_id IS NOT NULL;
+  AND a.run_id IS NOT NULL
+  AND octet_length('connector') + octet_length(a.connector_id) + octet_length(a.run_id) <= 2000;
 COMMENT ON VIEW refproj.active_run_keys IS
-    'The (connector_id, run_id) of every controller_active_runs row: what run marks count as active rows.';
+    'The (connector_id, run_id) of every controller_active_runs row that can name a run with events (ids within 2,000 bytes together, as run events): what run marks count as active rows.';
 COMMENT ON COLUMN refproj.active_run_keys.connector_id IS 'controller_active_runs.connector_id.';
 COMMENT ON COLUMN refproj.active_run_keys.run_id IS 'controller_active_runs.run_id.';
 
