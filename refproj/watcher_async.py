@@ -1,4 +1,4 @@
-"""The watcher of an ``AsyncProjection``: keeps ``list()`` within the staleness bound without
+"""The watcher of ``AsyncProjection``: keeps ``list()`` within the staleness bound without
 anybody calling ``refresh()``.
 
 Every writing transaction on a source table sends ``NOTIFY refproj_source_changed`` at commit,
