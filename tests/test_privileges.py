@@ -56,6 +56,25 @@ def test_reader_reads_and_requests_refreshes(world: World, roles: dict[str, str]
     )
 
 
+def test_reader_detail_sees_writes_no_trigger_saw_but_reader_cannot_verify(
+    world: World, roles: dict[str, str]
+) -> None:
+    """The detail's run-mark check reads what grant_reader grants; verify_projection() is an
+    owner's check (a from-scratch computation), not granted."""
+    db = world.db
+    db.execute("ALTER TABLE spine_events DISABLE TRIGGER ALL")
+    world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+    db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
+    as_role(db, roles["reader"])
+    detail = world.detail("cin_work")
+    assert detail is not None
+    assert [run["run_id"] for run in detail["recent_runs"]] == ["run_bad", "run_ok"]
+    with pytest.raises(
+        errors.InsufficientPrivilege, match="permission denied for function verify_projection"
+    ):
+        db.execute("SELECT * FROM refproj.verify_projection()")
+
+
 @pytest.mark.parametrize(
     "statement",
     [
