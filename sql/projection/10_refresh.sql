@@ -53,6 +53,11 @@ $$;
 COMMENT ON FUNCTION refproj.ensure_projection_state() IS
     'Re-creates the refproj.projection_state row when a restore left it out (pg_dump --schema-only), asking for a full rebuild; returns whether it did. Run by every refresh and every alembic upgrade, even at head.';
 
+-- An index of refproj.run_facts as the first build drops and re-creates it.
+CREATE TYPE refproj.rebuilt_index AS (name text, definition text, comment text);
+COMMENT ON TYPE refproj.rebuilt_index IS
+    'An index of refproj.run_facts the first build drops before filling the table and re-creates after: its name, CREATE INDEX statement and comment.';
+
 -- Coalesced, read-your-writes refresh.
 --
 -- Invariant: when this returns, a refresh whose snapshot was taken after this call began has
@@ -90,6 +95,8 @@ DECLARE
     v_indexscan text := current_setting('enable_indexscan');
     v_bitmapscan text := current_setting('enable_bitmapscan');
     v_work_mem text := current_setting('work_mem');
+    v_indexes refproj.rebuilt_index[];
+    v_index refproj.rebuilt_index;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
@@ -162,9 +169,26 @@ BEGIN
         PERFORM set_config('enable_indexscan', v_indexscan, true),
                 set_config('enable_bitmapscan', v_bitmapscan, true),
                 set_config('work_mem', v_work_mem, true);
+        -- The first build: nobody reads run_facts until it commits (the overview says building,
+        -- a detail takes the live path while the rebuild is pending), so its indexes are built
+        -- once at the end rather than updated row by row (a third of the first build at M).
+        IF NOT refproj.overview_built() THEN
+            SELECT array_agg(ROW(i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),
+                                 obj_description(i.indexrelid, 'pg_class'))::refproj.rebuilt_index)
+            INTO v_indexes
+            FROM pg_index AS i
+            WHERE i.indrelid = 'refproj.run_facts'::regclass;
+            FOREACH v_index IN ARRAY v_indexes LOOP
+                EXECUTE format('DROP INDEX %s', v_index.name);
+            END LOOP;
+        END IF;
         INSERT INTO refproj.run_facts
         SELECT * FROM pg_temp.refproj_rebuilt_run_facts;
         DROP TABLE pg_temp.refproj_rebuilt_run_facts;
+        FOREACH v_index IN ARRAY COALESCE(v_indexes, '{}') LOOP
+            EXECUTE v_index.definition;
+            EXECUTE format('COMMENT ON INDEX %s IS %L', v_index.name, v_index.comment);
+        END LOOP;
         -- The marks of what it read (sql/projection/05_run_marks.sql): one pass over the index.
         DELETE FROM refproj.run_marks;
         INSERT INTO refproj.run_marks
