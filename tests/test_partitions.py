@@ -420,7 +420,7 @@ def test_pg_partman_managed_spine_events(empty_db_url: str) -> None:
         assert db.execute(
             "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname LIKE 'refproj%%'",
             (newest[0],),
-        ).fetchone() == (4,)
+        ).fetchone() == (5,)  # the four write-detection triggers and the notification one
 
         # Retention: partitions older than 6 months are dropped by maintenance.
         db.execute(
