@@ -33,19 +33,11 @@ from sqlalchemy.pool import NullPool
 
 from refproj._resources import read_sql
 from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index, summary_index_state
-from refproj.settings import database_url, libpq_url
+from refproj.settings import SOURCE_TABLES, database_url, libpq_url
 
 MIGRATION_LOCK_KEY = 7418206610342958900
 VERSION_TABLE = "refproj_alembic_version"
 LEGACY_VERSION_TABLE = "alembic_version"
-SOURCE_TABLES = (
-    "connectors",
-    "connector_instances",
-    "spine_events",
-    "controller_active_runs",
-    "retained_size_connection",
-    "retained_size_stream",
-)
 # What sql/0001_source_tables.sql says on a table it created.
 CREATED_TABLE_COMMENT = (
     "Source table created by refproj (revision 0001); refproj reads it, the application writes it."

@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 
 from refproj._resources import read_sql
 from refproj.errors import InvalidArgument
+from refproj.settings import SOURCE_TABLES
 
 __all__ = ["PROFILES", "SEED_BASE_TIME", "Profile", "load_queries", "seed"]
 
@@ -63,10 +64,6 @@ class Profile:
             raise ValueError("a profile needs runs, at least 3 events per run and long_run_every >= 1")
 
 
-SOURCE_TABLES = (
-    "spine_events, controller_active_runs, retained_size_stream, retained_size_connection,"
-    " connector_instances, connectors"
-)
 MAX_RUNS = 2**31 - 1  # far beyond what seeds in hours; bounds --history-factor
 
 # Seed 0 at history factor 1 writes 7,044 spine events for tiny (one long run of 5,100 events),
@@ -172,7 +169,7 @@ def seed(
         run("prepare_transaction")
         if replace:
             say("emptying the source tables")
-            conn.execute(f"TRUNCATE {SOURCE_TABLES}")
+            conn.execute(f"TRUNCATE {', '.join(SOURCE_TABLES)}")
         if _one(run("refuse_populated"))["populated"]:
             raise InvalidArgument(
                 "the source tables already hold connectors; seed an empty database,"

@@ -17,6 +17,15 @@ from sqlalchemy.exc import ArgumentError
 
 from refproj.errors import InvalidDatabaseUrl
 
+# The application's tables refproj reads (revision 0001 creates those that do not exist yet).
+SOURCE_TABLES = (
+    "connectors",
+    "connector_instances",
+    "spine_events",
+    "controller_active_runs",
+    "retained_size_connection",
+    "retained_size_stream",
+)
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/refproj_demo"
 """The CLI's, Alembic's and ``make demo``'s default. The library has none: ``Projection()``
 without a URL or ``DATABASE_URL`` raises :class:`InvalidDatabaseUrl`."""

@@ -18,6 +18,7 @@ import pytest
 from refproj import Projection, SourceTablesIncompatible, migrate
 from refproj.cli import main
 from refproj.progress import Reporter
+from refproj.settings import SOURCE_TABLES
 from tests.test_migrations import alembic_version, catalog
 from tests.world import backends_waiting, wait_for
 
@@ -79,15 +80,7 @@ VALUES ('run.started', '2026-01-05 10:00+00', 'ok', 'connector', 'acme', 'run_1'
        ('run.completed', '2026-01-05 10:05+00', 'succeeded', 'connector', 'acme', 'run_1', 'cin_work');
 """
 
-APP_TABLES = [
-    "app_users",
-    "connectors",
-    "connector_instances",
-    "spine_events",
-    "controller_active_runs",
-    "retained_size_connection",
-    "retained_size_stream",
-]
+APP_TABLES = ["app_users", *SOURCE_TABLES]
 
 
 def application_state(url: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from refproj import Projection
 from refproj.cli import main
+from refproj.settings import SOURCE_TABLES
 from tests.world import World, iso
 
 VERIFY_DIFFERENCES = 11
@@ -216,16 +217,6 @@ def restored_url(db: psycopg.Connection[Any], db_url: str) -> Iterator[str]:
         yield make_url(db_url).set(database=name).render_as_string(hide_password=False)
     finally:
         db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-SOURCE_TABLES = [
-    "connectors",
-    "connector_instances",
-    "spine_events",
-    "controller_active_runs",
-    "retained_size_connection",
-    "retained_size_stream",
-]
 
 
 def test_a_data_only_restore_with_disabled_triggers_is_found_and_repaired(

@@ -17,6 +17,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from refproj import migrate
+from refproj.settings import SOURCE_TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
@@ -31,14 +32,6 @@ LOGGED_ALEMBIC = [
     str(ROOT / "alembic.ini"),
 ]
 INDEX = "spine_events_source_run_summary_idx"
-SOURCE_TABLES = [
-    "connectors",
-    "connector_instances",
-    "spine_events",
-    "controller_active_runs",
-    "retained_size_connection",
-    "retained_size_stream",
-]
 CONTRACT_FUNCTIONS = [
     "connection_run_evidence",
     "connection_summaries",

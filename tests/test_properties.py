@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
+from refproj.settings import SOURCE_TABLES
 from tests.oracle import (
     ActiveRun,
     Connection,
@@ -63,10 +64,6 @@ PROPERTY_SETTINGS = settings(
 
 BASE = datetime(2026, 1, 5, tzinfo=UTC)
 FAR_FUTURE = datetime(2999, 1, 1, 12, 0, tzinfo=UTC)
-SOURCE_TABLES = (
-    "connectors, connector_instances, spine_events, controller_active_runs,"
-    " retained_size_connection, retained_size_stream"
-)
 
 # ---------------------------------------------------------------------------------------------
 # Strategies: values
@@ -610,7 +607,7 @@ def upsert_retained(db: psycopg.Connection[Any], row: RetainedConnection | Retai
 def load(db: psycopg.Connection[Any], world: Sources) -> None:
     """Empty the six source tables and write ``world`` in one transaction."""
     with db.transaction():
-        db.execute(f"TRUNCATE {SOURCE_TABLES}")
+        db.execute(f"TRUNCATE {', '.join(SOURCE_TABLES)}")
         for connector in world.connectors:
             insert_connector(db, connector)
         for connection in world.connections:

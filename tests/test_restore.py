@@ -27,15 +27,8 @@ from sqlalchemy.engine import make_url
 
 from refproj import Projection, embedded, migrate
 from refproj.rows import Status
+from refproj.settings import SOURCE_TABLES
 
-SOURCE_TABLES = (
-    "connectors",
-    "connector_instances",
-    "spine_events",
-    "controller_active_runs",
-    "retained_size_connection",
-    "retained_size_stream",
-)
 AT = datetime(2026, 1, 6, 12, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What a restore into a younger cluster carries: a writer's xid far beyond this cluster's counter.

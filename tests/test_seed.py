@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from refproj.seed import PROFILES, SEED_BASE_TIME, load_queries, parse_queries, seed
+from refproj.settings import SOURCE_TABLES
 
 TINY_COUNTS = {
     "connectors": 4,
@@ -23,10 +24,6 @@ TINY_COUNTS = {
     "retained_streams": 15,
 }
 
-SOURCE_TABLES = (
-    "connectors, connector_instances, spine_events, controller_active_runs, "
-    "retained_size_connection, retained_size_stream"
-)
 
 # One row per run, straight from the spine: what it claims and how it ended.
 RAW_RUNS = """
@@ -76,7 +73,7 @@ def fingerprints(db: psycopg.Connection[Any]) -> dict[str, str]:
 
 
 def reset(db: psycopg.Connection[Any]) -> None:
-    db.execute(f"TRUNCATE {SOURCE_TABLES} RESTART IDENTITY")
+    db.execute(f"TRUNCATE {', '.join(SOURCE_TABLES)} RESTART IDENTITY")
 
 
 def test_tiny_profile_has_the_documented_counts(db):
