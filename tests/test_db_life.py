@@ -5,6 +5,7 @@ what went unseen, ``refproj refresh --full`` repairs it."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from refproj import Projection
+from refproj import AsyncProjection, Projection
 from refproj.cli import main
 from refproj.settings import SOURCE_TABLES
 from tests.world import World, iso
@@ -170,6 +171,24 @@ def test_the_sql_function_and_the_python_method(
         assert proj.refresh(full=True).refreshed is True
         assert proj.verify() == []
         assert evidence(proj.list()[0]) == (FAILED_RUN, OK_RUN, 1)
+
+
+def test_the_async_twin_verifies_and_rebuilds(world: World, db: psycopg.Connection[Any], db_url: str) -> None:
+    db.execute("ALTER TABLE spine_events DISABLE TRIGGER refproj_note_insert")
+    world.failed_run("run_bad", "cin_work", "12:00", "12:10", "token_expired")
+    db.execute("ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_insert")
+
+    async def scenario() -> tuple[list[Any], bool, list[Any]]:
+        async with AsyncProjection(db_url, staleness_bound=None, read_reuse=0) as proj:
+            before = [(d["connector_instance_id"], d["fields"]) for d in await proj.verify()]
+            rebuilt = (await proj.refresh(full=True)).refreshed
+            return before, rebuilt, await proj.verify()
+
+    assert asyncio.run(scenario()) == (
+        [("cin_work", ["failures_since_last_success", "last_run"])],
+        True,
+        [],
+    )
 
 
 def test_a_full_request_is_not_satisfied_by_an_ordinary_refresh(
