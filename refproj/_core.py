@@ -24,6 +24,7 @@ from refproj.errors import (
     InvalidIdentifier,
     RefprojError,
     first_line,
+    mask_secrets,
     translate,
 )
 from refproj.rows import Detail, OverviewJson, RefreshResult, Status
@@ -246,8 +247,8 @@ class ConnectionLost(DatabaseUnavailable):
 
 
 def where(url: URL) -> str:
-    """The database, for messages: a plain URL without the password."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=True)
+    """The database, for messages: a plain URL without its passwords (userinfo and query)."""
+    return mask_secrets(url.set(drivername="postgresql").render_as_string(hide_password=False))
 
 
 def to_refproj_error(error: BaseException, url: URL) -> RefprojError:

@@ -37,4 +37,6 @@ def count(value: int | None) -> str:
 
 
 def shown(url: Any) -> str:
-    return str(url.set(drivername="postgresql").render_as_string(hide_password=True))
+    from refproj._core import where
+
+    return where(url)

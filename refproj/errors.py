@@ -16,7 +16,19 @@ Every exception that leaves refproj's public API is a :class:`RefprojError`:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+# A password in a URL's userinfo (scheme://user:SECRET@host), and a password parameter in a URL's
+# query or a libpq key=value string (password=SECRET, sslpassword='SE CRET').
+_USERINFO_SECRET = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^@\s/]*@")
+_PARAMETER_SECRET = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&]*)")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every password of a database URL or conninfo string in it shown as ``***``.
+    Every URL refproj shows (error messages, logs, the CLI) goes through here."""
+    return _PARAMETER_SECRET.sub(r"\1***", _USERINFO_SECRET.sub(r"\1***@", text))
 
 
 class RefprojError(Exception):
@@ -113,9 +125,12 @@ def translate(error: BaseException, where: str) -> RefprojError:
         invalidated = error.connection_invalidated
         orig = error.orig if error.orig is not None else error
     elif isinstance(error, exc.TimeoutError):
-        return PoolExhausted(f"no database connection free within the pool timeout ({first_line(error)})")
+        # SQLAlchemy's text names its pool class and links its docs; say what it means here.
+        seconds = re.search(r"timeout (\d+(?:\.\d+)?)", str(error))
+        within = f"{float(seconds[1]):g} s" if seconds else "the pool timeout"
+        return PoolExhausted(f"no database connection free within {within}; the pool is busy")
     sqlstate = getattr(orig, "sqlstate", None)
-    line = first_line(orig)
+    line = mask_secrets(first_line(orig))  # a driver may echo the conninfo it could not parse
     if sqlstate in _NOT_MIGRATED:
         return MigrationsNotApplied(f"refproj is not installed in {where} ({line}): run `refproj migrate`")
     if sqlstate in ("57014", "55P03"):

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from refproj.errors import InvalidDatabaseUrl
+from refproj.errors import InvalidDatabaseUrl, mask_secrets
 
 # The application's tables refproj reads (revision 0001 creates those that do not exist yet).
 SOURCE_TABLES = (
@@ -51,7 +51,7 @@ def database_url(url: str | URL | None = None, *, default: str | None = DEFAULT_
     except (ArgumentError, ValueError, TypeError) as error:
         # Never echo what may be credentials: only what follows the last "@".
         shown = raw.rsplit("@", 1)[-1] if isinstance(raw, str) else type(raw).__name__
-        raise InvalidDatabaseUrl(f"not a database URL: {_short(shown)!r}") from error
+        raise InvalidDatabaseUrl(f"not a database URL: {_short(mask_secrets(shown))!r}") from error
     if parsed.drivername not in _SCHEMES:
         raise InvalidDatabaseUrl(
             f"unsupported database URL scheme {_short(parsed.drivername)!r}:"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from datetime import UTC
@@ -14,7 +15,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from refproj.errors import mask_secrets
 from tests.web_server import free_port, running_server
 from tests.world import World, at, iso, wait_for
 
@@ -240,6 +244,52 @@ def test_unreachable_database_is_503(db_url: str) -> None:
             assert response.json()["error"] == "unavailable"
 
 
+def test_no_password_is_ever_shown(db_url: str) -> None:
+    """Passwords in the URL's userinfo and query never reach a response body (nor a log line:
+    the listener's warning goes through the same mask_secrets)."""
+    port = free_port()
+    closed = f"postgresql://postgres:s3cretPW@127.0.0.1:{port}/x?password=qpw"
+    with (
+        running_server(closed, projection_options={"connect_timeout": 2}) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        response = client.get("/_ref/connectors")
+        assert response.status_code == 503
+        message = response.json()["message"]
+        assert message.startswith(
+            f"database unreachable at postgresql://postgres:***@127.0.0.1:{port}/x?password=***: "
+        )
+        assert "s3cretPW" not in response.text and "qpw" not in response.text
+    assert mask_secrets("host=h password='a b\\'c' sslpassword=k user=u passfile=/p") == (
+        "host=h password=*** sslpassword=*** user=u passfile=/p"
+    )
+
+
+def test_listener_backs_off_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A database that stays down: one warning, then retries at doubling intervals (debug only)."""
+    from refproj.web.events import MAX_BACKOFF, Listener
+
+    async def scenario() -> list[float]:
+        listener = Listener(f"postgresql://postgres:pw@127.0.0.1:{free_port()}/x", retry_seconds=0.01)
+        listener.start()
+        try:
+            while len(listener.waits) < 8:
+                await asyncio.sleep(0.01)
+        finally:
+            await listener.stop()
+        return listener.waits[:8]
+
+    with caplog.at_level(logging.DEBUG, logger="refproj.web.events"):
+        waits = asyncio.run(scenario())
+    assert waits == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28]
+    assert MAX_BACKOFF == 30.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("refproj listener: connection failed: ")
+    assert warnings[0].endswith("(reconnecting with back-off up to 30 s)")
+    assert "pw@" not in warnings[0]
+
+
 def test_unmigrated_database_is_503(empty_db_url: str) -> None:
     with (
         running_server(empty_db_url, listen_conninfo=None) as (base, _),
@@ -272,7 +322,7 @@ def test_statement_timeout_is_504(db: psycopg.Connection[Any], db_url: str) -> N
 def _listeners(db: psycopg.Connection[Any]) -> int:
     row = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND query = 'LISTEN refproj_refreshed'"
+        " AND application_name = 'refproj events'"
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -350,6 +400,50 @@ def test_last_event_id_is_honoured(served: Any, db: psycopg.Connection[Any]) -> 
                 assert event["id"] == _as_of(db) != current
 
     asyncio.run(scenario())
+
+
+def test_events_catch_up_a_refresh_missed_while_reconnecting(
+    served: Any, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """A refresh committed while the listener's LISTEN connection is gone sends its NOTIFY to
+    nobody: after reconnecting, the listener reads the as_of and sends the event anyway."""
+    world, client, app = served
+    listener = app.state.service.listener
+    base = str(client.base_url)
+    name = sql.Identifier(db.info.dbname)
+    # A database cannot refuse connections to itself from inside: say it from another one.
+    admin = psycopg.connect(make_conninfo(db_url, dbname="postgres"), autocommit=True)
+
+    async def scenario() -> None:
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=30) as aclient,
+            aclient.stream("GET", "/_ref/connectors/events") as response,
+        ):
+            lines = response.aiter_lines()
+            assert (await asyncio.wait_for(lines.__anext__(), 20)).startswith(":")  # a heartbeat
+            await asyncio.to_thread(wait_for, listener.listening.is_set)
+            seen = app.state.service.metrics.refreshes._value.get()
+            before = _as_of(db)
+            # No connection can LISTEN again until the refresh has committed.
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+            try:
+                db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = 'refproj events'"
+                )
+                await asyncio.to_thread(wait_for, lambda: not listener.listening.is_set())
+                assert world.refresh() is True
+            finally:
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+            event = await asyncio.wait_for(_next_event(lines), 60)
+            assert event["id"] == _as_of(db) != before
+            assert json.loads(event["data"]) == {"as_of": event["id"]}
+            # It came from the catch-up read: no NOTIFY of that refresh reached this process.
+            assert listener.connections_opened == 2
+            assert app.state.service.metrics.refreshes._value.get() == seen
+
+    with admin:
+        asyncio.run(scenario())
 
 
 # -- cancellation and budgets -----------------------------------------------------------------------
