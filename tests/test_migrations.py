@@ -148,6 +148,37 @@ def alembic_env(url: str) -> dict[str, str]:
     return env
 
 
+def alembic_cli(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The alembic command line on ``url``, as an operator runs it."""
+    return subprocess.run(
+        [*ALEMBIC, *arguments],
+        cwd=ROOT,
+        env=alembic_env(url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def offline_script(url: str, *arguments: str) -> str:
+    """What ``alembic ... --sql`` prints for ``url`` (it never touches the database)."""
+    done = alembic_cli(url, *arguments, "--sql")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def psql(url: str, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def assert_everything_exists(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for table in SOURCE_TABLES:
@@ -251,26 +282,10 @@ def test_s23_upgrade_noop_downgrade_and_offline_script(empty_db_url):
     assert alembic_version(url) == []
 
     # Offline mode prints a script that psql applies cleanly to the empty database.
-    offline = subprocess.run(
-        [*ALEMBIC, "upgrade", "head", "--sql"],
-        cwd=ROOT,
-        env=alembic_env(url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert offline.returncode == 0, offline.stderr
-    assert "CREATE INDEX CONCURRENTLY" in offline.stdout
+    offline = offline_script(url, "upgrade", "head")
+    assert "CREATE INDEX CONCURRENTLY" in offline
     assert catalog(url) == empty, "--sql must not touch the database"
-    applied = subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
-        input=offline.stdout,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    applied = psql(url, offline)
     assert applied.returncode == 0, applied.stderr
     assert catalog(url) == migrated
     assert_everything_exists(url)
@@ -334,15 +349,7 @@ def test_upgrade_at_head_keeps_a_valid_index(empty_db_url):
     before = index_state(url)
     assert before is not None and before[1:] == (True, True)
 
-    cli = subprocess.run(
-        [*ALEMBIC, "upgrade", "head"],
-        cwd=ROOT,
-        env=alembic_env(url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    cli = alembic_cli(url, "upgrade", "head")
     assert cli.returncode == 0, cli.stderr
     assert "Running upgrade" not in cli.stderr
     migrate.upgrade(url)

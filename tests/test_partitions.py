@@ -9,7 +9,6 @@ live evidence (tests.test_incremental.assert_incremental_equals_rebuild).
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 
 import psycopg
@@ -18,7 +17,7 @@ import pytest
 from refproj import migrate
 from refproj_bench.workload import PARTITIONED_SPINE
 from tests.test_incremental import assert_incremental_equals_rebuild
-from tests.test_migrations import ALEMBIC, ROOT, alembic_env, catalog
+from tests.test_migrations import catalog, offline_script, psql
 from tests.test_notify import CHANNEL, drain, listener
 from tests.test_properties import incompressible
 from tests.test_upgrade import unbound_the_summary_index
@@ -307,32 +306,6 @@ def test_downgrade_removes_partition_triggers_and_indexes(
         " WHERE c.relname LIKE '%summary_idx'"
     ).fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM spine_events").fetchone() == (4,)
-
-
-def offline_script(url: str, *arguments: str) -> str:
-    """What ``alembic ... --sql`` prints for ``url`` (it never touches the database)."""
-    done = subprocess.run(
-        [*ALEMBIC, *arguments, "--sql"],
-        cwd=ROOT,
-        env=alembic_env(url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def psql(url: str, script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_offline_script_on_a_partitioned_spine_events(
