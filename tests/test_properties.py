@@ -929,14 +929,12 @@ def test_regression_huge_identity_or_profile_key_never_fails_the_refresh(
     check_rebuild(db, world, BASE)
 
 
-def test_regression_manifest_profile_key_is_trimmed_of_tabs_and_newlines(db: psycopg.Connection[Any]) -> None:
-    """DOMAIN.md §4: the expected key's base is the manifest profile_key "trimmed". The SQL
-    (refproj.connection_keys) uses btrim(), which strips spaces only, so a manifest key "\\tshared\\n"
-    makes acme_work expect "\\tshared\\n:acme_work" and the browser run reporting "shared:acme_work"
-    is unattributed. Per DOMAIN.md it is acme_work's last run (failure reason surface_unhealthy)."""
-    world = Sources(
+def surface_failure_world(manifest_key: str, browser_surface: dict[str, Any]) -> Sources:
+    """acme (its manifest's profile_key ``manifest_key``) with one connection, acme_work, and one
+    browser-surface failure reporting ``browser_surface``."""
+    return Sources(
         connectors=(
-            Connector("acme", manifest={"capabilities": {"browser_surface": {"profile_key": "\tshared\n"}}}),
+            Connector("acme", manifest={"capabilities": {"browser_surface": {"profile_key": manifest_key}}}),
         ),
         connections=(Connection("acme_work", "acme", BASE - timedelta(days=1)),),
         events=(
@@ -947,14 +945,23 @@ def test_regression_manifest_profile_key_is_trimmed_of_tabs_and_newlines(db: psy
                 status="surface_failed",
                 source_id="acme",
                 run_id="r1",
-                data={
-                    "browser_surface": {
-                        "browser_surface_profile_key": "shared:acme_work",
-                        "browser_surface_wait_reason": "surface_unhealthy",
-                    }
-                },
+                data={"browser_surface": browser_surface},
             ),
         ),
+    )
+
+
+def test_regression_manifest_profile_key_is_trimmed_of_tabs_and_newlines(db: psycopg.Connection[Any]) -> None:
+    """DOMAIN.md §4: the expected key's base is the manifest profile_key "trimmed". The SQL
+    (refproj.connection_keys) uses btrim(), which strips spaces only, so a manifest key "\\tshared\\n"
+    makes acme_work expect "\\tshared\\n:acme_work" and the browser run reporting "shared:acme_work"
+    is unattributed. Per DOMAIN.md it is acme_work's last run (failure reason surface_unhealthy)."""
+    world = surface_failure_world(
+        "\tshared\n",
+        {
+            "browser_surface_profile_key": "shared:acme_work",
+            "browser_surface_wait_reason": "surface_unhealthy",
+        },
     )
     assert Oracle(world).overview(BASE)[0]["last_run"]["failure_reason"] == "surface_unhealthy"
     check_rebuild(db, world, BASE)
@@ -964,23 +971,7 @@ def test_regression_manifest_profile_key_keeps_its_letters(db: psycopg.Connectio
     """Found by test_rebuilt_projection_equals_the_model: the trim set was written E' \\t\\n\\r\\f\\v',
     but PostgreSQL has no \\v escape, so it meant the letter v. A manifest key "vault" became
     "ault", and acme_work's browser runs reporting "vault:acme_work" went unattributed."""
-    world = Sources(
-        connectors=(
-            Connector("acme", manifest={"capabilities": {"browser_surface": {"profile_key": "vault\v"}}}),
-        ),
-        connections=(Connection("acme_work", "acme", BASE - timedelta(days=1)),),
-        events=(
-            Event(
-                1,
-                "run.browser_surface_failed",
-                BASE,
-                status="surface_failed",
-                source_id="acme",
-                run_id="r1",
-                data={"browser_surface": {"browser_surface_profile_key": "vault:acme_work"}},
-            ),
-        ),
-    )
+    world = surface_failure_world("vault\v", {"browser_surface_profile_key": "vault:acme_work"})
     assert Oracle(world).overview(BASE)[0]["last_run"]["run_id"] == "r1"
     check_rebuild(db, world, BASE)
     assert db.execute(
