@@ -76,15 +76,25 @@ BEGIN
         FULL JOIN expected AS x ON x.id = j.id
         WHERE j.row IS DISTINCT FROM x.row
     )
-    SELECT d.id, d.overview, d.difference, d.fields
-    FROM differences AS d
-    -- Triggers a DBA disabled: what they would have seen is missing, and stays missing.
-    UNION ALL
-    SELECT NULL, 'trigger', 'disabled', ARRAY[t.relation::text || '.' || t.trigger]
-    FROM refproj.source_triggers AS t
-    WHERE t.enabled = 'D'
-    ORDER BY 1 NULLS FIRST, 2, 4;
+    SELECT u.id, u.overview, u.difference, u.fields
+    FROM (
+        SELECT d.id, d.overview, d.difference, d.fields
+        FROM differences AS d
+        -- refproj's triggers that do not fire for every write: disabled (what they would have
+        -- seen is missing, and stays missing), replica only (a DBA's ENABLE REPLICA TRIGGER:
+        -- ordinary writes go unseen), or not always (an ENABLE TRIGGER ALL made them ordinary:
+        -- writes under session_replication_role = replica go unseen until the next refresh
+        -- makes them ALWAYS again, see refproj.keep_triggers_always).
+        UNION ALL
+        SELECT NULL, 'trigger',
+               CASE t.enabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'replica_only' ELSE 'not_always' END,
+               ARRAY[t.relation::text || '.' || t.trigger]
+        FROM refproj.source_triggers AS t
+        WHERE t.enabled <> 'A'
+    ) AS u
+    -- The same order in every database, whatever its collation.
+    ORDER BY u.id COLLATE "C" NULLS FIRST, u.overview, u.fields[1] COLLATE "C";
 END
 $$;
 COMMENT ON FUNCTION refproj.verify_projection() IS
-    'The connections whose stored overview differs from a from-scratch computation, one row per connection and view: overview connection_summary (against refproj.connection_evidence) or connection_summary_json (against the JSON of connection_summary now: the two views refreshed apart), difference missing | unexpected | differs, and the differing fields; also one row per refproj trigger disabled on a source table (connector_instance_id NULL, overview trigger, difference disabled, fields {table.trigger}). No rows when the projection is exact. Plain reads (AccessShare locks): never blocks writers. Differences after writes no trigger saw are repaired by refresh_connection_summary(p_full => true); those between the two views by any refresh. Run it after a refresh: writes still pending (projection_status().source_changed) show as differences too.';
+    'The connections whose stored overview differs from a from-scratch computation, one row per connection and view: overview connection_summary (against refproj.connection_evidence) or connection_summary_json (against the JSON of connection_summary now: the two views refreshed apart), difference missing | unexpected | differs, and the differing fields; also one row per refproj trigger on a source table that does not fire for every write (connector_instance_id NULL, overview trigger, difference disabled | replica_only | not_always, fields {table.trigger}; the next refresh makes not_always ones fire always again). No rows when the projection is exact. Plain reads (AccessShare locks): never blocks writers. Differences after writes no trigger saw are repaired by refresh_connection_summary(p_full => true); those between the two views by any refresh. Run it after a refresh: writes still pending (projection_status().source_changed) show as differences too.';
