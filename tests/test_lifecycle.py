@@ -25,6 +25,11 @@ from tests.world import World, backends_waiting, listening_sessions, wait_for
 WATCHER_LOG = "refproj.projection"
 
 
+def watcher_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The watcher's warnings logged so far."""
+    return [r.getMessage() for r in caplog.records if r.name == WATCHER_LOG and r.levelno == logging.WARNING]
+
+
 @pytest.fixture
 def world(refreshed_siblings: World) -> World:
     return refreshed_siblings
@@ -146,9 +151,7 @@ def test_the_watcher_backs_off_while_the_database_is_unreachable_and_logs_change
             lambda: sum("still failing" in r.getMessage() for r in caplog.records) >= 4,
             what="four retries while the database is unreachable",
         )
-        warnings = [
-            r.getMessage() for r in caplog.records if r.name == WATCHER_LOG and r.levelno == logging.WARNING
-        ]
+        warnings = watcher_warnings(caplog)
         assert len(warnings) == 1
         assert "database unreachable" in warnings[0]
         proxy.up()
@@ -158,9 +161,7 @@ def test_the_watcher_backs_off_while_the_database_is_unreachable_and_logs_change
             timeout=MAX_BACKOFF + 20,
             what="the write to reach list() once the database is back",
         )
-        warnings = [
-            r.getMessage() for r in caplog.records if r.name == WATCHER_LOG and r.levelno == logging.WARNING
-        ]
+        warnings = watcher_warnings(caplog)
         assert len(warnings) == 2
         assert "the database answers again" in warnings[1]
     proxy.down()

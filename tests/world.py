@@ -164,30 +164,27 @@ class World:
     def succeeded_run(
         self, run_id: str, identity: str, start: str, end: str, *, connector: str = "acme", data: Any = None
     ) -> None:
-        self.event(run_id, "run.started", start, identity=identity, connector=connector)
-        self.event(
-            run_id,
-            "run.completed",
-            end,
-            status="succeeded",
-            identity=identity,
-            connector=connector,
-            data=data,
-        )
+        self.finished_run(run_id, identity, start, end, "run.completed", "succeeded", connector, data)
 
     def failed_run(
         self, run_id: str, identity: str, start: str, end: str, reason: str, *, connector: str = "acme"
     ) -> None:
+        self.finished_run(run_id, identity, start, end, "run.failed", "failed", connector, {"reason": reason})
+
+    def finished_run(
+        self,
+        run_id: str,
+        identity: str,
+        start: str,
+        end: str,
+        event_type: str,
+        status: str,
+        connector: str,
+        data: Any,
+    ) -> None:
+        """run.started at ``start``, then the terminal ``event_type`` with ``status`` at ``end``."""
         self.event(run_id, "run.started", start, identity=identity, connector=connector)
-        self.event(
-            run_id,
-            "run.failed",
-            end,
-            status="failed",
-            identity=identity,
-            connector=connector,
-            data={"reason": reason},
-        )
+        self.event(run_id, event_type, end, status=status, identity=identity, connector=connector, data=data)
 
     def active_run(self, connection_id: str, run_id: str, started: str, connector_id: str = "acme") -> None:
         self.db.execute(
