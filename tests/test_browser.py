@@ -124,3 +124,123 @@ def test_side_by_side_serves_the_old_design_refproj_and_the_floor(tiny_db: tuple
     assert [load.list_reads_stacked for load in loads] == [True, False, False]
     assert all(load.console == [] and load.failed_requests == [] for load in loads)
     assert figures["old_over_refproj"] is not None and figures["refproj_over_floor"] is not None
+
+
+def _console_errors(page: Any) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def test_health_and_relative_times_change_on_an_open_page_with_no_write(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """A success 50 s ago with a 70 s limit: the open page says "just now", healthy and current;
+    at 60 s the text advances in place (no fetch), and just after valid_until (20 s on) one
+    fragment fetch shows stale (past_max_staleness), with no write, no refresh and no reload."""
+    world = World(db)
+    world.connector("acme", manifest={"refresh_policy": {"max_staleness_seconds": 70}})
+    world.connection("cin_work")
+    with running_server(db_url) as (base, _app), launched_browser() as browser:
+        end = datetime.now(UTC) - timedelta(seconds=50)
+        world.succeeded_run("run_ok", "cin_work", (end - timedelta(seconds=5)).isoformat(), end.isoformat())
+        world.refresh()
+        page = browser.new_page()
+        errors = _console_errors(page)
+        page.goto(base + "/dashboard/runs")
+        row = "document.querySelector('tr[data-connection=\"cin_work\"]')"
+        badge, success = (
+            f"{row}.querySelector('.badge')",
+            f"{row}.querySelector('[data-label=\"Last success\"] time')",
+        )
+        freshness = f"{row}.querySelector('[data-label=\"Freshness\"] div').firstChild.textContent"
+        assert page.evaluate(f"[{badge}.textContent, {success}.textContent, {freshness}]") == [
+            "healthy",
+            "just now",
+            "current",
+        ]
+        page.wait_for_function(f"{success}.textContent === '1 min ago'", timeout=30_000)
+        assert page.evaluate("document.documentElement.dataset.updates") is None  # advanced in place
+        page.wait_for_function(f"{badge}.textContent === 'stale'", timeout=40_000)
+        assert page.evaluate(
+            f"[{badge}.textContent, {row}.querySelector('.badge + .reason').textContent,"
+            f" {freshness}, document.documentElement.dataset.updates]"
+        ) == ["stale", "past_max_staleness", "stale", "1"]
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        assert errors == []
+
+
+def test_one_long_word_never_widens_the_page(db: psycopg.Connection[Any], db_url: str) -> None:
+    long_id = "0123456789abcdef" * 4
+    world = World(db)
+    world.connector("acme", display_name="C" * 300)
+    world.connection(long_id, display_name="N" * 480)
+    world.failed_run("run_" + "r" * 200, long_id, "10:00", "10:05", "reason_" + "x" * 400)
+    world.refresh()
+    with running_server(db_url) as (base, _app), launched_browser() as browser:
+        for width, height in ((1280, 900), (390, 844)):
+            page = browser.new_page(viewport={"width": width, "height": height})
+            for route in ("/dashboard/runs", f"/dashboard/runs/{long_id}"):
+                page.goto(base + route)
+                assert page.locator("h1").first.inner_text() != ""
+                assert page.evaluate("document.documentElement.scrollWidth") <= width, (width, route)
+            page.close()
+
+
+def test_a_page_whose_connection_is_deleted_says_so(db: psycopg.Connection[Any], db_url: str) -> None:
+    world = World(db)
+    world.siblings()
+    world.succeeded_run("run_ok", "cin_work", "10:00", "10:05")
+    world.refresh()
+    with running_server(db_url) as (base, _app), launched_browser() as browser:
+        page = browser.new_page()
+        errors = _console_errors(page)
+        page.goto(base + "/dashboard/runs/cin_work")
+        page.wait_for_function("document.documentElement.dataset.settled === '1'")
+        db.execute("DELETE FROM connector_instances WHERE connector_instance_id = 'cin_work'")
+        world.refresh()
+        page.wait_for_function("document.documentElement.dataset.gone === '1'", timeout=30_000)
+        assert page.locator("main h1").all_inner_texts() == ["This connection no longer exists"]
+        assert page.locator("main table").count() == 0  # no old data left on screen
+        assert errors == []
+
+
+def test_the_connector_filter_updates_live(db: psycopg.Connection[Any], db_url: str) -> None:
+    with (
+        running_server(db_url, projection_options={"staleness_bound": 1.0}) as (base, _app),
+        launched_browser() as browser,
+    ):
+        page = browser.new_page()
+        page.goto(base + "/dashboard/runs")
+        page.wait_for_function("document.documentElement.dataset.settled === '1'")
+        options = "[...document.querySelectorAll('#connector option')].map(o => o.textContent)"
+        assert page.evaluate(options) == ["All connectors"]
+        world = World(db)
+        world.connector("acme", display_name="Acme")
+        world.connector("beta")
+        world.connection("cin_work")
+        world.connection("beta_one", "beta")
+        page.wait_for_function(f"{options}.length === 3", timeout=30_000)
+        assert page.evaluate(options) == ["All connectors", "Acme", "beta"]
+
+
+def test_every_id_links_to_its_own_detail(db: psycopg.Connection[Any], db_url: str) -> None:
+    ids = [".", "..", "a/b", "%", "ünïcødé ✓", "a b?c#d"]
+    world = World(db)
+    world.connector("acme")
+    for minute, connection_id in enumerate(ids):
+        world.connection(connection_id, created=f"09:{minute:02d}")
+    world.refresh()
+    with running_server(db_url) as (base, _app), launched_browser() as browser:
+        page = browser.new_page()
+        page.goto(base + "/dashboard/runs")
+        links = page.evaluate(
+            "[...document.querySelectorAll('tr[data-connection] a')]"
+            ".map(a => [a.closest('tr').dataset.connection, a.href])"
+        )
+        assert [connection_id for connection_id, _ in links] == ids
+        for connection_id, href in links:
+            response = page.goto(href)
+            assert response is not None and response.status == 200, href
+            assert page.locator("dd.id").inner_text() == connection_id

@@ -104,9 +104,11 @@ def test_detail_page_shows_runs_reasons_gaps_streams_and_unattributed(console: h
     text = _text(response.text)
     assert "Work account failing" in text
     assert "Unattributed runs of acme 1" in text  # run_legacy: two active siblings, nobody's
-    runs = re.findall(r'<td class="name reason">([^<]+)</td>', response.text)
+    runs = re.findall(r'<td class="name id">([^<]+)</td>', response.text)
     assert runs == ["run_bad", "run_ok"]  # newest first
     assert "connector_exit" in text and "orders:rate_limited" in text
+    gaps = re.findall(r"<td data-label=\"Known gaps\"><div class=\"reason\">([^<]*)<", response.text)
+    assert gaps == ["orders:rate_limited", "none"]  # a run with no gaps says so
     assert "messages 1,234 2.5 KB" in text
 
 
@@ -174,3 +176,71 @@ def test_text_colours_meet_wcag_aa_contrast() -> None:
         assert (light + 0.05) / (dark + 0.05) >= 6.0, (fg, bg)
     assert re.findall(r"color: (#[0-9a-f]{6})", css) == ["#0550ae"]  # links; 7.6:1 on white
     assert (_luminance("#ffffff") + 0.05) / (_luminance("#0550ae") + 0.05) >= 6.0
+
+
+def _page_error(response: httpx.Response) -> tuple[int, str, str, str]:
+    """(status, content type, <h1>, message) of an HTML error page."""
+    h1 = re.search(r"<h1>([^<]*)</h1>", response.text)
+    message = re.search(r'<p class="message">([^<]*)</p>', response.text)
+    return (
+        response.status_code,
+        response.headers["content-type"],
+        unescape(h1.group(1)) if h1 else "",
+        unescape(message.group(1)) if message else "",
+    )
+
+
+def test_browser_facing_errors_are_html_pages_with_the_api_status(console: httpx.Client) -> None:
+    html = "text/html; charset=utf-8"
+    assert _page_error(console.get("/dashboard/runs/")) == (
+        404,
+        html,
+        "No such connection",
+        "This address names no connection.",
+    )
+    too_long = console.get("/dashboard/runs", params={"connector_id": "c" * 1001})
+    assert _page_error(too_long) == (422, html, "Bad address", "connector id is longer than 1000 characters")
+    twice = console.get("/dashboard/runs?connector_id=acme&connector_id=beta")
+    assert _page_error(twice) == (422, html, "Bad address", "connector_id is given 2 times; give it once")
+    assert _page_error(console.get("/dashboard/nowhere"))[:3] == (404, html, "No such page")
+    missing = _page_error(console.get("/dashboard/runs/nope"))
+    assert missing[:3] == (404, html, "No such connection")
+    # The live update of a page whose connection is gone: an expected state, not an error.
+    gone = console.get("/dashboard/runs/nope", params={"fragment": "1"})
+    assert _page_error(gone)[:3] == (200, html, "This connection no longer exists")
+    assert "<div data-gone>" in gone.text
+
+
+def test_the_401_page_explains_how_to_sign_in(db: psycopg.Connection[Any], db_url: str) -> None:
+    _world(db)
+    with (
+        running_server(db_url, token="s3cret") as (base, _app),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        page = client.get("/dashboard/runs/cin_work")
+        assert _page_error(page) == (
+            401,
+            "text/html; charset=utf-8",
+            "Sign in to the console",
+            "This service needs its token (REFPROJ_API_TOKEN). Open this address once with"
+            " ?token=<token> added; the service then keeps the token in a cookie and every"
+            " console page and live update works without it.",
+        )
+        assert page.headers["www-authenticate"] == "Bearer"
+        assert client.get("/_ref/connectors").headers["content-type"] == "application/json"
+
+
+def test_links_name_every_id_as_one_segment_or_in_the_query(console: httpx.Client) -> None:
+    from refproj.web.dashboard import detail_href
+
+    assert [detail_href("", i) for i in (".", "..", "a/b", "%", "ü ✓", "...")] == [
+        "/dashboard/runs/?connection=.",
+        "/dashboard/runs/?connection=..",
+        "/dashboard/runs/a%2Fb",
+        "/dashboard/runs/%25",
+        "/dashboard/runs/%C3%BC%20%E2%9C%93",
+        "/dashboard/runs/...",
+    ]
+    assert console.get("/dashboard/runs/?connection=cin_work").status_code == 200
+    twice = console.get("/dashboard/runs/?connection=cin_work&connection=beta_one")
+    assert _page_error(twice)[:3] == (422, "text/html; charset=utf-8", "Bad address")

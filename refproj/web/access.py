@@ -5,10 +5,11 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlencode
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from refproj.web.dashboard import error_page
 from refproj.web.http import error_response
 
 
@@ -44,9 +45,19 @@ class BearerToken:
                 dict(scope["headers"]).get(b"authorization"), self.expected
             ) or self._matches(connection.cookies.get(self.COOKIE), self.token)
             if not authorized:
-                response = error_response(
-                    401, "unauthorized", "this service needs Authorization: Bearer <REFPROJ_API_TOKEN>"
-                )
+                if scope["path"].startswith("/dashboard/"):  # a person in a browser: say how to sign in
+                    response = error_page(
+                        Request(scope),
+                        401,
+                        "Sign in to the console",
+                        "This service needs its token (REFPROJ_API_TOKEN). Open this address once with"
+                        " ?token=<token> added; the service then keeps the token in a cookie"
+                        " and every console page and live update works without it.",
+                    )
+                else:
+                    response = error_response(
+                        401, "unauthorized", "this service needs Authorization: Bearer <REFPROJ_API_TOKEN>"
+                    )
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)
                 return

@@ -66,7 +66,11 @@ def create_app(
         assert isinstance(error, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         service.metrics.errors.labels(f"http_{error.status_code}").inc()
-        response = error_response(error.status_code, code, str(error.detail))
+        if request.url.path.startswith("/dashboard/"):  # a browser's address: answer a page
+            title = "No such page" if error.status_code == 404 else str(error.detail)
+            response = dashboard.error_page(request, error.status_code, title, str(error.detail))
+        else:
+            response = error_response(error.status_code, code, str(error.detail))
         if error.headers:
             response.headers.update(error.headers)
         return response

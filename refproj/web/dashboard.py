@@ -6,7 +6,14 @@ response already carries the rows: the browser reads the list once per navigatio
 document, and says so with a ``Server-Timing: overview`` entry that the browser harness counts.
 A small inline script then follows the Server-Sent Events stream and, on each refresh that changed
 the overview, fetches the same page once with ``?fragment=1`` (only the part that shows data).
-No front-end build step, no polling.
+Health and freshness also change with time alone, with no write and no refresh: each page carries
+the overview's ``valid_until`` (the first read time at which a shown row changes) and its read
+time, and the script fetches the fragment once at that moment. Relative times ("5 min ago") are
+``<time datetime>`` elements the script advances at their next change. No front-end build step,
+no polling.
+
+Browsers get HTML error pages, never JSON: bad input, an unknown or ambiguous connection and a
+database problem each answer a page with the API's status code (``refproj.web.http``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -23,7 +31,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from refproj.errors import AmbiguousConnection, ConnectionNotFound
+from refproj.errors import AmbiguousConnection, ConnectionNotFound, InvalidArgument, RefprojError
+from refproj.web.http import ERROR_STATUS
 
 ENVIRONMENT = Environment(
     loader=PackageLoader("refproj.web", "templates"),
@@ -62,7 +71,7 @@ def helpers(at: datetime) -> dict[str, Any]:
         if moment is None:
             return Markup("n/a")
         exact = f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-        return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        return Markup('<time datetime="{}" title="{}" data-ago>{}</time>').format(
             value, exact, _ago((at - moment).total_seconds())
         )
 
@@ -78,7 +87,7 @@ def helpers(at: datetime) -> dict[str, Any]:
 
     def gaps(value: Any) -> str:
         if not value:
-            return ""
+            return "none"
         return ", ".join(str(item) for item in value[:5]) + (" …" if len(value) > 5 else "")
 
     def stream_bytes(stream: dict[str, Any]) -> int | None:
@@ -86,6 +95,19 @@ def helpers(at: datetime) -> dict[str, Any]:
         return sum(parts) if all(isinstance(p, int) for p in parts) else None  # type: ignore[arg-type]
 
     return {"when": when, "size": size, "gaps": gaps, "stream_bytes": stream_bytes}
+
+
+def detail_href(base: str, connection_id: str) -> str:
+    """The detail page of ``connection_id``: one percent-encoded path segment ("a/b" is
+    ``a%2Fb``). A browser resolves the segments ``.`` and ``..`` away even when percent-encoded
+    (``%2E%2E`` is a dot segment to the URL standard), so those two ids go in the query instead:
+    ``/dashboard/runs/?connection=..``."""
+    if connection_id in (".", ".."):
+        return f"{base}/dashboard/runs/?connection={quote(connection_id, safe='')}"
+    return f"{base}/dashboard/runs/{quote(connection_id, safe='')}"
+
+
+ENVIRONMENT.globals["detail_href"] = detail_href
 
 
 def _base(request: Request) -> str:
@@ -100,20 +122,61 @@ def _render(name: str, context: dict[str, Any], overview_ms: float | None) -> Re
     return HTMLResponse(ENVIRONMENT.get_template(name).render(context), headers=headers)
 
 
-def _head(as_of: str, source_changed: bool, at: datetime) -> dict[str, Any]:
+def _head(as_of: str, source_changed: bool, at: datetime, valid_until: str | None = None) -> dict[str, Any]:
     as_of_time = _parse(as_of)
     return {
         "as_of_iso": as_of,
         "as_of_text": f"{as_of_time.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if as_of_time else "n/a",
         "source_changed": source_changed,
         "at_text": f"{at:%Y-%m-%d %H:%M:%S} UTC",
+        "at_iso": at.isoformat(),
+        "valid_until": valid_until,
     }
+
+
+def _single(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise InvalidArgument(f"{name} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def error_page(
+    request: Request, status: int, title: str, message: str, candidates: list[str] | None = None
+) -> Response:
+    """An HTML error page (the console's own look) with ``status``; no database read."""
+    context = {"base": _base(request), "title": title, "message": message, "candidates": candidates or []}
+    response = _render("not_found.html", context, None)
+    response.status_code = status
+    return response
+
+
+def _refproj_error_page(request: Request, error: RefprojError) -> Response:
+    status = next(s for kind, s, _code in ERROR_STATUS if isinstance(error, kind))
+    if isinstance(error, AmbiguousConnection):
+        return error_page(request, status, "Which connection?", str(error), list(error.candidate_ids))
+    if isinstance(error, ConnectionNotFound):
+        if request.query_params.get("fragment") == "1":
+            # The live update of an open detail page whose connection was deleted: an expected
+            # state, answered 200 (a browser logs every 4xx fetch as a console error) with a
+            # fragment the page shows in place of its stale data.
+            return error_page(request, 200, "This connection no longer exists", str(error))
+        return error_page(request, status, "No such connection", str(error))
+    title = "Bad address" if status < 500 else "The evidence cannot be read right now"
+    return error_page(request, status, title, str(error))
 
 
 async def runs_page(request: Request) -> Response:
     """``GET /dashboard/runs[?connector_id=]``: the console's list, one row per connection."""
     projection = request.app.state.service.projection
-    connector_id = request.query_params.get("connector_id") or None
+    try:
+        connector_id = _single(request, "connector_id") or None
+        return await _runs_page(request, projection, connector_id)
+    except RefprojError as error:
+        return _refproj_error_page(request, error)
+
+
+async def _runs_page(request: Request, projection: Any, connector_id: str | None) -> Response:
     at = datetime.now(UTC)
     started = time.perf_counter()
     page = await projection.list_page(connector_id, at=at)
@@ -128,7 +191,7 @@ async def runs_page(request: Request) -> Response:
     states = sorted(Counter(r["health"]["state"] for r in rows).items())
     context = {
         **helpers(at),
-        **_head(page.as_of, page.source_changed, at),
+        **_head(page.as_of, page.source_changed, at, page.valid_until),
         "base": _base(request),
         "rows": rows,
         "states": states,
@@ -140,26 +203,23 @@ async def runs_page(request: Request) -> Response:
 
 
 async def run_detail_page(request: Request) -> Response:
-    """``GET /dashboard/runs/{connection}``: the live detail of one connection (404/409 pages
-    for an unknown id or an ambiguous connector id come from the app's error handlers)."""
+    """``GET /dashboard/runs/{connection}`` (or ``/dashboard/runs/?connection=`` for the ids ``.``
+    and ``..``): the live detail of one connection."""
     projection = request.app.state.service.projection
-    at = datetime.now(UTC)
-    status = await projection.status()
-    as_of = status.as_of.astimezone(UTC).isoformat()
-    head = {**_head(as_of, status.source_changed, at), "base": _base(request)}
     try:
-        detail = await projection.get(request.path_params["connection"], run_limit=DETAIL_RUNS, at=at)
-    except (ConnectionNotFound, AmbiguousConnection) as error:
-        ambiguous = isinstance(error, AmbiguousConnection)
-        context = {
-            **head,
-            "title": "Which connection?" if ambiguous else "No such connection",
-            "message": str(error),
-            "candidates": list(error.candidate_ids) if isinstance(error, AmbiguousConnection) else [],
-        }
-        response = _render("not_found.html", context, None)
-        response.status_code = 409 if ambiguous else 404
-        return response
+        connection = request.path_params["connection"] or _single(request, "connection")
+        if not connection:
+            return error_page(request, 404, "No such connection", "This address names no connection.")
+        at = datetime.now(UTC)
+        status = await projection.status()
+        detail = await projection.get(connection, run_limit=DETAIL_RUNS, at=at)
+        # When this connection's freshness or health next changes with time alone: the first such
+        # moment among its connector's stored rows (never later than its own).
+        page = await projection.list_page(detail["connector_id"], at=at)
+    except RefprojError as error:
+        return _refproj_error_page(request, error)
+    as_of = status.as_of.astimezone(UTC).isoformat()
+    head = {**_head(as_of, status.source_changed, at, page.valid_until), "base": _base(request)}
     context = {**helpers(at), **head, "d": detail}
     return _render("run_detail.html", context, None)
 
