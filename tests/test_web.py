@@ -449,29 +449,51 @@ def test_events_catch_up_a_refresh_missed_while_reconnecting(
 # -- cancellation and budgets -----------------------------------------------------------------------
 
 
-def _detail_statements(db: psycopg.Connection[Any]) -> int:
+def _detail_statements(db: psycopg.Connection[Any], like: str = "%connection_detail%") -> int:
     row = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%connection_detail%'"
+        " AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE %s",
+        (like,),
     ).fetchone()
     assert row is not None
     return int(row[0])
 
 
+@pytest.mark.parametrize(
+    ("path", "table", "query"),
+    [
+        ("/_ref/connectors/cin_work", "refproj.run_facts", "%connection_detail%"),
+        ("/_ref/connectors?limit=7", "refproj.projection_state", "%connection_summaries_page%"),
+    ],
+)
 def test_client_disconnect_cancels_the_statement(
-    served: Any, db: psycopg.Connection[Any], db_url: str
+    served: Any,
+    db: psycopg.Connection[Any],
+    db_url: str,
+    path: str,
+    table: str,
+    query: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The statement of a request whose client went away is cancelled, and nothing is logged
+    at INFO or above (a disconnect is not an error of the service)."""
     _, client, _ = served
     port = client.base_url.port
-    with psycopg.connect(db_url) as locker:
-        locker.execute("LOCK TABLE refproj.run_facts IN ACCESS EXCLUSIVE MODE")
+    with caplog.at_level(logging.INFO), psycopg.connect(db_url) as locker:
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"GET /_ref/connectors/cin_work HTTP/1.1\r\nHost: test\r\n\r\n")
-            wait_for(lambda: _detail_statements(db) == 1, what="the detail statement to wait on the lock")
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            wait_for(lambda: _detail_statements(db, query) == 1, what="the statement to wait on the lock")
         # The client is gone; the lock is still held, so only a cancel ends the statement.
-        wait_for(lambda: _detail_statements(db) == 0, what="the detail statement to be canceled")
+        wait_for(lambda: _detail_statements(db, query) == 0, what="the statement to be canceled")
         locker.rollback()
-    assert client.get("/_ref/connectors/cin_work").status_code == 200
+        assert client.get(path).status_code == 200
+    logged = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.INFO and r.name != "httpx"  # the client's own request lines
+    ]
+    assert logged == []
 
 
 def test_slow_details_cannot_starve_overview_reads(
@@ -580,10 +602,22 @@ def test_refproj_serve(db: psycopg.Connection[Any], db_url: str) -> None:
             ]
         # One LISTEN connection per worker process.
         wait_for(lambda: _listeners(db) == 2, what="each worker's LISTEN connection")
+        # Ctrl-C with an event stream open: the stream ends as a complete response.
+        stream = socket.create_connection(("127.0.0.1", port))
+        stream.sendall(
+            b"GET /_ref/connectors/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\n\r\n"
+        )
+        received = stream.recv(4096)
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        output = server.communicate(timeout=30)[0].decode(errors="replace")
     assert server.returncode == 0
+    with stream:
+        while chunk := stream.recv(4096):
+            received += chunk
+    assert received.endswith(b"\r\n0\r\n\r\n"), received[-200:]  # the last chunk of the body
+    assert "ERROR" not in output and "Traceback" not in output, output
 
 
 def test_refproj_serve_refuses_bad_options() -> None:

@@ -32,7 +32,10 @@ def running_server(
     app_options.setdefault("listen_conninfo", libpq_url(db_url))
     app = create_app(projection, close_projection=projection.aclose, **app_options)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # log_config=None: uvicorn's records propagate to the root logger, where caplog sees them.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", log_config=None
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="uvicorn", daemon=True)
     thread.start()

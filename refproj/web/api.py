@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from refproj.errors import PoolExhausted, RefprojError
-from refproj.web.events import Listener
+from refproj.web.events import Listener, Subscription
 from refproj.web.http import JSON, at_param, cancel_on_disconnect, error_response, etag_matches, int_param
 from refproj.web.metrics import Metrics
 from refproj.web.openapi import openapi_document
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_RUNS = 100  # ?runs= bound of the detail
 DEFAULT_RUNS = 20
+SHUTDOWN_GRACE = 5.0  # seconds an event stream has to end by itself at shutdown
 
 
 class Service:
@@ -114,21 +116,37 @@ class Service:
         listener = self.listener
         last_id = request.headers.get("last-event-id")
 
+        # Set by sse-starlette when the server shuts down: the stream then ends like a finished
+        # response (cancelled, it would leave the response incomplete, which uvicorn logs).
+        shutdown = anyio.Event()
+
+        async def close_at_shutdown(subscription: Subscription) -> None:
+            await shutdown.wait()
+            subscription.close()
+
         async def stream() -> AsyncIterator[ServerSentEvent]:
             with listener.subscribe() as subscription:
                 self.metrics.subscribers.inc()
+                closer = asyncio.ensure_future(close_at_shutdown(subscription))
                 try:
                     # Subscribed first, then compared: a refresh in between is not lost.
                     if last_id is not None:
                         current = _iso((await self.projection.status()).as_of)
                         if current != last_id:
                             yield _event(current)
-                    while True:
-                        yield _event((await subscription.next()).as_of)
+                    while (event := await subscription.next()) is not None:
+                        yield _event(event.as_of)
                 finally:
+                    closer.cancel()
                     self.metrics.subscribers.dec()
 
-        return EventSourceResponse(stream(), ping=self.heartbeat, headers={"Cache-Control": "no-cache"})
+        return EventSourceResponse(
+            stream(),
+            ping=self.heartbeat,
+            headers={"Cache-Control": "no-cache"},
+            shutdown_event=shutdown,
+            shutdown_grace_period=SHUTDOWN_GRACE,
+        )
 
     # GET /healthz
     async def healthz(self, request: Request) -> Response:

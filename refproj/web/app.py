@@ -8,6 +8,7 @@ routes (``refproj.web.api``), the dashboard pages (``refproj.web.dashboard``), t
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -20,10 +21,12 @@ from refproj.errors import RefprojError
 from refproj.web import api, dashboard
 from refproj.web.access import BearerToken
 from refproj.web.api import Service
-from refproj.web.http import error_response, refproj_error_response
+from refproj.web.http import ClientDisconnected, error_response, refproj_error_response
 
 if TYPE_CHECKING:
     from refproj.projection_async import AsyncProjection
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -62,6 +65,12 @@ def create_app(
         service.metrics.errors.labels(type(error).__name__).inc()
         return refproj_error_response(error)
 
+    async def on_client_gone(request: Request, error: Exception) -> Response:
+        log.debug(
+            "refproj web: %s %s: the client went away; its statement was cancelled", request.method, error
+        )
+        return Response(status_code=499)  # nginx's "client closed request"; nobody receives it
+
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
@@ -87,7 +96,11 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        exception_handlers={RefprojError: on_refproj_error, HTTPException: on_http_error},
+        exception_handlers={
+            RefprojError: on_refproj_error,
+            HTTPException: on_http_error,
+            ClientDisconnected: on_client_gone,
+        },
         lifespan=lifespan,
     )
     app.state.service = service

@@ -45,17 +45,22 @@ class Subscription:
     def __init__(self) -> None:
         self._pending: Refreshed | None = None
         self._ready = asyncio.Event()
+        self._closed = False
 
     def offer(self, event: Refreshed) -> None:
         self._pending = event
         self._ready.set()
 
-    async def next(self) -> Refreshed:
+    def close(self) -> None:
+        """The server is shutting down: ``next()`` returns None from now on."""
+        self._closed = True
+        self._ready.set()
+
+    async def next(self) -> Refreshed | None:
         await self._ready.wait()
         self._ready.clear()
         event, self._pending = self._pending, None
-        assert event is not None
-        return event
+        return None if self._closed else event
 
 
 class Listener:

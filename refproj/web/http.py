@@ -88,25 +88,40 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return etag in candidates
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready; its statement was cancelled. Not an
+    error of the service: the app answers it with nothing and logs it at DEBUG only."""
+
+
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first.
+    """Await ``work``, cancelling it if the client disconnects first (then ClientDisconnected).
 
     Starlette does not cancel a handler when its client goes away; the projection cancels the
     statement on the server when every task awaiting it is cancelled, so watching for
     ``http.disconnect`` is all it takes to free the connection.
     """
     task = asyncio.ensure_future(work)
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                gone = True
                 task.cancel()
                 return
 
     watcher = asyncio.ensure_future(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if gone and (current is None or not current.cancelling()):
+            # Our own cancel of the work, not one of this handler: a CancelledError leaving the
+            # app would be logged by uvicorn as an error with a full traceback.
+            raise ClientDisconnected(request.url.path) from None
+        raise
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
