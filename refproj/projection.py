@@ -120,6 +120,9 @@ class Projection:
         self._wakeup = Wakeup()  # ends the watcher's wait for notifications
         self._watcher: Any = None
         self._watcher_pg: Any = None  # the connection of the watcher's refresh, while it runs
+        # The last status() answer (the watcher asks after every source write): what metrics
+        # report without a statement of their own, even while the database is down.
+        self.last_status: Status | None = None
         owned = [
             e for e, owns in ((self._engine, self._owns_engine), (self._replica, self._owns_replica)) if owns
         ]
@@ -221,7 +224,9 @@ class Projection:
 
     def status(self) -> Status:
         """How current the stored overview is (one statement, never cached)."""
-        return self._one("status", {}, _core.status_answer)
+        status: Status = self._one("status", {}, _core.status_answer)
+        self.last_status = status
+        return status
 
     # -- refresh ---------------------------------------------------------------------------------
 

@@ -224,11 +224,19 @@ def test_bearer_token(db: psycopg.Connection[Any], db_url: str) -> None:
             assert response.json()["error"] == "unauthorized"
             assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
+            # The scheme is case-insensitive (RFC 9110 11.1); the token is not.
+            for header in ("bearer s3cret", "BEARER s3cret", "bEaReR  s3cret"):
+                assert client.get(path, headers={"Authorization": header}).status_code == 200, header
+            for header in ("Bearer S3CRET", "Basic s3cret", "Bearers3cret", "s3cret"):
+                assert client.get(path, headers={"Authorization": header}).status_code == 401, header
         assert client.post("/_ref/connectors/refresh").status_code == 401
         assert (
             client.post("/_ref/connectors/refresh", headers={"Authorization": "Bearer s3cret"}).status_code
             == 200
         )
+        # Every 401 above is counted: 5 paths x (none, wrong, 4 bad headers) + the refresh.
+        metrics = client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text
+        assert 'refproj_errors_total{error_class="http_401"} 31.0' in metrics
 
 
 def test_unreachable_database_is_503(db_url: str) -> None:
@@ -242,6 +250,10 @@ def test_unreachable_database_is_503(db_url: str) -> None:
             response = client.get(path)
             assert response.status_code == 503, path
             assert response.json()["error"] == "unavailable"
+        # Metrics come from the process's memory: scraping works best when it matters most.
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'refproj_errors_total{error_class="DatabaseUnavailable"} 3.0' in metrics.text
 
 
 def test_no_password_is_ever_shown(db_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection, Request
@@ -21,14 +22,19 @@ class BearerToken:
 
     COOKIE = "refproj_token"
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, on_reject: Callable[[], None] | None = None) -> None:
         self.app = app
         self.token = token.encode()
-        self.expected = b"Bearer " + self.token
+        self.on_reject = on_reject  # counts the 401s (refproj_errors_total{error_class="http_401"})
 
     def _matches(self, given: str | bytes | None, expected: bytes) -> bool:
         given_bytes = given.encode() if isinstance(given, str) else given or b""
-        return hmac.compare_digest(given_bytes, expected)
+        return hmac.compare_digest(given_bytes, expected)  # constant time: no timing oracle
+
+    def _bearer(self, header: bytes | None) -> bool:
+        # The scheme is case-insensitive (RFC 9110 11.1, RFC 6750 2.1): bearer, BEARER, Bearer.
+        scheme, _, credentials = (header or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and self._matches(credentials.strip(b" "), self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] != "/healthz":
@@ -41,10 +47,12 @@ class BearerToken:
                 response.set_cookie(self.COOKIE, self.token.decode(), httponly=True, samesite="strict")
                 await response(scope, receive, send)
                 return
-            authorized = self._matches(
-                dict(scope["headers"]).get(b"authorization"), self.expected
-            ) or self._matches(connection.cookies.get(self.COOKIE), self.token)
+            authorized = self._bearer(dict(scope["headers"]).get(b"authorization")) or self._matches(
+                connection.cookies.get(self.COOKIE), self.token
+            )
             if not authorized:
+                if self.on_reject is not None:
+                    self.on_reject()
                 if scope["path"].startswith("/dashboard/"):  # a person in a browser: say how to sign in
                     response = error_page(
                         Request(scope),

@@ -160,11 +160,14 @@ class Service:
 
     # GET /metrics
     async def metrics_text(self, request: Request) -> Response:
-        status = await self.projection.status()
-        now = datetime.now(UTC)
+        # From this process's memory only, never a statement: scrapes matter most while the
+        # database is down (only /readyz reflects the database).
+        status = self.projection.last_status
         m = self.metrics
-        m.as_of.set(status.as_of.timestamp())
-        m.staleness.set((now - status.as_of).total_seconds() if status.source_changed else 0.0)
+        if status is not None:
+            m.as_of.set(status.as_of.timestamp())
+            stale = (datetime.now(UTC) - status.as_of).total_seconds() if status.source_changed else 0.0
+            m.staleness.set(stale)
         numbers = self.projection.stats()
         m.coalesced_reads.set(numbers["coalesced_reads"])
         m.pool_in_use.set(numbers["pool_in_use"])

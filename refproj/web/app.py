@@ -105,5 +105,5 @@ def create_app(
     )
     app.state.service = service
     if token:
-        app.add_middleware(BearerToken, token=token)
+        app.add_middleware(BearerToken, token=token, on_reject=service.metrics.errors.labels("http_401").inc)
     return app

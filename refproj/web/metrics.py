@@ -26,13 +26,14 @@ class Metrics:
         )
         self.staleness = Gauge(
             "refproj_overview_staleness_seconds",
-            "At the last scrape: seconds since the overview's as_of when a source write is pending"
+            "At the last scrape, from the last status this process read (the watcher reads it after"
+            " every source write): seconds since the overview's as_of when a source write is pending"
             " (source_changed), else 0",
             registry=r,
         )
         self.as_of = Gauge(
             "refproj_overview_as_of_timestamp_seconds",
-            "At the last scrape: the overview's as_of, Unix time",
+            "The overview's as_of, Unix time, as this process last read it",
             registry=r,
         )
         self.coalesced_reads = Gauge(
@@ -52,7 +53,7 @@ class Metrics:
         )
         self.errors = Counter(
             "refproj_errors",
-            "Requests answered with an error, by error class",
+            "Requests answered with an error, by error class (http_401: no or a wrong token)",
             ["error_class"],
             registry=r,
         )
