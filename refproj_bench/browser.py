@@ -87,7 +87,10 @@ _READ_TIMINGS = """
 
 
 class SetupError(Exception):
-    """No browser, no DevTools connection, or no server to measure: exit code 2."""
+    """No browser, no DevTools connection, no server to measure, or a bad argument: exit code 2."""
+
+
+TOKEN_COOKIE = "refproj_token"  # what opening a page with ?token= sets (refproj/web/access.py)
 
 
 @dataclass
@@ -106,6 +109,7 @@ class PageLoad:
     cls: float | None = None
     wall_ms: float | None = None
     settled: bool = False
+    document_error: str | None = None  # why the document itself failed (status, not HTML)
     console: list[Json] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     failed_requests: list[Json] = field(default_factory=list)
@@ -118,8 +122,17 @@ class PageLoad:
 
     @property
     def failed(self) -> bool:
-        """The document did not answer 2xx or the page never showed its rows."""
-        return self.status is None or not 200 <= self.status < 300 or not self.settled
+        """The document did not answer 2xx HTML or the page never showed its rows."""
+        return self.document_error is not None or self.status is None or not self.settled
+
+    @property
+    def failure(self) -> str:
+        """Why the load failed, in a few words ("" when it did not)."""
+        if not self.failed:
+            return ""
+        if self.document_error is not None:
+            return self.document_error
+        return "no response" if self.status is None else "the page never marked itself settled"
 
     @property
     def console_errors(self) -> list[Json]:
@@ -164,11 +177,33 @@ def _is_list_read(resource: Json) -> bool:
     return "overview" in resource["server_timing"]
 
 
+class _Failed(Exception):
+    """The document failed; its load ends at once."""
+
+
+def _document_error(response: Any) -> str | None:
+    """Why a document cannot become a page: no response, a status of 400 or more, or not HTML."""
+    if response is None:
+        return "no response"
+    content_type = response.headers.get("content-type", "")
+    if not 200 <= response.status < 300:
+        return f"status {response.status} ({content_type or 'no content type'})"
+    if not content_type.startswith("text/html"):
+        return f"status {response.status} but {content_type or 'no content type'}, not HTML"
+    return None
+
+
 def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> PageLoad:
     result = PageLoad(route=route, viewport=viewport, cache=cache)
     page = context.new_page()
     requests: list[Any] = []
-    page.on("console", lambda m: result.console.append({"type": m.type, "text": m.text}))
+
+    def console(message: Any) -> None:
+        entry = {"type": message.type, "text": message.text}
+        if entry not in result.console:  # the same message twice says nothing new
+            result.console.append(entry)
+
+    page.on("console", console)
     page.on("pageerror", lambda e: result.page_errors.append(str(e)))
     page.on("request", lambda r: requests.append(r))
 
@@ -182,11 +217,16 @@ def _load(context: Any, url: str, route: str, viewport: str, cache: str) -> Page
     try:
         response = page.goto(url, wait_until="load", timeout=SETTLE_TIMEOUT_MS)
         result.status = response.status if response is not None else None
+        result.document_error = _document_error(response)
+        if result.document_error is not None:  # nothing will settle: end this load now
+            raise _Failed
         page.wait_for_function("document.documentElement.dataset.settled === '1'", timeout=SETTLE_TIMEOUT_MS)
         result.settled = True
         # The LCP entry of content painted just before the page settled is delivered a little
         # later; a page that painted nothing before its data (the old design) has none until then.
         page.wait_for_function("window.__vitals && window.__vitals.lcp !== null", timeout=LCP_WAIT_MS)
+    except _Failed:
+        pass
     except Exception as exc:  # a page that fails to load is a result to report, not a crash
         result.page_errors.append(f"load: {str(exc).splitlines()[0]}")
     result.wall_ms = (time.perf_counter() - started) * 1000
@@ -214,9 +254,12 @@ def measure(
     viewports: Sequence[str],
     browser: Any,
     caches: Sequence[str] = ("cold", "warm"),
+    token: str | None = None,
 ) -> list[PageLoad]:
     """Load every route in every viewport, cold (a fresh browser profile) then warm (reloaded in
-    the same profile), as ``caches`` asks. Raises SetupError for an unknown viewport."""
+    the same profile), as ``caches`` asks. With ``token`` each profile starts signed in: it holds
+    the cookie that opening a page with ``?token=`` sets, so pages and their event stream carry
+    it as they would in an owner's browser. Raises SetupError for an unknown viewport."""
     loads: list[PageLoad] = []
     for viewport in viewports:
         if viewport not in VIEWPORTS:
@@ -224,6 +267,18 @@ def measure(
         for route in routes:
             context = browser.new_context(**VIEWPORTS[viewport])
             context.add_init_script(_OBSERVE_VITALS)
+            if token:
+                context.add_cookies(
+                    [
+                        {
+                            "name": TOKEN_COOKIE,
+                            "value": token,
+                            "url": base,
+                            "httpOnly": True,
+                            "sameSite": "Strict",
+                        }
+                    ]
+                )
             try:
                 url = base.rstrip("/") + route
                 for cache in caches:

@@ -1,7 +1,9 @@
 """``refproj browser-bench``: the harness runs (a server's console pages, or the side-by-side).
 
 Exit codes: 0 measured; 1 a page failed to load (or, with ``--check``, a console error, a page
-error or a failed request); 2 a setup problem (no browser, no DevTools connection, no server).
+error or a failed request); 2 a setup problem (no browser, no DevTools connection, no server) or a
+bad argument. Every argument is checked before anything is created, seeded or launched, and the
+databases a run creates are dropped whether it succeeds or fails.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -44,6 +46,43 @@ class Options:
     compare_profiles: Sequence[str]
     repeat: int
     output: Path
+    token: str | None = None
+
+
+def validate(options: Options) -> None:
+    """SetupError (exit 2, a usage error) for any argument the run could not use, before the run
+    creates, seeds or launches anything."""
+    from refproj.seed import PROFILES
+
+    if options.base is not None:
+        parts = urlsplit(options.base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SetupError(f"--base {options.base!r} is not an http(s) URL such as http://127.0.0.1:8000")
+    for route in options.routes or []:
+        if not route.startswith("/"):
+            raise SetupError(f"--route {route!r} must be a path starting with /")
+    unknown = [p for p in options.compare_profiles if p not in PROFILES]
+    if unknown:
+        raise SetupError(f"unknown profile {unknown[0]!r} in --compare; choose from {', '.join(PROFILES)}")
+    if options.compare_profiles and (options.base is not None or options.routes):
+        raise SetupError("--compare starts its own servers and pages; it takes no --base or --route")
+    if options.repeat < 1:
+        raise SetupError(f"--repeat must be at least 1, not {options.repeat}")
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def probe(base: str, token: str | None) -> None:
+    """SetupError unless a refproj service answers at ``base`` (and accepts ``token``)."""
+    try:
+        response = httpx.get(base + "/readyz", headers=_auth(token), timeout=30)
+    except httpx.HTTPError as error:
+        raise SetupError(f"no server answers at {base} ({type(error).__name__}: {error})") from error
+    if response.status_code == 401:
+        wanted = "rejected the token" if token else "needs a token: pass --token or set REFPROJ_API_TOKEN"
+        raise SetupError(f"{base} {wanted}")
 
 
 def _free_port() -> int:
@@ -87,9 +126,14 @@ def bench_server(database_url: str) -> Iterator[str]:
             process.kill()
 
 
-def default_routes(base: str) -> list[str]:
+def default_routes(base: str, token: str | None = None) -> list[str]:
     """The console list and the detail of its first connection (when there is one)."""
-    body = httpx.get(base + "/_ref/connectors", params={"limit": "1"}, timeout=30).json()
+    response = httpx.get(base + "/_ref/connectors", params={"limit": "1"}, headers=_auth(token), timeout=30)
+    if response.status_code != 200:
+        raise SetupError(
+            f"{base}/_ref/connectors answered {response.status_code}; is this a refproj service?"
+        )
+    body = response.json()
     routes = [REFPROJ]
     if body.get("connections"):
         routes.append(f"{REFPROJ}/{quote(body['connections'][0]['connection_id'], safe='')}")
@@ -123,16 +167,22 @@ def side_by_side(base: str, browser: Any, repeat: int) -> tuple[Json, list[PageL
     return figures, loads
 
 
-def _seeded_database(profile: str, database_url: str) -> tuple[Any, str]:
+@contextmanager
+def _seeded_database(profile: str, database_url: str) -> Iterator[str]:
+    """A new database seeded with ``profile`` and refreshed; dropped on exit, even when creating,
+    seeding or measuring it failed."""
     from refproj import Projection
     from refproj_bench.workload import Server
 
     server = Server(database_url, keep=False, say=lambda message: print(message, file=sys.stderr))
-    url = server.create(f"refproj_bench_browser_{profile.lower()}")
-    server.seed(url, profile, history_factor=1.0, seed_value=1)
-    with Projection(url, staleness_bound=None) as projection:
-        projection.refresh()
-    return server, url
+    try:
+        url = server.create(f"refproj_bench_browser_{profile.lower()}")
+        server.seed(url, profile, history_factor=1.0, seed_value=1)
+        with Projection(url, staleness_bound=None) as projection:
+            projection.refresh()
+        yield url
+    finally:
+        server.drop_created()
 
 
 def _goals(comparison: Json) -> list[Json]:
@@ -175,32 +225,36 @@ def run(options: Options) -> int:
     document: Json = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv[1:]}
     loads: list[PageLoad] = []
     table = ""
+    validate(options)
+    if options.base is not None:
+        probe(options.base.rstrip("/"), options.token)
     with launched_browser() as chromium:
         document["browser"] = chromium.version
         if options.compare_profiles:
             comparison: Json = {}
             for profile in options.compare_profiles:
-                server, url = _seeded_database(profile, options.database_url)
-                try:
-                    with bench_server(url) as base:
-                        comparison[profile], measured = side_by_side(base, chromium, options.repeat)
-                        loads += measured
-                finally:
-                    server.drop_created()
+                with _seeded_database(profile, options.database_url) as url, bench_server(url) as base:
+                    comparison[profile], measured = side_by_side(base, chromium, options.repeat)
+                    loads += measured
             document["comparison"] = comparison
             document["goals"] = _goals(comparison)
             table += comparison_markdown(comparison, document["goals"])
         else:
             with _server(options) as base:
-                routes = options.routes or default_routes(base)
-                loads = measure(base, routes, options.viewports, chromium)
+                routes = options.routes or default_routes(base, options.token)
+                loads = measure(base, routes, options.viewports, chromium, token=options.token)
             table += browser.markdown(loads)
     document["loads"] = browser.as_json(loads)
     path = _write(options, document, table)
     print(table, end="")
     print(f"results: {path}")
-    if any(load.failed for load in loads):
-        print("a page failed to load", file=sys.stderr)
+    failed = [load for load in loads if load.failed]
+    for load in failed:
+        print(
+            f"refproj: {load.route} ({load.viewport}, {load.cache}) failed to load: {load.failure}",
+            file=sys.stderr,
+        )
+    if failed:
         return 1
     problems = browser.check_failures(loads) if options.check else []
     for problem in problems:

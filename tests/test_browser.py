@@ -244,3 +244,101 @@ def test_every_id_links_to_its_own_detail(db: psycopg.Connection[Any], db_url: s
             response = page.goto(href)
             assert response is not None and response.status == 200, href
             assert page.locator("dd.id").inner_text() == connection_id
+
+
+NOT_FOUND_CONSOLE = [
+    {
+        "type": "error",
+        "text": "Failed to load resource: the server responded with a status of 404 (Not Found)",
+    }
+]
+
+
+def test_a_failed_document_ends_its_load_at_once(tiny: tuple[str, int], tmp_path: Path, capsys: Any) -> None:
+    """A 404, JSON or HTML, is a failed load (exit 1, its status said) the moment it arrives: no
+    wait for a page that will never settle, no timeout reported as a page error, each console
+    message once."""
+    base, _ = tiny
+    argv = ["browser-bench", "--base", base, "--route", "/nope", "--route", "/dashboard/runs/nope"]
+    code = main([*argv, "--viewport", "desktop", "--output", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.splitlines() == [
+        "refproj: /nope (desktop, cold) failed to load: status 404 (application/json)",
+        "refproj: /nope (desktop, warm) failed to load: status 404 (application/json)",
+        "refproj: /dashboard/runs/nope (desktop, cold) failed to load: status 404 (text/html; charset=utf-8)",
+        "refproj: /dashboard/runs/nope (desktop, warm) failed to load: status 404 (text/html; charset=utf-8)",
+    ]
+    [results] = (tmp_path / "results").glob("browser-*.json")
+    for load in json.loads(results.read_text())["loads"]:
+        assert (load["status"], load["settled"], load["failed"]) == (404, False, True)
+        assert (load["console"], load["page_errors"], load["failed_requests"]) == (NOT_FOUND_CONSOLE, [], [])
+        assert load["wall_ms"] < 10_000  # not the settle timeout (120 s)
+
+
+def test_harness_argument_and_server_problems_are_exit_2_before_anything_is_created(
+    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, capsys: Any
+) -> None:
+    from tests.web_server import free_port
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (
+            ["--base", nobody],
+            f"refproj: no server answers at {nobody} (ConnectError: [Errno 111] Connection refused)",
+        ),
+        (
+            ["--base", "not-a-url"],
+            "refproj: --base 'not-a-url' is not an http(s) URL such as http://127.0.0.1:8000",
+        ),
+        (["--compare", "XL"], "refproj: unknown profile 'XL' in --compare; choose from tiny, S, M, L"),
+        (["--compare", "S,ZZ"], "refproj: unknown profile 'ZZ' in --compare; choose from tiny, S, M, L"),
+        (["--compare", "tiny", "--repeat", "0"], "refproj: --repeat must be at least 1, not 0"),
+        (
+            ["--compare", "tiny", "--base", nobody],
+            "refproj: --compare starts its own servers and pages; it takes no --base or --route",
+        ),
+        (["--route", "dashboard"], "refproj: --route 'dashboard' must be a path starting with /"),
+    ]
+    for args, line in cases:
+        code = main(["browser-bench", "--database-url", db_url, *args, "--output", str(tmp_path)])
+        out, err = capsys.readouterr()
+        assert (code, out, err) == (2, "", line + "\n"), args
+    created = db.execute(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'refproj_bench_browser%'"
+    ).fetchone()
+    assert created == (0,)
+    assert not (tmp_path / "results").exists()
+
+
+def test_harness_measures_a_token_server(
+    tiny_db: tuple[str, int], tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--token (default $REFPROJ_API_TOKEN): each browser profile holds the cookie ?token= sets."""
+    argv = [
+        "browser-bench",
+        "--route",
+        "/dashboard/runs",
+        "--viewport",
+        "desktop",
+        "--check",
+        "--output",
+        str(tmp_path),
+    ]
+    with running_server(tiny_db[0], token="s3cret") as (base, _app):
+        monkeypatch.delenv("REFPROJ_API_TOKEN", raising=False)
+        assert main([*argv, "--base", base]) == 2
+        assert (
+            capsys.readouterr().err
+            == f"refproj: {base} needs a token: pass --token or set REFPROJ_API_TOKEN\n"
+        )
+        assert main([*argv, "--base", base, "--token", "wrong"]) == 2
+        assert capsys.readouterr().err == f"refproj: {base} rejected the token\n"
+        monkeypatch.setenv("REFPROJ_API_TOKEN", "s3cret")
+        code = main([*argv, "--base", base])
+        assert (code, capsys.readouterr().err) == (0, "")
+    [results] = (tmp_path / "results").glob("browser-*.json")
+    loads = json.loads(results.read_text())["loads"]
+    assert [(load["status"], load["settled"], len(load["list_reads"])) for load in loads] == [
+        (200, True, 1)
+    ] * 2

@@ -218,6 +218,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--compare", metavar="PROFILES", help="side-by-side old/refproj/floor, e.g. S,M")
     sub.add_argument("--repeat", type=int, default=3, help="cold loads per page in --compare (default 3)")
     sub.add_argument("--output", default="bench", metavar="DIR", help="where results/ goes")
+    sub.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="the server's REFPROJ_API_TOKEN (default: $REFPROJ_API_TOKEN); pages load signed in",
+    )
     return parser
 
 

@@ -311,7 +311,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_browser_bench(args: argparse.Namespace) -> int:
-    """Exit codes: 0 measured, 1 a failed load (or --check found errors), 2 a setup problem."""
+    """Exit codes: 0 measured, 1 a failed load (or --check found errors), 2 a setup problem or a
+    bad argument (checked before anything is created), 7 a malformed --database-url."""
     from pathlib import Path
 
     try:
@@ -325,8 +326,6 @@ def cmd_browser_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.repeat < 1:
-        raise InvalidArgument("--repeat must be at least 1")
     options = Options(
         base=args.base,
         database_url=database_url(args.database_url)
@@ -338,6 +337,7 @@ def cmd_browser_bench(args: argparse.Namespace) -> int:
         compare_profiles=[p.strip() for p in (args.compare or "").split(",") if p.strip()],
         repeat=args.repeat,
         output=Path(args.output),
+        token=args.token if args.token is not None else os.environ.get("REFPROJ_API_TOKEN") or None,
     )
     try:
         return run(options)
