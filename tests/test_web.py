@@ -10,6 +10,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -576,18 +577,18 @@ def test_openapi_documents_typed_responses(served: Any) -> None:
     assert set(get["responses"]) == {"200", "401", "404", "409", "422", "503", "504"}
 
 
-def test_refproj_serve(db: psycopg.Connection[Any], db_url: str) -> None:
-    """The command: two workers on 127.0.0.1, the token from the environment."""
+def test_refproj_serve(db: psycopg.Connection[Any], db_url: str, tmp_path: Path) -> None:
+    """The command: two workers on 127.0.0.1, the token from the environment; every scrape
+    shows both workers' counters added up, each refresh counted once."""
     import os
     import signal
     import subprocess
     import sys
-    from pathlib import Path
 
     _world(db)
     port = free_port()
     command = [str(Path(sys.executable).parent / "refproj"), "serve", "--port", str(port), "--workers", "2"]
-    env = {**os.environ, "DATABASE_URL": db_url, "REFPROJ_API_TOKEN": "t0ken"}
+    env = {**os.environ, "DATABASE_URL": db_url, "REFPROJ_API_TOKEN": "t0ken", "TMPDIR": str(tmp_path)}
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
 
@@ -614,6 +615,27 @@ def test_refproj_serve(db: psycopg.Connection[Any], db_url: str) -> None:
             ]
         # One LISTEN connection per worker process.
         wait_for(lambda: _listeners(db) == 2, what="each worker's LISTEN connection")
+        # Fresh connections (so both workers answer some): every scrape adds up every worker.
+        token = {"Authorization": "Bearer t0ken"}
+        for _ in range(6):
+            assert (
+                httpx.get(f"http://127.0.0.1:{port}/_ref/connectors/nobody", headers=token).status_code == 404
+            )
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 401
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/_ref/connectors/refresh", headers=token).status_code == 200
+        )
+
+        def scrape() -> str:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", headers=token).text
+
+        wait_for(lambda: "refproj_refreshes_total 1.0" in scrape(), what="the refresh in the metrics")
+        for _ in range(4):
+            text = scrape()
+            assert 'refproj_errors_total{error_class="ConnectionNotFound"} 6.0' in text
+            assert 'refproj_errors_total{error_class="http_401"} 7.0' in text  # and the first one above
+            assert "refproj_refreshes_total 1.0" in text
+            assert "refproj_refresh_duration_seconds_count 1.0" in text
         # Ctrl-C with an event stream open: the stream ends as a complete response.
         stream = socket.create_connection(("127.0.0.1", port))
         stream.sendall(
@@ -630,6 +652,7 @@ def test_refproj_serve(db: psycopg.Connection[Any], db_url: str) -> None:
             received += chunk
     assert received.endswith(b"\r\n0\r\n\r\n"), received[-200:]  # the last chunk of the body
     assert "ERROR" not in output and "Traceback" not in output, output
+    assert list(tmp_path.iterdir()) == []  # the metrics directory is gone
 
 
 def test_refproj_serve_refuses_bad_options() -> None:

@@ -199,6 +199,7 @@ class Service:
                 await self._warm
         if self.listener is not None:
             await self.listener.stop()
+        self.metrics.close()
 
 
 def _iso(value: datetime) -> str:

@@ -7,6 +7,7 @@ imports), so each has its own pool, single flight and one LISTEN connection.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import uvicorn
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 from refproj import AsyncProjection
 from refproj.settings import database_url, libpq_url
 from refproj.web.app import create_app
+from refproj.web.metrics import MULTIPROC
 
 TOKEN_VARIABLE = "REFPROJ_API_TOKEN"
 
@@ -32,6 +34,20 @@ def app_from_environment() -> Starlette:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info") -> None:
     """Run the service until interrupted (blocks). The database comes from ``$DATABASE_URL``."""
+    if workers == 1:
+        run(host, port, workers, log_level)
+        return
+    # Several workers: their metrics are added up from files in a directory of their own
+    # (refproj.web.metrics); the workers are spawned after this, so they all see it.
+    with tempfile.TemporaryDirectory(prefix="refproj-metrics-") as shared:
+        os.environ[MULTIPROC] = shared
+        try:
+            run(host, port, workers, log_level)
+        finally:
+            del os.environ[MULTIPROC]
+
+
+def run(host: str, port: int, workers: int, log_level: str) -> None:
     uvicorn.run(
         "refproj.web.serve:app_from_environment",
         factory=True,
