@@ -143,6 +143,9 @@ def test_a_browser_opens_the_console_with_the_token_once(db: psycopg.Connection[
         page = client.get(opened.headers["location"])  # the client keeps the cookie, as a browser does
         assert page.status_code == 200 and _rows(page.text) == ["beta_one"]
         assert client.get("/_ref/connectors/cin_work").status_code == 200
+        # The redirect keeps the path as sent: an encoded id stays encoded.
+        kept = client.get("/dashboard/runs/cin%5Fwork", params={"token": "s3cret"})
+        assert (kept.status_code, kept.headers["location"]) == (303, "/dashboard/runs/cin%5Fwork")
 
 
 def _luminance(colour: str) -> float:

@@ -42,7 +42,10 @@ class BearerToken:
             offered = connection.query_params.get("token")
             if scope["path"].startswith("/dashboard/") and self._matches(offered, self.token):
                 kept = [(k, v) for k, v in connection.query_params.multi_items() if k != "token"]
-                location = scope["path"] + ("?" + urlencode(kept) if kept else "")
+                # The path as the browser sent it: decoded, an id such as "%" or "a%2Fb" would
+                # come back as another address.
+                path = scope.get("raw_path") or scope["path"].encode()
+                location = path.decode("latin-1") + ("?" + urlencode(kept) if kept else "")
                 response: Response = RedirectResponse(location, status_code=303)
                 response.set_cookie(self.COOKIE, self.token.decode(), httponly=True, samesite="strict")
                 await response(scope, receive, send)
