@@ -655,6 +655,43 @@ def test_refproj_serve(db: psycopg.Connection[Any], db_url: str, tmp_path: Path)
     assert list(tmp_path.iterdir()) == []  # the metrics directory is gone
 
 
+@pytest.mark.parametrize(
+    ("host", "first_line"),
+    [
+        (
+            "0.0.0.0",
+            "refproj: warning: serving 0.0.0.0 without REFPROJ_API_TOKEN: anyone who can reach it reads"
+            " the console\n",
+        ),
+        ("127.0.0.1", "INFO:     Started server process"),
+        ("::1", "INFO:     Started server process"),
+    ],
+)
+def test_refproj_serve_warns_when_open_to_the_network(db_url: str, host: str, first_line: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    command = [
+        str(Path(sys.executable).parent / "refproj"),
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(free_port()),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "REFPROJ_API_TOKEN"} | {"DATABASE_URL": db_url}
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        assert server.stderr.readline().startswith(first_line)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+
+
 def test_refproj_serve_refuses_bad_options() -> None:
     import subprocess
     import sys

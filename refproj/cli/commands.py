@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import sys
@@ -350,7 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url)."""
 
     try:
-        from refproj.web.serve import serve
+        from refproj.web.serve import TOKEN_VARIABLE, serve
     except ImportError as error:  # the web stack ships as the optional extra refproj[web]
         raise RefprojError(
             f"the HTTP service is not installed ({error.name or 'refproj.web'} missing):"
@@ -361,5 +362,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InvalidArgument("--port must be between 1 and 65535")
     os.environ["DATABASE_URL"] = database_url(args.database_url).render_as_string(hide_password=False)
+    if not os.environ.get(TOKEN_VARIABLE) and not _loopback(args.host):
+        # Serving anyway keeps a trusted network (a container's, a VPN's) simple; say it once.
+        print(
+            f"refproj: warning: serving {args.host} without {TOKEN_VARIABLE}: anyone who can reach"
+            " it reads the console",
+            file=sys.stderr,
+        )
     serve(host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) can only be reached from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
