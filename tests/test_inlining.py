@@ -56,6 +56,7 @@ INLINED = [
     "json_time_text",
     "json_run",
     "bigint_or_null",
+    "rebuild_pending",
 ]
 
 
@@ -81,6 +82,7 @@ def test_overview_helpers_are_inlined(world: World) -> None:
         "SELECT count(*) FROM refproj.run_facts_live",
         "SELECT count(*) FROM refproj.connection_evidence",
         f"SELECT length(refproj.connection_detail_json('cin_work', 20, '{when}'))",
+        "SELECT * FROM refproj.projection_status()",
     ):
         calls = function_calls(db, sql)
         for name in INLINED:

@@ -203,6 +203,7 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "newest_first",
         "overview_row_ending",
         "overview_row_of",
+        "rebuild_pending",
         "run_brief",
         "run_match_token",
         "spine_run_key",

@@ -94,7 +94,7 @@ DECLARE
 BEGIN
     -- A partition change not yet reconciled by a refresh counts as a pending rebuild, and so
     -- does an unbuilt overview (a schema-only restore leaves run_facts empty).
-    v_rebuild := refproj.rebuild_pending();
+    v_rebuild := refproj.rebuild_pending_now();
     SELECT COALESCE(array_agg(DISTINCT ROW(d.connector_id, d.run_id)::refproj.run_key), '{}')
     INTO v_changed
     FROM refproj.dirty_runs AS d

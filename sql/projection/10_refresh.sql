@@ -17,18 +17,31 @@ COMMENT ON FUNCTION refproj.overview_built() IS
 -- readers compute from the source tables: a TRUNCATE or a dropped partition not yet absorbed,
 -- or a projection that is not built. The last covers the first build after install and a
 -- database restored from pg_dump --schema-only (views unpopulated, run_facts and the
--- projection_state singleton empty, which also reads as a pending rebuild here).
-CREATE FUNCTION refproj.rebuild_pending()
+-- projection_state singleton empty: a missing row, NULL counts here, reads as pending too).
+-- The rule takes what it needs as arguments and pins no search_path (its one operator is
+-- qualified), so PostgreSQL inlines it into projection_status(), which every read calls.
+CREATE FUNCTION refproj.rebuild_pending(p_built boolean, p_rebuild_requests bigint, p_rebuild_done bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT NOT p_built
+        OR COALESCE(p_rebuild_requests OPERATOR(pg_catalog.>) p_rebuild_done, true)
+        OR refproj.spine_partitions_changed()
+$$;
+COMMENT ON FUNCTION refproj.rebuild_pending(boolean, bigint, bigint) IS
+    'The rule: refproj.run_facts cannot be trusted (the next refresh rebuilds it whole) when the overview is not built (p_built false: first build after install, or a restore from pg_dump --schema-only), the projection_state row is missing (NULL counts), a TRUNCATE is not yet absorbed (requests > done), or a partition of spine_events changed.';
+
+CREATE FUNCTION refproj.rebuild_pending_now()
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT NOT refproj.overview_built()
-        OR COALESCE((SELECT ps.rebuild_requests > ps.rebuild_done FROM refproj.projection_state AS ps), true)
-        OR refproj.spine_partitions_changed()
+    SELECT refproj.rebuild_pending(refproj.overview_built(), ps.rebuild_requests, ps.rebuild_done)
+    FROM (VALUES (true)) AS one (singleton)
+    LEFT JOIN refproj.projection_state AS ps ON ps.singleton = one.singleton
 $$;
-COMMENT ON FUNCTION refproj.rebuild_pending() IS
-    'true when refproj.run_facts cannot be trusted and the next refresh rebuilds it whole: a TRUNCATE or dropped partition not yet absorbed, the overview not built (first build after install, or a restore from pg_dump --schema-only), or the projection_state row missing.';
+COMMENT ON FUNCTION refproj.rebuild_pending_now() IS
+    'refproj.rebuild_pending(boolean, bigint, bigint) for the current state: true when refproj.run_facts cannot be trusted and the next refresh rebuilds it whole.';
 
 -- The projection_state singleton, re-created when a restore left it out (pg_dump --schema-only,
 -- a data reload of the source tables only). Called by every refresh and by every Alembic run
@@ -145,8 +158,9 @@ BEGIN
     INTO v_keys
     FROM claimed;
     -- An unpopulated overview (the first build, a schema-only restore) means nothing stored was
-    -- computed from these source rows: rebuild.
-    SELECT ps.rebuild_requests, ps.rebuild_requests > ps.rebuild_done OR NOT refproj.overview_built()
+    -- computed from these source rows: rebuild (partitions were reconciled above).
+    SELECT ps.rebuild_requests,
+           refproj.rebuild_pending(refproj.overview_built(), ps.rebuild_requests, ps.rebuild_done)
     INTO v_rebuild_requests, v_rebuild
     FROM refproj.projection_state AS ps;
     v_rebuild := v_rebuild OR p_full;
@@ -256,21 +270,26 @@ COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean, boolean) IS
 CREATE FUNCTION refproj.projection_status(
     OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,
     OUT refresh_count bigint, OUT building boolean)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     -- One row even when a restore left out the projection_state row: as_of is then the epoch
     -- (nothing stored was computed here), and the missing row reads as a pending rebuild.
+    -- PL/pgSQL keeps this statement's plan for the session: every read calls this, and a SQL
+    -- function would plan the join again on each call. overview_built() once (OFFSET 0).
     SELECT
         COALESCE(ps.as_of, 'epoch'::timestamptz),
         EXISTS (SELECT 1 FROM refproj.source_writes)
             OR EXISTS (SELECT 1 FROM refproj.dirty_runs)
-            OR refproj.rebuild_pending(),
+            OR refproj.rebuild_pending(b.built, ps.rebuild_requests, ps.rebuild_done),
         ps.last_refresh_ms,
         COALESCE(ps.refresh_count, 0),
-        NOT refproj.overview_built()
-    FROM (VALUES (true)) AS one (singleton)
-    LEFT JOIN refproj.projection_state AS ps ON ps.singleton = one.singleton
+        NOT b.built
+    INTO as_of, source_changed, last_refresh_ms, refresh_count, building
+    FROM (SELECT refproj.overview_built() AS built OFFSET 0) AS b
+    LEFT JOIN refproj.projection_state AS ps ON true;
+END
 $$;
 COMMENT ON FUNCTION refproj.projection_status() IS
     'One row: as_of (when the stored evidence was computed), source_changed (a source table was written since), last_refresh_ms, refresh_count, building (the first build after install has not committed yet: the overview has no rows to serve). Costs two index probes whatever the history size.';

@@ -350,7 +350,7 @@ BEGIN
     -- "Nothing changed" does not trust the triggers alone: the connector's run marks must also
     -- match its source rows (sql/projection/05_run_marks.sql).
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
-       AND NOT refproj.rebuild_pending()
+       AND NOT refproj.rebuild_pending_now()
        AND NOT refproj.run_facts_unseen_change(v_connector_id) THEN
         v_mine := refproj.newest_first(refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit));
         SELECT count(*)::int
