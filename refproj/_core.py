@@ -43,9 +43,21 @@ def check_identifier(value: object, what: str = "connection id") -> str:
         raise InvalidIdentifier(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidIdentifier(f"{what} must not contain NUL characters")
+    if not _is_utf8_text(value):
+        raise InvalidIdentifier(f"{what} must be Unicode text without lone surrogates (U+D800-U+DFFF)")
     if len(value) > MAX_IDENTIFIER_LENGTH:
         raise InvalidIdentifier(f"{what} is longer than {MAX_IDENTIFIER_LENGTH} characters")
     return value
+
+
+def _is_utf8_text(value: str) -> bool:
+    # A lone surrogate ("\ud800", what a failed decode leaves with surrogateescape) has no UTF-8
+    # form: the driver would raise a bare UnicodeEncodeError when sending it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_run_limit(value: object) -> int:

@@ -387,12 +387,18 @@ def test_missing_migrations_is_a_named_error(empty_db_url: str) -> None:
         ("cin\x00work", "connection id must not contain NUL characters"),
         ("x" * 1001, "connection id is longer than 1000 characters"),
         (42, "connection id must be a string, not int"),
+        ("\ud800", "connection id must be Unicode text without lone surrogates (U+D800-U+DFFF)"),
+        ("cin_\udcffwork", "connection id must be Unicode text without lone surrogates (U+D800-U+DFFF)"),
     ],
 )
 def test_bad_connection_ids_are_rejected(proj: Projection, value: Any, message: str) -> None:
     with pytest.raises(InvalidIdentifier) as error:
         proj.get(value)
     assert str(error.value) == message
+    if isinstance(value, str) and value:  # the same rule for a connector id of list()
+        with pytest.raises(InvalidIdentifier) as error:
+            proj.list(connector_id=value)
+        assert str(error.value) == message.replace("connection id", "connector id")
 
 
 def test_any_other_character_is_a_legal_id(db: psycopg.Connection[Any], proj: Projection) -> None:

@@ -196,10 +196,19 @@ def test_detail_and_its_errors(served: Any) -> None:
         ("/_ref/connectors/cin_work", {"at": "2026-01-05T12:00:00"}),
         ("/_ref/connectors/" + "x" * 1001, {}),
         ("/_ref/connectors/a%00b", {}),
+        ("/_ref/connectors/cin_work", {"at": "2026-12-01T17:53:49Z\x00garbage"}),
+        ("/_ref/connectors", {"at": "2026-12-01T17:53:49Z\x00garbage"}),
+        ("/_ref/connectors", {"at": "2026-12-01T17:53:49Z garbage"}),
+        ("/_ref/connectors/cin_work", {"runs": ["1", "2"]}),
+        ("/_ref/connectors", {"limit": ["5", "6"]}),
+        ("/_ref/connectors", {"connector_id": ["acme", "beta"]}),
     ):
         response = client.get(path, params=params)
         assert response.status_code == 422, (path, params)
         assert response.json()["error"] == "invalid"
+    assert client.get("/_ref/connectors", params={"limit": ["5", "6"]}).json()["message"] == (
+        "limit must be given at most once"
+    )
     # Ids may hold any character, slashes included.
     assert client.get("/_ref/connectors/a%2Fb").status_code == 404
 

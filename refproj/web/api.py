@@ -22,7 +22,15 @@ from starlette.routing import Route
 
 from refproj.errors import PoolExhausted, RefprojError
 from refproj.web.events import Listener, Subscription
-from refproj.web.http import JSON, at_param, cancel_on_disconnect, error_response, etag_matches, int_param
+from refproj.web.http import (
+    JSON,
+    at_param,
+    cancel_on_disconnect,
+    error_response,
+    etag_matches,
+    int_param,
+    single_valued,
+)
 from refproj.web.metrics import Metrics
 from refproj.web.openapi import openapi_document
 
@@ -67,6 +75,7 @@ class Service:
     # GET /_ref/connectors
     async def overview(self, request: Request) -> Response:
         params = request.query_params
+        single_valued(params, "connector_id", "at", "limit", "after")
         connector_id = params.get("connector_id")
         limit = int_param(params, "limit", 1, 10_000)
         page = await cancel_on_disconnect(
@@ -83,6 +92,7 @@ class Service:
     # GET /_ref/connectors/{connection}
     async def detail(self, request: Request) -> Response:
         connection = request.path_params["connection"]
+        single_valued(request.query_params, "at", "runs")
         runs = int_param(request.query_params, "runs", 0, MAX_RUNS)
         at = at_param(request.query_params)
         self.details_waiting += 1

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -53,6 +55,13 @@ class Invalid(errors.InvalidArgument):
     """A query parameter that is not what the route documents (422)."""
 
 
+def single_valued(params: QueryParams, *names: str) -> None:
+    """422 for a parameter given twice (``limit=5&limit=6``): neither value is the obvious one."""
+    for name in names:
+        if len(params.getlist(name)) > 1:
+            raise Invalid(f"{name} must be given at most once")
+
+
 def int_param(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     text = params.get(name)
     if text is None:
@@ -65,11 +74,21 @@ def int_param(params: Mapping[str, str], name: str, low: int, high: int) -> int 
     return value
 
 
+_ISO_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
+)
+
+
 def at_param(params: Mapping[str, str]) -> datetime | None:
     text = params.get("at")
     if text is None:
         return None
     try:
+        # Python 3.11's fromisoformat stops reading at a NUL ("...Z%00garbage" parsed): only
+        # what the whole pattern matches reaches it.
+        if not _ISO_TIME.fullmatch(text):
+            raise ValueError(text)
         value = datetime.fromisoformat(text)
     except ValueError as error:
         raise Invalid("at must be an ISO-8601 time with a UTC offset, e.g. 2026-01-05T12:00:00Z") from error
