@@ -56,7 +56,8 @@ def _database_errors(url: URL) -> Iterator[None]:
 
 
 BUILDING_MESSAGE = (
-    "the overview is still being built (the first refresh after install scans the whole history;"
+    "the overview is still being built (the first refresh after install or a schema-only restore"
+    " scans the whole history;"
     " `refproj refresh --timeout 0` runs it and returns when it is done)"
 )
 
