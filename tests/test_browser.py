@@ -149,6 +149,10 @@ def test_health_and_relative_times_change_on_an_open_page_with_no_write(
         page = browser.new_page()
         errors = _console_errors(page)
         page.goto(base + "/dashboard/runs")
+        detail = browser.new_page()  # the detail page follows the same moment
+        detail_errors = _console_errors(detail)
+        detail.goto(base + "/dashboard/runs/cin_work")
+        assert detail.locator("h1 .badge").inner_text() == "healthy"
         row = "document.querySelector('tr[data-connection=\"cin_work\"]')"
         badge, success = (
             f"{row}.querySelector('.badge')",
@@ -168,7 +172,11 @@ def test_health_and_relative_times_change_on_an_open_page_with_no_write(
             f" {freshness}, document.documentElement.dataset.updates]"
         ) == ["stale", "past_max_staleness", "stale", "1"]
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
-        assert errors == []
+        detail.wait_for_function(
+            "document.querySelector('h1 .badge').textContent === 'stale'", timeout=10_000
+        )
+        assert detail.locator("dl.facts dd").nth(3).inner_text() == "stale (past_max_staleness)"
+        assert (errors, detail_errors) == ([], [])
 
 
 def test_one_long_word_never_widens_the_page(db: psycopg.Connection[Any], db_url: str) -> None:
