@@ -201,12 +201,18 @@ def detail_params(connection: str, run_limit: int, at: datetime | None) -> dict[
     return {"connection": connection, "run_limit": run_limit, "at": check_read_time(at)}
 
 
-def detail_answer(connection: str, row: tuple[Any, ...]) -> Detail:
+def detail_text(connection: str, row: tuple[Any, ...]) -> str:
+    """The detail as the JSON text the database serialised (refproj.connection_detail_json)."""
     resolution, candidate_ids, detail = row
     if resolution == "ambiguous":
         raise AmbiguousConnection(connection, candidate_ids)
     if detail is None:
         raise ConnectionNotFound(connection)
+    return str(detail)
+
+
+def detail_answer(connection: str, row: tuple[Any, ...]) -> Detail:
+    detail = detail_text(connection, row)
     # The database serialised the detail as the overview (refproj.connection_detail_json), with
     # nothing nested 64 levels deep and no number beyond a double (refproj.jsonb_servable), so
     # orjson reads it as it reads the overview; a payload integer beyond 64 bits becomes a float,

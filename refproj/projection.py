@@ -212,6 +212,12 @@ class Projection:
         params = _core.detail_params(connection, run_limit, at)
         return self._one("detail", params, lambda row: _core.detail_answer(connection, row), replica=True)
 
+    def get_json(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> str:
+        """``get()``'s detail as the JSON text the database serialised, unparsed: in the same form
+        as the overview's ``json_text`` (the HTTP service sends it as is)."""
+        params = _core.detail_params(connection, run_limit, at)
+        return self._one("detail", params, lambda row: _core.detail_text(connection, row), replica=True)
+
     def stats(self) -> dict[str, int]:
         """Counters for metrics: ``coalesced_reads``, the overview reads answered by another
         read's statement (joined in flight or reused) since this object was created, and

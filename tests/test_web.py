@@ -173,10 +173,18 @@ def test_pages_follow_next_after(served: Any, db: psycopg.Connection[Any]) -> No
 # -- GET /_ref/connectors/{connection} ----------------------------------------------------------------
 
 
-def test_detail_and_its_errors(served: Any) -> None:
+def test_detail_and_its_errors(served: Any, db: psycopg.Connection[Any]) -> None:
     _, client, _ = served
     detail = client.get("/_ref/connectors/cin_work", params={"at": AT})
     assert detail.status_code == 200
+    # The database's text, in the overview's form: durations as a JSON reader prints them.
+    row = db.execute("SELECT refproj.connection_detail_json('cin_work', 20, %s)", (at(AT),)).fetchone()
+    assert row is not None and detail.content == str(row[0]).encode()
+    overview = client.get("/_ref/connectors", params={"at": AT}).content
+    for body in (detail.content, overview):
+        assert b'"max_staleness":86400.0,' in body
+        assert b'"max_staleness_seconds": 86400.0}' in body
+    assert b'"max_staleness":3600.0,' in overview  # beta's policy
     body = detail.json()
     assert body["connector_instance_id"] == "cin_work"
     assert [run["run_id"] for run in body["recent_runs"]] == ["run_ok"]
@@ -688,13 +696,22 @@ def test_refproj_serve_warns_when_open_to_the_network(db_url: str, host: str, fi
         "--host",
         host,
         "--port",
-        str(free_port()),
+        str(port := free_port()),
     ]
     env = {k: v for k, v in os.environ.items() if k != "REFPROJ_API_TOKEN"} | {"DATABASE_URL": db_url}
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stderr is not None
         assert server.stderr.readline().startswith(first_line)
+        url = f"http://{'[::1]' if host == '::1' else '127.0.0.1'}:{port}/healthz"
+
+        def answers() -> bool:  # an interrupt before the server runs ends it with another code
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return server.poll() is not None
+
+        wait_for(answers, timeout=60, what="refproj serve to answer")
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=30)

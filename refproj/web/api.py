@@ -108,11 +108,12 @@ class Service:
         try:
             detail = await cancel_on_disconnect(
                 request,
-                self.projection.get(connection, run_limit=DEFAULT_RUNS if runs is None else runs, at=at),
+                self.projection.get_json(connection, run_limit=DEFAULT_RUNS if runs is None else runs, at=at),
             )
         finally:
             self.detail_slots.release()
-        return Response(orjson.dumps(detail), media_type=JSON, headers={"Cache-Control": "no-store"})
+        # The database's text, as the overview's: both bodies in one form (numbers, spacing).
+        return Response(detail.encode(), media_type=JSON, headers={"Cache-Control": "no-store"})
 
     # POST /_ref/connectors/refresh
     async def refresh(self, request: Request) -> Response:

@@ -63,6 +63,18 @@ $$;
 COMMENT ON FUNCTION refproj.freshness_status(timestamptz, timestamptz) IS
     'current, stale or unknown for a connection read at p_at, from its refproj.fresh_until (DOMAIN.md section 5).';
 
+-- extract(epoch ...) has six decimals (86400.000000), where a JSON reader prints 86400.0: the
+-- served number is written the way the reader writes it back, so every body agrees.
+CREATE FUNCTION refproj.json_seconds(p_duration interval)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT round(extract(epoch FROM p_duration),
+                 greatest(scale(trim_scale(extract(epoch FROM p_duration))), 1))
+$$;
+COMMENT ON FUNCTION refproj.json_seconds(interval) IS
+    'A duration in seconds as served JSON: no trailing zeros beyond one decimal (86400.0, 0.25), as JSON readers print it.';
+
 CREATE FUNCTION refproj.freshness_object(
     p_status text, p_last_run jsonb, p_last_successful_run jsonb, p_max_staleness interval)
 RETURNS jsonb
@@ -72,7 +84,7 @@ AS $$
         'status', p_status,
         'captured_at', refproj.json_time_text(p_last_successful_run -> 'last_at'),
         'last_attempted_at', refproj.json_time_text(p_last_run -> 'last_at'),
-        'max_staleness_seconds', extract(epoch FROM p_max_staleness))
+        'max_staleness_seconds', refproj.json_seconds(p_max_staleness))
 $$;
 COMMENT ON FUNCTION refproj.freshness_object(text, jsonb, jsonb, interval) IS
     'The freshness object {status, captured_at, last_attempted_at, max_staleness_seconds}.';

@@ -46,7 +46,7 @@ AS $$
             refproj.json_run(s.last_run) AS last_run,
             refproj.json_run(s.last_successful_run) AS last_successful_run,
             s.failures_since_last_success,
-            extract(epoch FROM s.max_staleness) AS max_staleness
+            refproj.json_seconds(s.max_staleness) AS max_staleness
     ) AS f
 $$;
 COMMENT ON FUNCTION refproj.summary_fields_json(refproj.connection_summary) IS
