@@ -319,10 +319,15 @@ ROW_TYPES: dict[str, Any] = {
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """{name: JSON Schema (draft 2020-12)} of every row type, generated from the TypedDicts.
+    """{name: JSON Schema (draft 2020-12)} of every row type, generated from the TypedDicts, and of
+    ``Status`` and ``RefreshResult`` (their ``to_dict()``).
 
     Needs pydantic (installed with refproj's ``web`` or ``dev`` extra), imported only here.
     """
     from pydantic import TypeAdapter
 
-    return {name: TypeAdapter(kind).json_schema() for name, kind in ROW_TYPES.items()}
+    # Status and RefreshResult are dataclasses: their schema is that of to_dict() (as_of text).
+    schemas = {name: TypeAdapter(kind).json_schema() for name, kind in ROW_TYPES.items()}
+    for name, kind in (("Status", Status), ("RefreshResult", RefreshResult)):
+        schemas[name] = TypeAdapter(kind).json_schema(mode="serialization")
+    return schemas

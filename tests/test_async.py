@@ -30,6 +30,7 @@ from refproj import (
     json_schemas,
     projection_async,
 )
+from refproj.rows import ROW_TYPES
 from tests.world import StatementLog, World, backends_waiting, iso
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,6 +337,18 @@ async def test_rows_match_their_typed_definitions_and_json_schemas(
         "unknown",
     ]
     assert json.loads(json.dumps(schemas)) == schemas
+    # Status and RefreshResult too (README: "for each"), as their to_dict() writes them.
+    assert set(schemas) == {*ROW_TYPES, "Status", "RefreshResult"}
+    status, result = (await aproj.status()).to_dict(), (await aproj.refresh()).to_dict()
+    assert set(schemas["Status"]["properties"]) == set(status)  # building included
+    assert (
+        set(schemas["RefreshResult"]["properties"])
+        == set(result)
+        == set(schemas["RefreshResult"]["required"])
+    )
+    for answer, schema in ((status, schemas["Status"]), (result, schemas["RefreshResult"])):
+        assert schema["properties"]["as_of"] == {"format": "date-time", "title": "As Of", "type": "string"}
+        assert isinstance(answer["as_of"], str)
 
 
 async def test_list_json_shares_the_statement_and_is_never_parsed_again(
