@@ -260,18 +260,19 @@ def test_bearer_token(db: psycopg.Connection[Any], db_url: str) -> None:
 def test_unreachable_database_is_503(db_url: str) -> None:
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     with (
-        running_server(closed, listen_conninfo=None, projection_options={"connect_timeout": 2}) as (base, _),
+        running_server(closed, projection_options={"connect_timeout": 2}) as (base, _),
         httpx.Client(base_url=base, timeout=30) as client,
     ):
         assert client.get("/healthz").status_code == 200
-        for path in ("/_ref/connectors", "/_ref/connectors/cin_work", "/readyz"):
+        # The event stream too (as its OpenAPI entry says), not heartbeats that carry nothing.
+        for path in ("/_ref/connectors", "/_ref/connectors/cin_work", "/readyz", "/_ref/connectors/events"):
             response = client.get(path)
             assert response.status_code == 503, path
             assert response.json()["error"] == "unavailable"
         # Metrics come from the process's memory: scraping works best when it matters most.
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
-        assert 'refproj_errors_total{error_class="DatabaseUnavailable"} 3.0' in metrics.text
+        assert 'refproj_errors_total{error_class="DatabaseUnavailable"} 4.0' in metrics.text
 
 
 def test_no_password_is_ever_shown(db_url: str) -> None:

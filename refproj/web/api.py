@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from refproj.errors import PoolExhausted, RefprojError
+from refproj.errors import DatabaseUnavailable, PoolExhausted, RefprojError
 from refproj.web.events import Listener, Subscription
 from refproj.web.http import (
     JSON,
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_RUNS = 100  # ?runs= bound of the detail
 DEFAULT_RUNS = 20
 SHUTDOWN_GRACE = 5.0  # seconds an event stream has to end by itself at shutdown
+LISTEN_WAIT = 2.0  # seconds a new event stream waits for the listener to be listening
 
 
 class Service:
@@ -125,6 +126,14 @@ class Service:
         if self.listener is None:
             return error_response(503, "unavailable", "this app was built without an event listener")
         listener = self.listener
+        # No LISTEN in effect (the database is down, or the listener is still connecting after
+        # startup): 503 as documented, rather than a stream of heartbeats that cannot carry events.
+        # EventSource clients retry by themselves.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LISTEN_WAIT):
+                await listener.listening.wait()
+        if not listener.listening.is_set():
+            raise DatabaseUnavailable("the event stream's LISTEN connection is down; retry later")
         last_id = request.headers.get("last-event-id")
 
         # Set by sse-starlette when the server shuts down: the stream then ends like a finished
