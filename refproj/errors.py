@@ -10,6 +10,7 @@ Every exception that leaves refproj's public API is a :class:`RefprojError`:
 - :class:`DatabaseUnavailable` (:class:`PoolExhausted`): the database cannot be reached;
 - :class:`MigrationsNotApplied`, :class:`PermissionDenied`, :class:`StatementCanceled`,
   :class:`ReadOnlyServer` (a refresh sent to a standby or a read-only database);
+- :class:`ProjectionClosed`: a call after ``close()``/``aclose()``;
 - :class:`DatabaseError`: anything else the database or the driver reported (a protocol
   violation, an unexpected SQL error), with the server's first line and its SQLSTATE.
 """
@@ -33,6 +34,11 @@ def mask_secrets(text: str) -> str:
 
 class RefprojError(Exception):
     """Base class of every error refproj raises."""
+
+
+class ProjectionClosed(RefprojError):
+    """The ``Projection``/``AsyncProjection`` was closed (``close()``/``aclose()``): make a new one.
+    Its pools are gone; reopening them silently would leak what close() released."""
 
 
 class InvalidArgument(RefprojError, ValueError):

@@ -29,6 +29,7 @@ from sqlalchemy.engine import URL, Engine, create_engine
 from refproj import _core
 from refproj._compat import Event, driver, pool
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
+from refproj.errors import ProjectionClosed
 from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, OverviewJson, RefreshResult, Status
@@ -288,7 +289,12 @@ class Projection:
 
     # -- automatic freshness (refproj/watcher_async.py) --------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise ProjectionClosed(f"this {type(self).__name__} was closed; create a new one")
+
     def _ensure_watcher(self) -> None:
+        self._check_open()  # also before a read answered from the reuse window
         if self._staleness_bound is not None and self._watcher is None and not self._closed.is_set():
             start(self, _core.watch_interval(self._staleness_bound, self._read_reuse))
 
@@ -360,6 +366,7 @@ class Projection:
         where SQLAlchemy would discard it.
         """
         engine = self._engine if engine is None else engine
+        self._check_open()
         try:
             with engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from refproj import _core
 from refproj._acompat import AEvent, adriver, apool
 from refproj._core import DEFAULT_REFRESH_TIMEOUT, ConnectionLost
+from refproj.errors import ProjectionClosed
 from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, OverviewJson, RefreshResult, Status
@@ -295,7 +296,12 @@ class AsyncProjection:
 
     # -- automatic freshness (refproj/watcher_async.py) --------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise ProjectionClosed(f"this {type(self).__name__} was closed; create a new one")
+
     def _ensure_watcher(self) -> None:
+        self._check_open()  # also before a read answered from the reuse window
         if self._staleness_bound is not None and self._watcher is None and not self._closed.is_set():
             start(self, _core.watch_interval(self._staleness_bound, self._read_reuse))
 
@@ -369,6 +375,7 @@ class AsyncProjection:
         where SQLAlchemy would discard it.
         """
         engine = self._engine if engine is None else engine
+        self._check_open()
         try:
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")

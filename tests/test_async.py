@@ -26,6 +26,7 @@ from refproj import (
     InvalidArgument,
     OverviewRow,
     Projection,
+    ProjectionClosed,
     StatementCanceled,
     json_schemas,
     projection_async,
@@ -448,3 +449,13 @@ async def test_a_cancelled_detail_read_is_cancelled_on_the_server(
     locker.rollback()
     locker.close()
     assert (await aproj.get("cin_work"))["connector_instance_id"] == "cin_work"
+
+
+async def test_a_closed_async_projection_raises_instead_of_reopening(world: World, db_url: str) -> None:
+    proj = AsyncProjection(db_url, staleness_bound=None)
+    await proj.status()
+    await proj.aclose()
+    with pytest.raises(ProjectionClosed, match=r"^this AsyncProjection was closed; create a new one$"):
+        await proj.get("cin_work")
+    with pytest.raises(ProjectionClosed):
+        await proj.list()

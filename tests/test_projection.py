@@ -24,6 +24,7 @@ from refproj import (
     MigrationsNotApplied,
     PermissionDenied,
     Projection,
+    ProjectionClosed,
     RefprojError,
     StatementCanceled,
 )
@@ -502,3 +503,16 @@ def test_driver_errors_become_refproj_errors() -> None:
     protocol = translate(cases[0][0], where)
     assert isinstance(protocol, DatabaseError) and protocol.sqlstate == "08P01"
     assert str(protocol) == "the database reported an error (SQLSTATE 08P01): invalid frontend message type 0"
+
+
+def test_a_closed_projection_raises_instead_of_reopening(world: World, db_url: str) -> None:
+    proj = Projection(db_url, staleness_bound=None)
+    proj.refresh()
+    assert [row["connector_instance_id"] for row in proj.list()][:1] == ["cin_work"]  # reusable, but
+    proj.close()
+    for call in (proj.list, lambda: proj.get("cin_work"), proj.status, proj.refresh, proj.verify):
+        with pytest.raises(ProjectionClosed) as error:
+            call()
+        assert str(error.value) == "this Projection was closed; create a new one"
+    assert proj.engine.pool.checkedin() == 0  # nothing reopened
+    proj.close()  # closing twice is fine
