@@ -177,8 +177,16 @@ def openapi_document() -> bytes:
                         "name": "after",
                         "in": "query",
                         "required": False,
-                        "description": "The next_after cursor of the previous page.",
-                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": 4000},
+                        "description": "The next_after cursor of the previous page, as issued:"
+                        " opaque (format refproj-cursor: base64url without padding of the JSON array"
+                        " [connector_id, created_at, connector_instance_id] of the page's last row,"
+                        " hence its WyJ prefix). Any other text is 422.",
+                        "schema": {
+                            "type": "string",
+                            "format": "refproj-cursor",
+                            "pattern": "^WyJ[A-Za-z0-9_-]+$",
+                            "maxLength": 4000,
+                        },
                     },
                     {
                         "name": "If-None-Match",
