@@ -28,7 +28,7 @@ from refproj.errors import (
     translate,
 )
 from refproj.rows import Detail, OverviewJson, RefreshResult, Status
-from refproj.settings import connect_args
+from refproj.settings import connect_args, is_utf8_text
 
 MAX_IDENTIFIER_LENGTH = 1000
 MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
@@ -43,21 +43,11 @@ def check_identifier(value: object, what: str = "connection id") -> str:
         raise InvalidIdentifier(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidIdentifier(f"{what} must not contain NUL characters")
-    if not _is_utf8_text(value):
+    if not is_utf8_text(value):
         raise InvalidIdentifier(f"{what} must be Unicode text without lone surrogates (U+D800-U+DFFF)")
     if len(value) > MAX_IDENTIFIER_LENGTH:
         raise InvalidIdentifier(f"{what} is longer than {MAX_IDENTIFIER_LENGTH} characters")
     return value
-
-
-def _is_utf8_text(value: str) -> bool:
-    # A lone surrogate ("\ud800", what a failed decode leaves with surrogateescape) has no UTF-8
-    # form: the driver would raise a bare UnicodeEncodeError when sending it.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_run_limit(value: object) -> int:

@@ -46,6 +46,10 @@ def database_url(url: str | URL | None = None, *, default: str | None = DEFAULT_
         raise InvalidDatabaseUrl(
             "no database given: pass a postgresql:// URL or an Engine, or set DATABASE_URL"
         )
+    if isinstance(raw, str) and not is_utf8_text(raw):
+        raise InvalidDatabaseUrl(
+            "the database URL must be Unicode text without lone surrogates (U+D800-U+DFFF)"
+        )
     try:
         parsed = make_url(raw)
     except (ArgumentError, ValueError, TypeError) as error:
@@ -58,6 +62,16 @@ def database_url(url: str | URL | None = None, *, default: str | None = DEFAULT_
             " refproj needs a postgresql:// URL (driver psycopg)"
         )
     return parsed.set(drivername="postgresql+psycopg")
+
+
+def is_utf8_text(value: str) -> bool:
+    """Whether ``value`` has a UTF-8 form: a lone surrogate ("\\ud800", what a failed decode
+    leaves with surrogateescape) has none, and the driver would raise a bare UnicodeEncodeError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def libpq_url(url: str | URL | None = None) -> str:

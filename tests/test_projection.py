@@ -432,6 +432,11 @@ def test_no_database_given_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("garbage", "not a database URL: 'garbage'"),
         ("postgresql://me:secret@host:port/db", "not a database URL: 'host:port/db'"),
+        ("postgresql://me:secret@h:x/db?password=pw", "not a database URL: 'h:x/db?password=***'"),
+        (
+            "postgresql://po\ud800stgres@127.0.0.1/db",
+            "the database URL must be Unicode text without lone surrogates (U+D800-U+DFFF)",
+        ),
         (
             "mysql://root@127.0.0.1/db",
             "unsupported database URL scheme 'mysql': refproj needs a postgresql:// URL (driver psycopg)",
