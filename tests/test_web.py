@@ -317,7 +317,8 @@ def test_listener_backs_off_and_logs_once(caplog: pytest.LogCaptureFixture) -> N
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith("refproj listener: connection failed: ")
-    assert warnings[0].endswith("(reconnecting with back-off up to 30 s)")
+    assert warnings[0].endswith(" failed: Connection refused (reconnecting with back-off up to 30 s)")
+    assert "\n" not in warnings[0]  # one line: psycopg's hint on its next line is left out
     assert "pw@" not in warnings[0]
 
 

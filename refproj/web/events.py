@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 
-from refproj.errors import mask_secrets
+from refproj.errors import first_line, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Listener:
                     failing = type(error).__name__
                     log.warning(
                         "refproj listener: %s (reconnecting with back-off up to %.0f s)",
-                        mask_secrets(str(error)),
+                        mask_secrets(first_line(error)),
                         MAX_BACKOFF,
                     )
                 else:
