@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import orjson
 
-from refproj_bench import browser
+from refproj_bench import browser_report
 from refproj_bench.browser import PageLoad, SetupError, launched_browser, measure
 
 Json = dict[str, Any]
@@ -243,8 +243,8 @@ def run(options: Options) -> int:
             with _server(options) as base:
                 routes = options.routes or default_routes(base, options.token)
                 loads = measure(base, routes, options.viewports, chromium, token=options.token)
-            table += browser.markdown(loads)
-    document["loads"] = browser.as_json(loads)
+            table += browser_report.markdown(loads)
+    document["loads"] = browser_report.as_json(loads)
     path = _write(options, document, table)
     print(table, end="")
     print(f"results: {path}")
@@ -256,7 +256,7 @@ def run(options: Options) -> int:
         )
     if failed:
         return 1
-    problems = browser.check_failures(loads) if options.check else []
+    problems = browser_report.check_failures(loads) if options.check else []
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
