@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from refproj._resources import read_sql
 from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index, summary_index_state
-from refproj.settings import SOURCE_TABLES, database_url, libpq_url
+from refproj.settings import SOURCE_TABLES, database_url, libpq_url, url_text
 
 MIGRATION_LOCK_KEY = 7418206610342958900
 VERSION_TABLE = "refproj_alembic_version"
@@ -57,7 +57,7 @@ def _url() -> str:
         or os.environ.get("DATABASE_URL")
         or config.get_main_option("sqlalchemy.url")
     )
-    return database_url(url).render_as_string(hide_password=False)
+    return url_text(database_url(url))
 
 
 def _wait_for_migration_lock(lock_connection: psycopg.Connection[Any], timeout: float) -> None:

@@ -28,7 +28,7 @@ from refproj.errors import (
     translate,
 )
 from refproj.rows import Detail, OverviewJson, RefreshResult, Status
-from refproj.settings import connect_args, is_utf8_text
+from refproj.settings import connect_args, is_utf8_text, url_text
 
 MAX_IDENTIFIER_LENGTH = 1000
 MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
@@ -256,7 +256,7 @@ class ConnectionLost(DatabaseUnavailable):
 
 def where(url: URL) -> str:
     """The database, for messages: a plain URL without its passwords (userinfo and query)."""
-    return mask_secrets(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    return mask_secrets(url_text(url.set(drivername="postgresql")))
 
 
 def to_refproj_error(error: BaseException, url: URL) -> RefprojError:

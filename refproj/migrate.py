@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 
 from refproj._resources import migrations_dir
 from refproj.errors import SourceTablesIncompatible
-from refproj.settings import database_url
+from refproj.settings import database_url, url_text
 
 
 def alembic_config(url: str | URL | None = None, x_arguments: list[str] | None = None) -> Config:
@@ -20,7 +20,7 @@ def alembic_config(url: str | URL | None = None, x_arguments: list[str] | None =
     ``x_arguments`` are what ``alembic -x`` would pass (``["drop_source_tables=true"]``)."""
     config = Config(cmd_opts=argparse.Namespace(x=x_arguments or []))
     config.set_main_option("script_location", str(migrations_dir()))
-    config.attributes["database_url"] = database_url(url).render_as_string(hide_password=False)
+    config.attributes["database_url"] = url_text(database_url(url))
     return config
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -50,6 +51,8 @@ def database_url(url: str | URL | None = None, *, default: str | None = DEFAULT_
         raise InvalidDatabaseUrl(
             "the database URL must be Unicode text without lone surrogates (U+D800-U+DFFF)"
         )
+    if isinstance(raw, str):
+        raw = _literal_plus(raw)
     try:
         parsed = make_url(raw)
     except (ArgumentError, ValueError, TypeError) as error:
@@ -76,7 +79,30 @@ def is_utf8_text(value: str) -> bool:
 
 def libpq_url(url: str | URL | None = None) -> str:
     """The same database as a libpq connection string, for psycopg used directly."""
-    return database_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return url_text(database_url(url).set(drivername="postgresql"))
+
+
+def url_text(url: URL) -> str:
+    """``url`` as text that libpq and :func:`database_url` both read back unchanged.
+
+    SQLAlchemy renders query values with ``quote_plus`` (a space becomes "+"), but libpq decodes
+    only %XX, so ``?options=-c%20lock_timeout%3D1000`` came back as ``-c+lock_timeout=1000``.
+    Every URL refproj hands on as text goes through here: query values use %20 for a space.
+    """
+    base = url.set(query={}).render_as_string(hide_password=False)
+    pairs = [
+        f"{quote(key, safe='')}={quote(value, safe='')}"
+        for key, values in url.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    return base + ("?" + "&".join(pairs) if pairs else "")
+
+
+def _literal_plus(raw: str) -> str:
+    """A "+" in the query is a plus sign to libpq (it decodes only %XX); SQLAlchemy would read it
+    as a space, so it is spelled %2B before parsing."""
+    head, mark, query = raw.partition("?")
+    return head + mark + query.replace("+", "%2B") if mark else raw
 
 
 def _short(text: str) -> str:

@@ -391,3 +391,31 @@ def test_ambiguous_show_names_the_candidates(
         "",
         "refproj: 'acme' is a connector with 2 connections; name one connection id: cin_work, cin_personal\n",
     )
+
+
+def test_libpq_query_options_reach_the_server_unchanged(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLAlchemy renders a space in a query value as "+", which libpq keeps literally:
+    # "-c+lock_timeout=1000" used to reach the server ("unrecognized configuration parameter").
+    from refproj.settings import libpq_url
+
+    url = empty_db_url + "?options=-c%20lock_timeout%3D1000"
+    assert run(capsys, "--database-url", url, "migrate")[0] == 0
+    code, _, err = run(capsys, "--database-url", url, "seed")
+    assert (code, err) == (0, "")
+    code, _, err = run(capsys, "--database-url", url, "grant-reader", "pg_monitor")
+    assert (code, err) == (0, "")
+    assert libpq_url(url).endswith("?options=-c%20lock_timeout%3D1000")
+    with psycopg.connect(libpq_url(url)) as conn:
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("1s",)
+    # A "+" is a plus sign to libpq, so it stays one.
+    assert libpq_url("postgresql://h/d?application_name=a+b") == "postgresql://h/d?application_name=a%2Bb"
+    alembic = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(Path(__file__).parents[1] / "alembic.ini"), "current"],
+        env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (alembic.returncode, alembic.stdout) == (0, "0005 (head)\n")

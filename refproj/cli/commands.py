@@ -29,7 +29,7 @@ from refproj.errors import (
     translate,
 )
 from refproj.projection import Projection
-from refproj.settings import database_url, libpq_url
+from refproj.settings import database_url, libpq_url, url_text
 
 
 def _url(args: argparse.Namespace) -> URL:
@@ -330,9 +330,7 @@ def cmd_browser_bench(args: argparse.Namespace) -> int:
         return 2
     options = Options(
         base=args.base,
-        database_url=database_url(args.database_url)
-        .set(drivername="postgresql")
-        .render_as_string(hide_password=False),
+        database_url=libpq_url(args.database_url),
         routes=args.routes,
         viewports=args.viewports or ["desktop", "mobile"],
         check=args.check,
@@ -362,7 +360,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InvalidArgument("--workers must be at least 1")
     if not 0 < args.port < 65536:
         raise InvalidArgument("--port must be between 1 and 65535")
-    os.environ["DATABASE_URL"] = database_url(args.database_url).render_as_string(hide_password=False)
+    os.environ["DATABASE_URL"] = url_text(database_url(args.database_url))
     if not os.environ.get(TOKEN_VARIABLE) and not _loopback(args.host):
         # Serving anyway keeps a trusted network (a container's, a VPN's) simple; say it once.
         print(

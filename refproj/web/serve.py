@@ -13,7 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from refproj import AsyncProjection
-from refproj.settings import database_url, libpq_url
+from refproj.settings import database_url, libpq_url, url_text
 from refproj.web.app import create_app
 from refproj.web.metrics import MULTIPROC
 
@@ -22,7 +22,7 @@ TOKEN_VARIABLE = "REFPROJ_API_TOKEN"
 
 def app_from_environment() -> Starlette:
     """The app for ``$DATABASE_URL`` with the token ``$REFPROJ_API_TOKEN`` (none when unset)."""
-    url = database_url().render_as_string(hide_password=False)
+    url = url_text(database_url())
     projection = AsyncProjection(url)
     return create_app(
         projection,
