@@ -275,6 +275,7 @@ class Projection:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
                 with pg.transaction():
+                    pg.execute(QUERIES["read_committed"])
                     limit = {"milliseconds": "0" if unbounded else self._refresh_timeout_ms}
                     pg.execute(QUERIES["refresh_timeout"], limit)
                     progress.reached_server = True

@@ -282,6 +282,7 @@ class AsyncProjection:
                 self._watcher_pg = pg  # close() cancels the watcher's refresh through it
             try:
                 async with pg.transaction():
+                    await pg.execute(QUERIES["read_committed"])
                     limit = {"milliseconds": "0" if unbounded else self._refresh_timeout_ms}
                     await pg.execute(QUERIES["refresh_timeout"], limit)
                     progress.reached_server = True

@@ -47,6 +47,11 @@ SELECT
         COALESCE(CAST(:at AS pg_catalog.timestamptz), pg_catalog.now())) AS detail
 FROM refproj.resolve_connection(CAST(:connection AS pg_catalog.text)) AS resolved;
 
+-- name: read_committed
+-- First statement of a refresh's transaction: the refresh needs READ COMMITTED, and a database or
+-- role default (default_transaction_isolation) may say otherwise. Per transaction, so pooler-safe.
+SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+
 -- name: refresh_timeout
 -- Bounds the refresh about to run in this transaction, waiting for other refreshes included.
 SELECT pg_catalog.set_config('statement_timeout', CAST(:milliseconds AS pg_catalog.text), true);

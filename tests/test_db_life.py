@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from refproj import AsyncProjection, Projection
 from refproj.cli import main
 from refproj.settings import SOURCE_TABLES
-from tests.world import World, iso
+from tests.world import World, iso, wait_for
 
 VERIFY_DIFFERENCES = 11
 
@@ -350,3 +350,47 @@ def test_verify_never_blocks_writers_or_refreshes(
         db.execute("RESET lock_timeout")
         verifier.rollback()
     assert evidence(world.overview()["cin_work"]) == (FAILED_RUN, OK_RUN, 1)
+
+
+# -- a database default isolation level other than READ COMMITTED --------------------------------------
+
+
+@pytest.mark.parametrize("level", ["serializable", "repeatable read"])
+def test_every_refresh_works_under_any_default_isolation_of_the_database(
+    level: str, world: World, db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refresh needs READ COMMITTED: every refproj transaction that refreshes sets it itself
+    (first statement), so a DBA's ALTER DATABASE ... SET default_transaction_isolation breaks none."""
+    name = psycopg.sql.Identifier(db.info.dbname)
+    db.execute(
+        psycopg.sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = {}").format(
+            name, psycopg.sql.Literal(level)
+        )
+    )
+    with psycopg.connect(db_url) as fresh:
+        assert fresh.execute("SHOW transaction_isolation").fetchone() == (level,)
+
+    with Projection(db_url, staleness_bound=1.0, read_reuse=0.1) as proj:
+        assert proj.refresh().refreshed is True
+        assert proj.refresh(full=True).refreshed is True
+        assert evidence(proj.get("cin_work") or {}) == (OK_RUN, OK_RUN, 0)
+        # The watcher's refresh: a new run.failed reaches list() with no explicit refresh.
+        world.failed_run("run_bad", "cin_work", "12:00", "12:10", "token_expired")
+        rows = wait_for(
+            lambda: (r := proj.list()) and r[0]["last_run"]["run_id"] == "run_bad" and r,
+            what="the watcher to refresh under the database's default isolation",
+        )
+        assert evidence(rows[0]) == (FAILED_RUN, OK_RUN, 1)
+        assert evidence(proj.get("cin_work") or {}) == (FAILED_RUN, OK_RUN, 1)
+
+    code, out, err = cli(capsys, db_url, "refresh")
+    assert (code, err, out.startswith("refreshed: overview as of ")) == (0, "", True)
+    code, out, err = cli(capsys, db_url, "refresh", "--full")
+    assert (code, err, out.startswith("rebuilt: overview as of ")) == (0, "", True)
+    code, out, err = cli(capsys, db_url, "seed", "--replace")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].startswith("seeded profile tiny: 4 connectors, 8 connections,")
+    assert out.splitlines()[1].startswith("refreshed: overview as of ")
+    assert db.execute("SELECT count(*) FROM refproj.connection_summaries()").fetchone() == (7,)
+    assert db.execute("SELECT source_changed FROM refproj.projection_status()").fetchone() == (False,)
+    assert cli(capsys, db_url, "verify") == (0, "", "")
