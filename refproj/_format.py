@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+# C0 controls, DEL and C1 controls: data printed raw could move the cursor, retitle the terminal
+# or split a row, so they are shown as Python writes them in a repr (\n, \t, \x1b, \x9b).
+_CONTROLS = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def text(value: object) -> str:
+    """``value`` as one printable line: control characters from the data escaped."""
+    return str(value).translate(_CONTROLS)
+
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    for line in (header, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    cells = [[text(cell) for cell in line] for line in (header, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(*cells, strict=True)]
+    for line in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def health(health: Mapping[str, Any]) -> str:

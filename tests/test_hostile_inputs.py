@@ -432,3 +432,30 @@ def test_sql_functions_refuse_null_clocks_and_negative_limits(world: World, sql:
     no runs; the same rule as the Python API: a clear error (invalid_parameter_value)."""
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         world.db.execute(sql)
+
+
+def test_cli_escapes_control_characters_from_the_data(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Printed raw, these cleared the screen, retitled the terminal and split a table row.
+    world.connector("esc", display_name="Esc\x1b]0;pwned\x07Conn")
+    world.connection("cin_ctl", "esc", display_name="line1\nline2\x1b[31mRED\x9b\x7f")
+    world.failed_run("run_ctl", "cin_ctl", "12:00", "12:01", "bad\x1b[2J\nnext", connector="esc")
+    world.refresh()
+    assert main(["--database-url", db_url, "list", "--connector", "esc"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "cin_ctl     esc        active  failing (bad\\x1b[2J\\nnext)"
+        "  run_ctl failed 2026-01-05 12:01  -             1      0"
+    )
+    assert len(lines) == 4  # header, one row, blank, summary
+    assert main(["--database-url", db_url, "show", "cin_ctl"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:5] == [
+        "name:                   line1\\nline2\\x1b[31mRED\\x9b\\x7f",
+        "connector:              esc (Esc\\x1b]0;pwned\\x07Conn)",
+        "status:                 active",
+        "health:                 failing (bad\\x1b[2J\\nnext)",
+    ]
+    assert lines[-1].endswith("  bad\\x1b[2J\\nnext")
+    assert not any(ch in "".join(lines) for ch in "\x1b\x07\x9b\x7f")

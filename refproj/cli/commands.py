@@ -133,7 +133,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         fields = f" ({', '.join(d['fields'])})" if d["fields"] else ""
         lines.setdefault(d["connector_instance_id"], []).append(f"{d['overview']} {d['difference']}{fields}")
     for connection, kinds in lines.items():
-        print(f"{connection}: {'; '.join(kinds)}")
+        print(fmt.text(f"{connection}: {'; '.join(kinds)}"))
     if differences and status.source_changed:
         print(
             "refproj: writes are pending a refresh, so some differences may be only those;"
@@ -210,7 +210,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
-        print(f"{name + ':':<{width + 2}}{value}")
+        print(f"{name + ':':<{width + 2}}{fmt.text(value)}")
     if detail["recent_runs"]:
         print()
         fmt.table(
