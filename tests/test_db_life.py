@@ -101,9 +101,30 @@ def test_verify_lists_what_disabled_triggers_hid_and_a_full_refresh_repairs_it(
     )
     db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
 
-    # Nothing was detected, so an ordinary refresh has nothing to do, and the overview stays wrong.
-    assert db.execute("SELECT source_changed FROM refproj.projection_status()").fetchone() == (False,)
+    # ENABLE TRIGGER ALL left refproj's triggers ordinary ('O'): the next refresh re-arms them
+    # and, since writes may have gone unseen meanwhile, rebuilds whole.
+    assert trigger_states(db) == {"A", "O"}
+    assert db.execute("SELECT refproj.write_detection_intact()").fetchone() == (False,)
     assert world.overview()["cin_personal"]["last_run"] is None
+    code, out, _ = cli(capsys, db_url, "refresh")
+    assert (code, out.startswith("refreshed: overview as of ")) == (0, True)
+    assert trigger_states(db) == {"A"}
+    assert cli(capsys, db_url, "verify") == (0, "", "")
+    assert evidence(world.overview()["cin_personal"]) == (FAILED_RUN, None, 1)
+
+    # A DBA who re-arms the triggers by hand (ENABLE ALWAYS) leaves no trace: nothing was
+    # detected, an ordinary refresh has nothing to do, verify lists the difference, --full repairs.
+    db.execute("ALTER TABLE spine_events DISABLE TRIGGER ALL")
+    world.failed_run("run_bad2", "cin_personal", "12:20", "12:30", "token_expired")
+    for name in [
+        "refproj_note_delete",
+        "refproj_note_insert",
+        "refproj_note_truncate",
+        "refproj_note_update",
+        "refproj_notify_source_write",
+    ]:
+        db.execute(f"ALTER TABLE spine_events ENABLE ALWAYS TRIGGER {name}")
+    assert db.execute("SELECT source_changed FROM refproj.projection_status()").fetchone() == (False,)
     code, out, _ = cli(capsys, db_url, "refresh")
     assert (code, out.startswith("refreshed: ")) == (0, True)
     assert cli(capsys, db_url, "verify") == (
@@ -111,42 +132,37 @@ def test_verify_lists_what_disabled_triggers_hid_and_a_full_refresh_repairs_it(
         "cin_personal: connection_summary differs (failures_since_last_success, last_run)\n",
         "",
     )
-    # ENABLE TRIGGER ALL made refproj's triggers ordinary; that refresh made them ALWAYS again.
-    assert trigger_states(db) == {"A"}
 
     code, out, err = cli(capsys, db_url, "refresh", "--full")
     assert (code, out.startswith("rebuilt: overview as of "), err) == (0, True, "")
     assert cli(capsys, db_url, "verify") == (0, "", "")
-    assert evidence(world.overview()["cin_personal"]) == (FAILED_RUN, None, 1)
+    row = world.overview()["cin_personal"]
+    assert (row["last_run"]["run_id"], row["last_successful_run"], row["failures_since_last_success"]) == (
+        "run_bad2",
+        None,
+        2,
+    )
     assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)
 
 
 def test_the_detail_is_live_when_no_trigger_fired(world: World, db: psycopg.Connection[Any]) -> None:
-    """The detail compares its connector's run marks with the source rows, so it shows writes
-    the disabled triggers hid: before any refresh, after an ordinary one (which did not see
-    them), and after a full one; and a run deleted unseen disappears from it."""
+    """While a write-detection trigger is not armed (disabled, or left ordinary by ENABLE
+    TRIGGER ALL), the detail reads its connector's runs live, so it shows writes the triggers
+    missed; the next refresh re-arms them and rebuilds, and the overview agrees again."""
     db.execute("ALTER TABLE spine_events DISABLE TRIGGER ALL")
     world.failed_run("run_bad", "cin_work", "12:00", "12:10", "token_expired")
-    db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
     assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)  # stored: not seen
     assert evidence(world.detail("cin_work") or {}) == (FAILED_RUN, OK_RUN, 1)
-    world.refresh()
-    assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)
-    detail = world.detail("cin_work") or {}
-    assert evidence(detail) == (FAILED_RUN, OK_RUN, 1)
-    assert [run["run_id"] for run in detail["recent_runs"]] == ["run_bad", "run_ok"]
-    # A triggered write to another run of the connector meanwhile: still every run live.
-    world.event("run_new", "run.started", "12:20", identity="cin_personal")
-    assert [run["run_id"] for run in (world.detail("cin_work") or {})["recent_runs"]] == ["run_bad", "run_ok"]
-    world.refresh()
-    db.execute("ALTER TABLE spine_events DISABLE TRIGGER ALL")
     db.execute("DELETE FROM spine_events WHERE run_id = 'run_ok'")
-    db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
     assert evidence(world.detail("cin_work") or {}) == (FAILED_RUN, None, 1)
-    db.execute("SELECT refproj.refresh_connection_summary(p_full => true)")
+    db.execute("ALTER TABLE spine_events ENABLE TRIGGER ALL")
+    detail = world.detail("cin_work") or {}
+    assert evidence(detail) == (FAILED_RUN, None, 1)
+    assert [run["run_id"] for run in detail["recent_runs"]] == ["run_bad"]
+    world.refresh()
+    assert db.execute("SELECT refproj.write_detection_intact()").fetchone() == (True,)
     assert evidence(world.overview()["cin_work"]) == (FAILED_RUN, None, 1)
     assert evidence(world.detail("cin_work") or {}) == (FAILED_RUN, None, 1)
-    assert db.execute("SELECT refproj.run_facts_unseen_change('acme')").fetchone() == (False,)
 
 
 def test_the_sql_function_and_the_python_method(

@@ -196,6 +196,7 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "freshness_status",
         "health_at",
         "json_run",
+        "json_seconds",
         "json_time",
         "json_time_text",
         "jsonb_servable",

@@ -78,9 +78,10 @@ COMMENT ON FUNCTION refproj.run_facts_of(refproj.run_key[]) IS
 
 -- A connector's run facts as the source tables say right now: the stored rows of runs that did
 -- not change since the last refresh, and the changed ones recomputed. Equal to
--- run_facts_live filtered to the connector, at the cost of its changed runs only, unless the
--- connector changed where no trigger saw it (refproj.run_facts_unseen_change, see
--- sql/projection/05_run_marks.sql): then all of its runs are computed live.
+-- run_facts_live filtered to the connector, at the cost of its changed runs only, unless a
+-- write-detection trigger is not armed (refproj.write_detection_intact, see
+-- sql/projection/09_write_detection.sql): then writes may have gone unseen and all of its runs
+-- are computed live.
 CREATE FUNCTION refproj.current_run_facts(p_connector_id text)
 RETURNS SETOF refproj.run_facts
 LANGUAGE plpgsql STABLE
@@ -101,8 +102,7 @@ BEGIN
     WHERE d.connector_id = p_connector_id
       AND d.run_id IS NOT NULL;
 
-    IF v_rebuild OR refproj.run_facts_unseen_change(
-           p_connector_id, ARRAY(SELECT (k).run_id FROM unnest(v_changed) AS k)) THEN
+    IF v_rebuild OR NOT refproj.write_detection_intact() THEN
         RETURN QUERY
         SELECT * FROM refproj.run_facts_live AS live WHERE live.connector_id = p_connector_id;
         RETURN;

@@ -140,8 +140,12 @@ BEGIN
     -- ones and mark the runs whose events arrived or left with them (a drop asks for a rebuild).
     PERFORM refproj.sync_spine_partitions();
     -- Triggers an ENABLE TRIGGER ALL made ordinary fire under the replica role again. Only then
-    -- does this take the lock ALTER TABLE needs (writers wait for this refresh to commit).
-    PERFORM refproj.keep_triggers_always();
+    -- does this take the lock ALTER TABLE needs (writers wait for this refresh to commit). A
+    -- trigger found that way was disabled, or silenced by the replica role, at some point since
+    -- refproj armed it: writes may have gone unseen, so this refresh rebuilds whole.
+    IF refproj.keep_triggers_always() THEN
+        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
+    END IF;
 
     v_started_ticket := nextval('refproj.refresh_ticket');
     v_started := clock_timestamp();
@@ -203,10 +207,6 @@ BEGIN
             EXECUTE v_index.definition;
             EXECUTE format('COMMENT ON INDEX %s IS %L', v_index.name, v_index.comment);
         END LOOP;
-        -- The marks of what it read (sql/projection/05_run_marks.sql): one pass over the index.
-        DELETE FROM refproj.run_marks;
-        INSERT INTO refproj.run_marks
-        SELECT * FROM refproj.run_marks_live;
     ELSIF cardinality(v_keys) > 0 THEN
         DELETE FROM refproj.run_facts AS f
         USING unnest(v_keys) AS k
@@ -214,12 +214,6 @@ BEGIN
           AND f.run_id = k.run_id;
         INSERT INTO refproj.run_facts
         SELECT * FROM refproj.run_facts_of(v_keys);
-        DELETE FROM refproj.run_marks AS m
-        USING unnest(v_keys) AS k
-        WHERE m.connector_id = k.connector_id
-          AND m.run_id = k.run_id;
-        INSERT INTO refproj.run_marks
-        SELECT * FROM refproj.run_marks_of(v_keys);
     END IF;
 
     -- CONCURRENTLY keeps the previous rows readable, but needs previous rows: the first build

@@ -347,11 +347,11 @@ BEGIN
     -- Which run facts the detail reads: the stored ones when nothing of this connector changed
     -- since the last refresh (the same index probes as the overview), else the connector's
     -- current facts (changed runs recomputed). The rules and the recent runs read them alike.
-    -- "Nothing changed" does not trust the triggers alone: the connector's run marks must also
-    -- match its source rows (sql/projection/05_run_marks.sql).
+    -- "Nothing changed" trusts the triggers only while every one of them is armed
+    -- (refproj.write_detection_intact, sql/projection/09_write_detection.sql).
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
        AND NOT refproj.rebuild_pending_now()
-       AND NOT refproj.run_facts_unseen_change(v_connector_id) THEN
+       AND refproj.write_detection_intact() THEN
         v_mine := refproj.newest_first(refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit));
         SELECT count(*)::int
         INTO unattributed_runs

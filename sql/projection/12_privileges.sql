@@ -36,7 +36,7 @@ BEGIN
         'refproj.dirty_runs', 'refproj.run_facts', 'refproj.run_facts_live', 'refproj.connection_keys',
         'refproj.connection_profile', 'refproj.connector_max_staleness', 'refproj.visible_connections',
         'refproj.retained_streams', 'refproj.connection_run_rollup', 'refproj.spine_partition_tree',
-        'refproj.spine_partitions', 'refproj.run_marks', 'refproj.run_event_keys', 'refproj.active_run_keys']
+        'refproj.spine_partitions', 'refproj.source_triggers']
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %I', v_object, p_role);
     END LOOP;
@@ -52,6 +52,7 @@ BEGIN
         'refproj.overview_row_ending(text, text, jsonb, jsonb, interval)',
         'refproj.json_run(jsonb)',
         'refproj.json_time(timestamptz)',
+        'refproj.json_seconds(interval)',
         'refproj.json_time_text(jsonb)',
         'refproj.jsonb_servable(jsonb)',
         'refproj.bigint_or_null(numeric)',
@@ -64,7 +65,7 @@ BEGIN
         'refproj.spine_partitions_changed()',
         'refproj.refresh_connection_summary(boolean, boolean)',
         'refproj.current_run_facts(text)',
-        'refproj.run_facts_unseen_change(text, text[])',
+        'refproj.write_detection_intact()',
         'refproj.stored_run_facts(text, text[], int)',
         'refproj.newest_first(refproj.run_facts[])',
         'refproj.run_evidence_of(refproj.run_facts[])',

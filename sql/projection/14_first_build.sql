@@ -24,7 +24,6 @@ BEGIN
     IF to_regclass('pg_temp.refproj_previous_projection') IS NOT NULL
        AND (SELECT bool_or(p.serving) FROM pg_temp.refproj_previous_projection AS p) THEN
         INSERT INTO refproj.run_facts SELECT * FROM refproj.run_facts_live;
-        INSERT INTO refproj.run_marks SELECT * FROM refproj.run_marks_live;
         REFRESH MATERIALIZED VIEW refproj.connection_summary;
         REFRESH MATERIALIZED VIEW refproj.connection_summary_json;
     ELSIF EXISTS (SELECT FROM spine_events) OR EXISTS (SELECT FROM controller_active_runs) THEN
