@@ -349,6 +349,27 @@ def test_a_dba_refresh_of_the_typed_view_alone_is_reported_and_repaired_by_the_n
     assert cli(capsys, db_url, "verify") == (0, "", "")
 
 
+@pytest.mark.parametrize("view", ["connection_summary", "connection_summary_json"])
+def test_a_dba_refresh_with_no_data_is_reported_and_repaired_by_the_next_refresh(
+    world: World, db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str], view: str
+) -> None:
+    db.execute(f"REFRESH MATERIALIZED VIEW refproj.{view} WITH NO DATA")
+    assert cli(capsys, db_url, "verify") == (
+        VERIFY_DIFFERENCES,
+        f"refproj.{view}: unpopulated\n",
+        "refproj: writes are pending a refresh, so some differences may be only those;"
+        " run `refproj refresh` and verify again\n",
+    )
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as proj:
+        status = proj.status()
+        assert (status.building, status.source_changed) == (True, True)  # so a watcher refreshes
+        assert proj.refresh().refreshed is True
+        assert proj.status().building is False
+        assert sorted(row["connector_instance_id"] for row in proj.list()) == ["cin_personal", "cin_work"]
+    assert evidence(world.overview()["cin_work"]) == (OK_RUN, OK_RUN, 0)
+    assert cli(capsys, db_url, "verify") == (0, "", "")
+
+
 def test_verify_never_blocks_writers_or_refreshes(
     world: World, db: psycopg.Connection[Any], db_url: str
 ) -> None:

@@ -127,6 +127,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         differences = proj.verify()
     lines: dict[str, list[str]] = {}
     for d in differences:
+        if d["connector_instance_id"] is None and not d["fields"]:  # a view left unpopulated
+            lines.setdefault(f"refproj.{d['overview']}", []).append(d["difference"])
+            continue
         if d["connector_instance_id"] is None:  # a refproj trigger a DBA disabled: table.trigger
             lines.setdefault(d["fields"][0], []).append(f"{d['overview']} {d['difference']}")
             continue

@@ -6,12 +6,14 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT c.relispopulated
+    -- Both views: a DBA's REFRESH MATERIALIZED VIEW ... WITH NO DATA on either one leaves
+    -- nothing to refresh CONCURRENTLY from, so it counts as unbuilt (the next refresh builds).
+    SELECT pg_catalog.bool_and(c.relispopulated)
     FROM pg_catalog.pg_class AS c
-    WHERE c.oid = 'refproj.connection_summary_json'::regclass
+    WHERE c.oid IN ('refproj.connection_summary'::regclass, 'refproj.connection_summary_json'::regclass)
 $$;
 COMMENT ON FUNCTION refproj.overview_built() IS
-    'true once the first build after install has populated the stored overview (refproj.connection_summary_json); until then readers get building = true instead of rows.';
+    'true once the stored overview is populated (both refproj.connection_summary and refproj.connection_summary_json: the first build after install, or the refresh after a REFRESH MATERIALIZED VIEW ... WITH NO DATA, has committed); until then readers get building = true instead of rows.';
 
 -- Whether nothing stored in run_facts can be trusted, so the next refresh recomputes it whole and
 -- readers compute from the source tables: a TRUNCATE or a dropped partition not yet absorbed,
@@ -219,11 +221,15 @@ BEGIN
     -- CONCURRENTLY keeps the previous rows readable, but needs previous rows: the first build
     -- after install (sql/projection/14_first_build.sql) populates the views plainly. Readers do
     -- not wait for that: they see building in projection_status() and leave the views alone.
-    IF refproj.overview_built() THEN
+    -- Each view on its own: a DBA may have emptied one of them (WITH NO DATA).
+    IF (SELECT c.relispopulated FROM pg_class AS c WHERE c.oid = 'refproj.connection_summary'::regclass) THEN
         REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary;
-        REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json;
     ELSE
         REFRESH MATERIALIZED VIEW refproj.connection_summary;
+    END IF;
+    IF (SELECT c.relispopulated FROM pg_class AS c WHERE c.oid = 'refproj.connection_summary_json'::regclass) THEN
+        REFRESH MATERIALIZED VIEW CONCURRENTLY refproj.connection_summary_json;
+    ELSE
         REFRESH MATERIALIZED VIEW refproj.connection_summary_json;
     END IF;
 

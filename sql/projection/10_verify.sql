@@ -41,9 +41,22 @@ SET "IntervalStyle" = 'postgres'
 SET jit = off
 AS $$
 BEGIN
+    -- An unpopulated view (the first build pending, a DBA's WITH NO DATA) cannot be read: it is
+    -- the difference to report, with the triggers; the next refresh populates it.
     IF NOT refproj.overview_built() THEN
-        RAISE EXCEPTION 'refproj: the overview is still being built (the first refresh after install has not committed yet)'
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+        RETURN QUERY
+        SELECT NULL::text, c.relname::text, 'unpopulated'::text, '{}'::text[]
+        FROM pg_class AS c
+        WHERE c.oid IN ('refproj.connection_summary'::regclass, 'refproj.connection_summary_json'::regclass)
+          AND NOT c.relispopulated
+        UNION ALL
+        SELECT NULL, 'trigger',
+               CASE t.enabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'replica_only' ELSE 'not_always' END,
+               ARRAY[t.relation::text || '.' || t.trigger]
+        FROM refproj.source_triggers AS t
+        WHERE t.enabled <> 'A'
+        ORDER BY 2, 4;
+        RETURN;
     END IF;
     RETURN QUERY
     WITH stored AS (
@@ -97,4 +110,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.verify_projection() IS
-    'The connections whose stored overview differs from a from-scratch computation, one row per connection and view: overview connection_summary (against refproj.connection_evidence) or connection_summary_json (against the JSON of connection_summary now: the two views refreshed apart), difference missing | unexpected | differs, and the differing fields; also one row per refproj trigger on a source table that does not fire for every write (connector_instance_id NULL, overview trigger, difference disabled | replica_only | not_always, fields {table.trigger}; the next refresh makes not_always ones fire always again). No rows when the projection is exact. Plain reads (AccessShare locks): never blocks writers. Differences after writes no trigger saw are repaired by refresh_connection_summary(p_full => true); those between the two views by any refresh. Run it after a refresh: writes still pending (projection_status().source_changed) show as differences too.';
+    'The connections whose stored overview differs from a from-scratch computation, one row per connection and view: overview connection_summary (against refproj.connection_evidence) or connection_summary_json (against the JSON of connection_summary now: the two views refreshed apart), difference missing | unexpected | differs, and the differing fields; also one row per refproj trigger on a source table that does not fire for every write (connector_instance_id NULL, overview trigger, difference disabled | replica_only | not_always, fields {table.trigger}; the next refresh makes not_always ones fire always again); while a view is unpopulated (the first build pending, a REFRESH MATERIALIZED VIEW ... WITH NO DATA) only one row per such view (connector_instance_id NULL, overview the view name, difference unpopulated, fields {}) and the trigger rows. No rows when the projection is exact. Plain reads (AccessShare locks): never blocks writers. Differences after writes no trigger saw are repaired by refresh_connection_summary(p_full => true); those between the two views by any refresh. Run it after a refresh: writes still pending (projection_status().source_changed) show as differences too.';
