@@ -19,6 +19,7 @@ server (``prepare_threshold=None``): a prepared statement lives on one server se
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from logging.config import fileConfig
@@ -27,12 +28,18 @@ from typing import Any
 import psycopg
 from alembic import context
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from refproj._resources import read_sql
-from refproj.migration_support import SUMMARY_INDEX, ensure_summary_index, summary_index_state
+from refproj.migration_support import (
+    SUMMARY_INDEX,
+    ensure_summary_index,
+    incompatibility,
+    summary_index_state,
+)
 from refproj.settings import SOURCE_TABLES, database_url, libpq_url, url_text
 
 MIGRATION_LOCK_KEY = 7418206610342958900
@@ -44,6 +51,7 @@ CREATED_TABLE_COMMENT = (
     " alembic downgrade base drops it only while it is empty."
 )
 LOCK_POLL_SECONDS = 0.05
+log = logging.getLogger("alembic.env")
 
 config = context.config
 if config.config_file_name is not None:
@@ -138,6 +146,18 @@ def _utc_in_every_transaction(engine: Engine) -> None:
         driver.execute("SELECT pg_catalog.set_config('TimeZone', 'UTC', true)")
 
 
+def _log_refproj_notices(connection: Connection) -> None:
+    """Alembic shows no server notice: refproj's own (a source table kept at downgrade, say) go
+    to Alembic's log at WARNING, so both the alembic CLI and ``refproj migrate`` print them."""
+
+    def _notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+        if (diagnostic.message_primary or "").startswith("refproj: "):
+            log.warning("%s", diagnostic.message_primary)
+
+    driver: Any = connection.connection.driver_connection
+    driver.add_notice_handler(_notice)
+
+
 def run_migrations_offline() -> None:
     # Named paramstyle keeps literal "%" in plpgsql bodies (RAISE ... '%') from being doubled.
     context.configure(
@@ -160,6 +180,7 @@ def run_migrations_online() -> None:
     with psycopg.connect(libpq_url(url), prepare_threshold=None) as lock_connection:
         _wait_for_migration_lock(lock_connection, timeout)
         with engine.connect() as connection:
+            _log_refproj_notices(connection)
             _adopt_legacy_version_table(connection)
             connection.commit()
             context.configure(connection=connection, transactional_ddl=True, version_table=VERSION_TABLE)
@@ -187,7 +208,15 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+try:
+    if context.is_offline_mode():
+        run_migrations_offline()
+    else:
+        run_migrations_online()
+except Exception as error:
+    # A source table refproj cannot read is the operator's to fix, not a bug: one line (the
+    # alembic CLI prints a CommandError as "FAILED: ..."), no traceback. Nothing was installed.
+    message = incompatibility(error)
+    if message is None:
+        raise
+    raise CommandError(f"refproj: {message}") from error

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import exc
+from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from refproj._resources import migrations_dir
 from refproj.errors import SourceTablesIncompatible
+from refproj.migration_support import incompatibility
 from refproj.settings import database_url, url_text
 
 
@@ -29,12 +29,12 @@ def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
     reads (revision 0001 names it; nothing is installed)."""
     try:
         command.upgrade(alembic_config(url), revision)
-    except (psycopg.errors.UndefinedColumn, exc.ProgrammingError) as error:
-        cause = error.orig if isinstance(error, exc.ProgrammingError) else error
-        message = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        if isinstance(cause, psycopg.errors.UndefinedColumn) and message.startswith("refproj: "):
-            raise SourceTablesIncompatible(message.removeprefix("refproj: ")) from error
-        raise
+    except CommandError as error:
+        # migrations/env.py turns the check's error into a CommandError (one FAILED: line).
+        message = incompatibility(error.__cause__) if error.__cause__ is not None else None
+        if message is None:
+            raise
+        raise SourceTablesIncompatible(message) from error
 
 
 def downgrade(

@@ -3,6 +3,7 @@ against, so a later change to a helper never changes what an old revision applie
 
 from __future__ import annotations
 
+import psycopg
 from alembic import context, op
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
@@ -18,6 +19,16 @@ SUMMARY_INDEX = "spine_events_source_run_summary_idx"
 # tables (minutes on a long history, every writer waiting). Skipped then, leaving the released
 # revision's files untouched; a run that stops at the revision applies it as released.
 SUPERSEDED_IN_THE_SAME_RUN = {"0003_projection.sql": "0003"}
+
+
+def incompatibility(error: BaseException) -> str | None:
+    """The one-line message (without "refproj: ") of revision 0001's check when ``error`` is it
+    (SQLSTATE 42703 raised by sql/0001_source_tables.sql), else None."""
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    if isinstance(cause, psycopg.errors.UndefinedColumn) and lines and lines[0].startswith("refproj: "):
+        return lines[0].removeprefix("refproj: ")
+    return None
 
 
 def run_sql_file(name: str) -> None:

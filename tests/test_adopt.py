@@ -9,17 +9,22 @@ removed again.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import threading
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
 from refproj import Projection, SourceTablesIncompatible, migrate
+from refproj._resources import read_sql
 from refproj.cli import main
 from refproj.progress import Reporter
+from refproj.seed import SEED_BASE_TIME, seed
 from refproj.settings import SOURCE_TABLES
-from tests.test_migrations import alembic_version, catalog
+from tests.test_migrations import ALEMBIC, alembic_version, catalog
 from tests.world import backends_waiting, wait_for
 
 APP_SCHEMA = """
@@ -209,16 +214,126 @@ def test_a_missing_column_is_named_and_nothing_is_installed(
     assert str(error.value) == "spine_events.run_id is missing; refproj needs it as text"
     assert catalog(app_url) == before
 
+    # Every mismatch at once, in one line: the operator fixes them in one go.
     with psycopg.connect(app_url) as conn:
-        conn.execute("ALTER TABLE spine_events ADD COLUMN run_id varchar(64)")
+        conn.execute("ALTER TABLE spine_events ADD COLUMN run_id numeric")
+        conn.execute("ALTER TABLE spine_events ALTER COLUMN data TYPE json")
+        conn.execute("ALTER TABLE connectors DROP COLUMN display_name")
     assert main(["--database-url", app_url, "migrate"]) == 10
     out, err = capsys.readouterr()
     assert (out, err) == (
         "",
-        "refproj: spine_events.run_id has type character varying(64); refproj needs it as text\n",
+        "refproj: connectors.display_name is missing; refproj needs it as text."
+        " spine_events.run_id has type numeric; refproj needs it as text."
+        " spine_events.data has type json; refproj needs it as jsonb (json is parsed again at every"
+        " read; ALTER TABLE spine_events ALTER COLUMN data TYPE jsonb converts it)\n",
     )
     assert alembic_version(app_url) == []
     assert alembic_version_of_app(app_url) == ["app_0042"]
+
+
+def test_alembic_cli_names_an_incompatible_column_in_one_line(app_url: str) -> None:
+    with psycopg.connect(app_url) as conn:
+        conn.execute("ALTER TABLE spine_events DROP COLUMN run_id")
+    result = subprocess.run(
+        [*ALEMBIC, "upgrade", "head"],
+        env={**os.environ, "DATABASE_URL": app_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Alembic prints a CommandError as one FAILED: line (stdout) and logs it (stderr), exit 255.
+    line = "refproj: spine_events.run_id is missing; refproj needs it as text"
+    assert result.returncode == 255
+    assert result.stdout == f"FAILED: {line}\n"
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"ERROR [alembic.util.messaging] {line}"
+    assert alembic_version(app_url) == []
+
+
+# The columns refproj reads with the types SQLAlchemy's String(n) and Integer give them.
+NARROW_COLUMNS = {
+    "connectors": {"connector_id": "varchar(64)", "display_name": "varchar(200)"},
+    "connector_instances": {
+        "connector_instance_id": "varchar(64)",
+        "connector_id": "varchar(64)",
+        "display_name": "varchar(200)",
+        "status": "varchar(16)",
+        "source_kind": "varchar(32)",
+    },
+    "spine_events": {
+        "event_seq": "smallint",
+        "event_type": "varchar(64)",
+        "status": "varchar(32)",
+        "source_kind": "varchar(32)",
+        "source_id": "varchar(64)",
+        "run_id": "varchar(64)",
+        "connector_instance_id": "varchar(64)",
+    },
+    "controller_active_runs": {
+        "connector_instance_id": "varchar(64)",
+        "connector_id": "varchar(64)",
+        "run_id": "varchar(64)",
+    },
+    "retained_size_connection": {
+        "connector_instance_id": "varchar(64)",
+        "connector_id": "varchar(64)",
+        "record_count": "integer",
+    },
+    "retained_size_stream": {
+        "connector_instance_id": "varchar(64)",
+        "stream": "varchar(64)",
+        "connector_id": "varchar(64)",
+        "record_count": "integer",
+    },
+}
+
+
+def test_varchar_and_integer_columns_serve_what_text_and_bigint_serve(db_url: str, empty_db_url: str) -> None:
+    """An application whose tables came from SQLAlchemy String(n)/Integer: adopted as they are,
+    and every scenario of the seed serves exactly what a text/bigint install serves, from the
+    first build and after an incremental refresh."""
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(read_sql("0001_source_tables.sql"))
+        for table, columns in NARROW_COLUMNS.items():
+            conn.execute(f"COMMENT ON TABLE {table} IS NULL")
+            for column, type_name in columns.items():
+                conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {type_name}")
+    narrow_catalog = catalog(empty_db_url)
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'spine_events'::regclass AND attname IN ('event_seq', 'run_id')"
+            " ORDER BY attname"
+        ).fetchall() == [("smallint",), ("character varying(64)",)]
+    served = []
+    for url in (db_url, empty_db_url):
+        with psycopg.connect(url) as conn:
+            seed(conn, "tiny")
+        projection = Projection(url)
+        try:
+            projection.refresh()
+            at = SEED_BASE_TIME + timedelta(hours=1)
+            first = (projection.list_json(at=at).json_text, projection.get_json("amazon_work", at=at))
+            with psycopg.connect(url) as conn:
+                conn.execute(
+                    "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id,"
+                    " run_id, connector_instance_id)"
+                    " VALUES ('run.started', %s, 'ok', 'connector', 'amazon', 'run_late', 'amazon_work')",
+                    (SEED_BASE_TIME,),
+                )
+            projection.refresh()
+            served.append(
+                (*first, projection.list_json(at=at).json_text, projection.get_json("amazon_work", at=at))
+            )
+        finally:
+            projection.close()
+    assert served[0] == served[1]
+    assert served[0][0] != served[0][2]
+    # Adopted, so downgrade leaves the application's tables exactly as they were.
+    migrate.downgrade(empty_db_url)
+    assert catalog(empty_db_url) == narrow_catalog
 
 
 def test_an_application_revision_named_like_refproj_is_left_alone(empty_db_url: str) -> None:
@@ -259,16 +374,31 @@ def test_an_install_with_the_old_version_table_moves_to_its_own(
         assert conn.execute("SELECT to_regclass('spine_events')").fetchone() == (None,)
 
 
-def test_downgrade_keeps_tables_holding_rows_unless_asked(empty_db_url: str) -> None:
+def test_downgrade_keeps_tables_holding_rows_unless_asked(
+    empty_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     url = empty_db_url
     migrate.upgrade(url)
     with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO connectors (connector_id) VALUES ('acme')")
+        conn.execute("INSERT INTO connectors (connector_id) VALUES ('acme'), ('globex')")
         conn.execute(
             "INSERT INTO spine_events (event_type, source_kind, source_id, run_id)"
             " VALUES ('run.started', 'connector', 'acme', 'r1')"
         )
+    caplog.clear()
     migrate.downgrade(url)
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelname == "WARNING"] == [
+        (
+            "alembic.env",
+            "WARNING",
+            "refproj: keeping table spine_events (1 rows; -x drop_source_tables=true drops it)",
+        ),
+        (
+            "alembic.env",
+            "WARNING",
+            "refproj: keeping table connectors (2 rows; -x drop_source_tables=true drops it)",
+        ),
+    ]
     with psycopg.connect(url) as conn:
         kept = conn.execute(
             "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
