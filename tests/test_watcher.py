@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from refproj import AsyncProjection, Projection
 from tests.tcp_proxy import Proxy
+from tests.test_lifecycle import alter_database
 from tests.world import World, listening_sessions, wait_for
 
 LISTEN_QUERY = "LISTEN refproj_source_changed; LISTEN refproj_refreshed;"
@@ -87,6 +88,31 @@ def test_an_idle_listening_watcher_runs_no_statement_and_a_write_wakes_it(
         assert elapsed < bound + status.last_refresh_ms / 1000
         assert rows.source_changed is False
         assert status.refresh_count == refreshes + 1
+
+
+def test_the_listening_session_outlives_the_databases_idle_session_timeout(
+    world: World, db: psycopg.Connection[Any], db_url: str
+) -> None:
+    alter_database(db, "idle_session_timeout", "300ms")
+
+    def listener() -> list[tuple[Any, ...]]:
+        return db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE %s",
+            ["%" + LISTEN_QUERY],
+        ).fetchall()
+
+    with Projection(db_url, staleness_bound=1.0, read_reuse=0.1) as proj:
+        assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
+        first = wait_for(listener, what="the watcher to listen")
+        # Four idle timeouts' worth: an ordinary session would have been ended three times.
+        time.sleep(1.2)
+        assert listener() == first
+        world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+        wait_for(
+            lambda: proj.list()[0]["last_run"]["run_id"] == "run_bad",
+            what="the write to reach list() through the same listening session",
+        )
+        assert listener() == first
 
 
 def test_a_write_committed_while_the_listening_session_was_down_reaches_list_after_reconnecting(
