@@ -334,6 +334,29 @@ def test_every_served_timestamp_parses_or_is_null(
     ).fetchone() == ("infinity",)
 
 
+def test_a_failure_at_minus_infinity_counts_when_nothing_succeeded(
+    db: psycopg.Connection[Any], proj: Projection
+) -> None:
+    """DOMAIN.md section 4: with no success, every failure counts, whatever its time."""
+    w = World(db)
+    w.connector("acme")
+    w.connection("cin_a", created="09:00")
+    w.event("r_neg", "run.completed", "12:00", status="failed", identity="cin_a")
+    db.execute("UPDATE spine_events SET occurred_at = '-infinity' WHERE run_id = 'r_neg'")
+    proj.refresh()
+    [row] = proj.list(at=WHEN)
+    assert (row["last_run"]["run_id"], row["last_successful_run"], row["failures_since_last_success"]) == (
+        "r_neg",
+        None,
+        1,
+    )
+    assert (proj.get("cin_a", at=WHEN) or {})["failures_since_last_success"] == 1
+    assert db.execute(
+        "SELECT failures_since_last_success FROM refproj.connection_evidence"
+        " WHERE connector_instance_id = 'cin_a'"
+    ).fetchone() == (1,)
+
+
 # -- one answer whatever the session's settings ----------------------------------------------------------
 
 SHARED = [

@@ -45,7 +45,8 @@ DECLARE
     v_evidence refproj.run_evidence := ROW(NULL, NULL, 0);
     v_failed_at timestamptz[] := '{}';
     v_at timestamptz;
-    v_success_at timestamptz := '-infinity';
+    v_succeeded boolean := false;
+    v_success_at timestamptz;
 BEGIN
     -- Newest first: the first run is the latest, the first success the latest success, and no
     -- run older than that success changes the evidence.
@@ -55,6 +56,7 @@ BEGIN
         END IF;
         IF v_run.status = 'succeeded' THEN
             v_evidence.last_successful_run := v_run.brief;
+            v_succeeded := true;
             v_success_at := v_run.last_at;
             EXIT;
         END IF;
@@ -63,8 +65,9 @@ BEGIN
         END IF;
     END LOOP;
     -- "Since" is strict: a failure ending at the very moment of the success is not after it.
+    -- With no success every failure counts, one ending at -infinity too (no sentinel time).
     FOREACH v_at IN ARRAY v_failed_at LOOP
-        IF v_at > v_success_at THEN
+        IF NOT v_succeeded OR v_at > v_success_at THEN
             v_evidence.failures_since_last_success := v_evidence.failures_since_last_success + 1;
         END IF;
     END LOOP;
