@@ -28,7 +28,6 @@ def test_every_column_and_index_is_described(db_url: str) -> None:
             WHERE (c.relnamespace = 'refproj'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'i', 'S')
                    OR c.relname = 'spine_events_source_run_summary_idx')
               AND obj_description(c.oid, 'pg_class') IS NULL
-              AND NOT (c.relkind = 'i' AND c.relname LIKE '%\\_pkey')
             UNION ALL
             SELECT p.oid::regprocedure::text
             FROM pg_proc AS p

@@ -232,3 +232,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The primary keys of refproj's own tables: what each one makes unique.
+COMMENT ON INDEX refproj.projection_state_pkey IS 'Keeps refproj.projection_state to its single row.';
+COMMENT ON INDEX refproj.source_writes_pkey IS 'One row per writing transaction (its xid8): concurrent writers never block each other here.';
+COMMENT ON INDEX refproj.spine_partitions_pkey IS 'One row per partition of spine_events.';
