@@ -180,6 +180,7 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "note_active_run_write",
         "note_source_write",
         "note_spine_write",
+        "note_truncate",
         "refresh_connection_summary",
     ]
     unpinned = db.execute(

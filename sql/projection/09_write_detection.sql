@@ -68,17 +68,29 @@ $$;
 COMMENT ON FUNCTION refproj.note_source_write() IS
     'Statement trigger: records that the current transaction wrote a source table.';
 
--- The runs a spine_events statement touched, from its transition tables.
+-- A TRUNCATE of spine_events or controller_active_runs has no transition table: ask the next
+-- refresh to rebuild everything.
+CREATE FUNCTION refproj.note_truncate()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION refproj.note_truncate() IS
+    'Statement trigger on TRUNCATE of spine_events or controller_active_runs: asks the next refresh to rebuild run_facts whole.';
+
+-- The runs a spine_events statement touched (INSERT, UPDATE, DELETE), from its transition tables.
 CREATE FUNCTION refproj.note_spine_write()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        -- A TRUNCATE has no transition table: ask the next refresh to rebuild everything.
-        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
-    ELSIF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'INSERT' THEN
         INSERT INTO refproj.dirty_runs (connector_id, run_id)
         SELECT DISTINCT k.connector_id, k.run_id
         FROM new_rows AS n
@@ -122,10 +134,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        -- A TRUNCATE has no transition table: ask the next refresh to rebuild everything.
-        UPDATE refproj.projection_state SET rebuild_requests = rebuild_requests + 1;
-    ELSIF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'INSERT' THEN
         INSERT INTO refproj.dirty_runs (connector_id, run_id)
         SELECT DISTINCT n.connector_id, n.run_id FROM new_rows AS n;
     ELSIF TG_OP = 'UPDATE' THEN
@@ -141,72 +150,82 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.note_active_run_write() IS
-    'Statement trigger on controller_active_runs: records the runs whose in_progress status may have changed.';
+    'Statement trigger on controller_active_runs (INSERT, UPDATE, DELETE): records the runs whose in_progress status may have changed.';
 
-CREATE TRIGGER refproj_note_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connectors
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
-CREATE TRIGGER refproj_note_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connector_instances
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
-CREATE TRIGGER refproj_note_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_connection
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
-CREATE TRIGGER refproj_note_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_stream
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_source_write();
+-- Every trigger refproj puts on the source tables, written once: one row per (table, trigger).
+-- Each partition of spine_events carries spine_events' own rows (refproj.sync_spine_partitions).
+-- The notification trigger's function is in 09_write_notification.sql, which installs them all.
+CREATE FUNCTION refproj.source_trigger_plan()
+RETURNS TABLE (source_table text, trigger_name text, events text, transition_tables text, function_name text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Every writing statement on any source table notifies watchers.
+    SELECT t.source_table, 'refproj_notify_source_write', 'INSERT OR UPDATE OR DELETE OR TRUNCATE', '',
+           'refproj.notify_source_write'
+    FROM unnest(ARRAY['connectors', 'connector_instances', 'retained_size_connection',
+                      'retained_size_stream', 'spine_events', 'controller_active_runs']) AS t (source_table)
+    UNION ALL
+    -- A write to these marks its transaction.
+    SELECT t.source_table, 'refproj_note_source_write', 'INSERT OR UPDATE OR DELETE OR TRUNCATE', '',
+           'refproj.note_source_write'
+    FROM unnest(ARRAY['connectors', 'connector_instances', 'retained_size_connection',
+                      'retained_size_stream']) AS t (source_table)
+    UNION ALL
+    -- A write to these marks the runs it touched: one trigger per operation, with the transition
+    -- tables that operation has; a TRUNCATE (none) asks for a rebuild.
+    SELECT t.source_table, op.trigger_name, op.events, op.transition_tables,
+           COALESCE(op.function_name, t.function_name)
+    FROM (VALUES ('spine_events', 'refproj.note_spine_write'),
+                 ('controller_active_runs', 'refproj.note_active_run_write')) AS t (source_table, function_name)
+    CROSS JOIN (VALUES
+        ('refproj_note_insert', 'INSERT', 'REFERENCING NEW TABLE AS new_rows', NULL),
+        ('refproj_note_update', 'UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows', NULL),
+        ('refproj_note_delete', 'DELETE', 'REFERENCING OLD TABLE AS old_rows', NULL),
+        ('refproj_note_truncate', 'TRUNCATE', '', 'refproj.note_truncate'))
+        AS op (trigger_name, events, transition_tables, function_name)
+$$;
+COMMENT ON FUNCTION refproj.source_trigger_plan() IS
+    'The triggers refproj puts on each source table (by name): trigger name, events, transition tables (REFERENCING clause, or empty) and function, every one AFTER ... FOR EACH STATEMENT and ENABLE ALWAYS.';
 
-CREATE TRIGGER refproj_note_insert
-    AFTER INSERT ON spine_events REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
-CREATE TRIGGER refproj_note_update
-    AFTER UPDATE ON spine_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
-CREATE TRIGGER refproj_note_delete
-    AFTER DELETE ON spine_events REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
-CREATE TRIGGER refproj_note_truncate
-    AFTER TRUNCATE ON spine_events
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write();
-
-CREATE TRIGGER refproj_note_insert
-    AFTER INSERT ON controller_active_runs REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
-CREATE TRIGGER refproj_note_update
-    AFTER UPDATE ON controller_active_runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
-CREATE TRIGGER refproj_note_delete
-    AFTER DELETE ON controller_active_runs REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
-CREATE TRIGGER refproj_note_truncate
-    AFTER TRUNCATE ON controller_active_runs
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_active_run_write();
-
--- Fire under session_replication_role = replica too: logical replication's apply workers,
--- pg_restore --disable-triggers run by a non-superuser, Bucardo and pgloader write in that role,
--- and an ordinary (ENABLE) trigger does not fire there, so their writes would go unseen. Only
--- ALTER TABLE ... DISABLE TRIGGER (ALL) silences these; refproj verify finds what that hid.
-ALTER TABLE connectors ENABLE ALWAYS TRIGGER refproj_note_source_write;
-ALTER TABLE connector_instances ENABLE ALWAYS TRIGGER refproj_note_source_write;
-ALTER TABLE retained_size_connection ENABLE ALWAYS TRIGGER refproj_note_source_write;
-ALTER TABLE retained_size_stream ENABLE ALWAYS TRIGGER refproj_note_source_write;
-ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_insert;
-ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_update;
-ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_delete;
-ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_note_truncate;
-ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_insert;
-ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_update;
-ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_delete;
-ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_note_truncate;
+-- Creates on p_relation (a source table, or a partition of one) the triggers the plan gives
+-- p_source_table. ENABLE ALWAYS: they fire under session_replication_role = replica too
+-- (logical replication's apply workers, pg_restore --disable-triggers run by a non-superuser,
+-- Bucardo and pgloader write in that role, and an ordinary trigger does not fire there, so their
+-- writes would go unseen). Only ALTER TABLE ... DISABLE TRIGGER (ALL) silences them; refproj
+-- verify finds what that hid. OR REPLACE: a schema-only restore brings a partition's triggers
+-- back without refproj.spine_partitions.
+CREATE FUNCTION refproj.install_source_triggers(p_relation regclass, p_source_table text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_trigger record;
+BEGIN
+    FOR v_trigger IN
+        SELECT p.trigger_name, p.events, p.transition_tables, p.function_name
+        FROM refproj.source_trigger_plan() AS p
+        WHERE p.source_table = p_source_table
+    LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                       v_trigger.trigger_name, v_trigger.events, p_relation, v_trigger.transition_tables,
+                       v_trigger.function_name);
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', p_relation, v_trigger.trigger_name);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION refproj.install_source_triggers(regclass, text) IS
+    'Creates (or replaces) on p_relation the triggers refproj.source_trigger_plan() gives the source table p_source_table, each ENABLE ALWAYS.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Partitioned spine_events (by occurred_at, by the application or pg_partman)
 --
 -- A write routed through the parent fires the parent's statement triggers above; a write made
--- straight into a partition fires only that partition's, so every partition carries the same
--- four write-detection triggers and the notification one (09_write_notification.sql). PostgreSQL does not clone statement triggers to new partitions, and attaching,
--- detaching or dropping a partition fires no trigger at all (only event triggers, which need a
--- superuser, see DDL). So refproj keeps the list of partitions it watches and compares it with
+-- straight into a partition fires only that partition's, so every partition carries the
+-- triggers of spine_events (refproj.source_trigger_plan). PostgreSQL does not clone statement
+-- triggers to new partitions, and attaching, detaching or dropping a partition fires no trigger
+-- at all (only event triggers, which need a superuser, see DDL). So refproj keeps the list of partitions it watches and compares it with
 -- the catalog, a scan of pg_inherits costing microseconds: projection_status() reports a
 -- difference as a source change, and the next refresh reconciles it before claiming dirty runs
 -- (refproj.sync_spine_partitions):
@@ -257,51 +276,29 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    -- What every watched partition carries, as spine_events itself does: (name, events, the rest).
-    -- ENABLE ALWAYS like the parent's, so they fire under session_replication_role = replica.
-    v_triggers constant text[][] := ARRAY[
-        ['refproj_note_insert', 'AFTER INSERT',
-         'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()'],
-        ['refproj_note_update', 'AFTER UPDATE',
-         'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'
-         ' EXECUTE FUNCTION refproj.note_spine_write()'],
-        ['refproj_note_delete', 'AFTER DELETE',
-         'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()'],
-        ['refproj_note_truncate', 'AFTER TRUNCATE',
-         'FOR EACH STATEMENT EXECUTE FUNCTION refproj.note_spine_write()'],
-        ['refproj_notify_source_write', 'AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE',
-         'FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write()']];
-    v_trigger text[];
     v_relid oid;
     v_watched boolean;
+    v_trigger text;
+    v_recompute oid[] := '{}';
 BEGIN
     IF NOT refproj.spine_partitions_changed() THEN
         RETURN;
     END IF;
-    -- New partitions: watch them, and recompute the runs their rows belong to. OR REPLACE: a
-    -- schema-only restore brings the partitions' triggers back without this list.
+    -- New partitions: watch them as spine_events is watched, and recompute the runs their rows
+    -- belong to.
     FOR v_relid IN
         SELECT t.relid FROM refproj.spine_partition_tree AS t
         EXCEPT SELECT p.relid FROM refproj.spine_partitions AS p
     LOOP
         v_watched := true;
         BEGIN
-            FOREACH v_trigger SLICE 1 IN ARRAY v_triggers LOOP
-                EXECUTE format('CREATE OR REPLACE TRIGGER %s %s ON %s %s',
-                               v_trigger[1], v_trigger[2], v_relid::regclass, v_trigger[3]);
-                EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %s', v_relid::regclass, v_trigger[1]);
-            END LOOP;
+            PERFORM refproj.install_source_triggers(v_relid::regclass, 'spine_events');
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE WARNING 'refproj: cannot watch partition % (%): writes made straight into it are not detected',
                 v_relid::regclass, SQLERRM;
             v_watched := false;
         END;
-        IF p_recompute THEN
-            EXECUTE format('INSERT INTO refproj.dirty_runs (connector_id, run_id)'
-                           ' SELECT DISTINCT k.connector_id, k.run_id FROM ONLY %s AS n'
-                           ' CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k'
-                           ' WHERE k.run_id IS NOT NULL', v_relid::regclass);
-        END IF;
+        v_recompute := v_recompute || v_relid;
         INSERT INTO refproj.spine_partitions (relid, watched) VALUES (v_relid, v_watched);
     END LOOP;
     -- Partitions gone from the tree.
@@ -312,14 +309,11 @@ BEGIN
         IF EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = v_relid) THEN
             -- Detached: its rows say which runs lost events. Rows it lost since are in
             -- dirty_runs already (its triggers fired until now).
-            IF p_recompute THEN
-                EXECUTE format('INSERT INTO refproj.dirty_runs (connector_id, run_id)'
-                               ' SELECT DISTINCT k.connector_id, k.run_id FROM ONLY %s AS n'
-                               ' CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k'
-                               ' WHERE k.run_id IS NOT NULL', v_relid::regclass);
-            END IF;
-            FOREACH v_trigger SLICE 1 IN ARRAY v_triggers LOOP
-                EXECUTE format('DROP TRIGGER IF EXISTS %s ON %s', v_trigger[1], v_relid::regclass);
+            v_recompute := v_recompute || v_relid;
+            FOR v_trigger IN
+                SELECT p.trigger_name FROM refproj.source_trigger_plan() AS p WHERE p.source_table = 'spine_events'
+            LOOP
+                EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', v_trigger, v_relid::regclass);
             END LOOP;
         ELSE
             -- Dropped: which runs it held is not known any more.
@@ -327,6 +321,14 @@ BEGIN
         END IF;
         DELETE FROM refproj.spine_partitions AS p WHERE p.relid = v_relid;
     END LOOP;
+    IF p_recompute THEN
+        FOREACH v_relid IN ARRAY v_recompute LOOP
+            EXECUTE format('INSERT INTO refproj.dirty_runs (connector_id, run_id)'
+                           ' SELECT DISTINCT k.connector_id, k.run_id FROM ONLY %s AS n'
+                           ' CROSS JOIN LATERAL refproj.spine_run_key(n.source_kind, n.source_id, n.run_id) AS k'
+                           ' WHERE k.run_id IS NOT NULL', v_relid::regclass);
+        END LOOP;
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION refproj.sync_spine_partitions(boolean) IS

@@ -27,30 +27,7 @@ $$;
 COMMENT ON FUNCTION refproj.notify_source_write() IS
     'Statement trigger on every source table: NOTIFY refproj_source_changed, once per writing transaction (PostgreSQL folds duplicates), delivered at commit.';
 
-CREATE TRIGGER refproj_notify_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connectors
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write();
-CREATE TRIGGER refproj_notify_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connector_instances
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write();
-CREATE TRIGGER refproj_notify_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_connection
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write();
-CREATE TRIGGER refproj_notify_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON retained_size_stream
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write();
-CREATE TRIGGER refproj_notify_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spine_events
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write();
-CREATE TRIGGER refproj_notify_source_write
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON controller_active_runs
-    FOR EACH STATEMENT EXECUTE FUNCTION refproj.notify_source_write();
-
--- Like the write-detection triggers, fire under session_replication_role = replica too (logical
--- replication apply, pg_restore --disable-triggers as a non-superuser, Bucardo, pgloader).
-ALTER TABLE connectors ENABLE ALWAYS TRIGGER refproj_notify_source_write;
-ALTER TABLE connector_instances ENABLE ALWAYS TRIGGER refproj_notify_source_write;
-ALTER TABLE retained_size_connection ENABLE ALWAYS TRIGGER refproj_notify_source_write;
-ALTER TABLE retained_size_stream ENABLE ALWAYS TRIGGER refproj_notify_source_write;
-ALTER TABLE spine_events ENABLE ALWAYS TRIGGER refproj_notify_source_write;
-ALTER TABLE controller_active_runs ENABLE ALWAYS TRIGGER refproj_notify_source_write;
+-- Every source table's triggers (refproj.source_trigger_plan, 09_write_detection.sql), now that
+-- all their functions exist.
+SELECT refproj.install_source_triggers(t.source_table::regclass, t.source_table)
+FROM (SELECT DISTINCT p.source_table FROM refproj.source_trigger_plan() AS p) AS t;
