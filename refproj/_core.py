@@ -32,6 +32,7 @@ from refproj.settings import connect_args, is_utf8_text, url_text
 
 MAX_IDENTIFIER_LENGTH = 1000
 MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
+MAX_TIMEOUT = 86_400.0  # seconds: every timeout and bound is at most a day
 DEFAULT_REFRESH_TIMEOUT = 120.0  # seconds; a full rebuild after a bulk load at M takes about 15
 
 
@@ -71,7 +72,7 @@ def check_read_time(value: object) -> datetime | None:
     return value
 
 
-def _check_seconds(name: str, value: object, low: float, high: float) -> float:
+def check_seconds(name: str, value: object, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise InvalidArgument(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
     return float(value)
@@ -91,15 +92,15 @@ class Options:
         statement_timeout: object,
         refresh_timeout: object,
     ) -> None:
-        self.read_reuse = _check_seconds("read_reuse", read_reuse, 0, 1)
+        self.read_reuse = check_seconds("read_reuse", read_reuse, 0, 1)
         self.staleness_bound: float | None = None
         if staleness_bound is not None:
-            self.staleness_bound = _check_seconds("staleness_bound", staleness_bound, 0, 86_400)
+            self.staleness_bound = check_seconds("staleness_bound", staleness_bound, 0, MAX_TIMEOUT)
             if self.staleness_bound <= self.read_reuse:
                 raise InvalidArgument("staleness_bound must be larger than read_reuse")
-        self.statement_timeout = _check_seconds("statement_timeout", statement_timeout, 0, 86_400)
-        self.refresh_timeout = _check_seconds("refresh_timeout", refresh_timeout, 0, 86_400)
-        self.pool_timeout = _check_seconds("pool_timeout", pool_timeout, 0, 86_400)
+        self.statement_timeout = check_seconds("statement_timeout", statement_timeout, 0, MAX_TIMEOUT)
+        self.refresh_timeout = check_seconds("refresh_timeout", refresh_timeout, 0, MAX_TIMEOUT)
+        self.pool_timeout = check_seconds("pool_timeout", pool_timeout, 0, MAX_TIMEOUT)
         counts = {"pool_size": pool_size, "max_overflow": max_overflow, "connect_timeout": connect_timeout}
         for name, count in counts.items():
             if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 10_000:

@@ -49,9 +49,9 @@ def test_refresh_timeout_is_an_option_and_says_how_to_raise_it(
     assert (code, err) == (0, "")
     assert out.startswith("refreshed: overview as of ")
     assert run(capsys, "--database-url", db_url, "refresh", "--timeout", "-1") == (
-        2,
+        7,
         "",
-        "refproj refresh: argument --timeout: must be 0 or more seconds: '-1' (see refproj refresh --help)\n",
+        "refproj: --timeout must be a number of seconds from 0 to 86400, not -1.0\n",
     )
 
 
@@ -247,6 +247,27 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
     (["show", ""], 7, "refproj: connection id must not be empty"),
     (["list", "--connector", "x" * 1001], 7, "refproj: connector id is longer than 1000 characters"),
     (["refresh", "--timeout", "soon"], 2, "refproj refresh: argument --timeout: not a number of seconds"),
+    # One rule for every numeric option: not a number is usage (2); a number out of range,
+    # nan or infinite is invalid input (7), like --runs -1 and --history-factor nan.
+    (["verify", "--timeout", "1e9x"], 2, "refproj verify: argument --timeout: not a number of seconds"),
+    *[
+        (
+            [command, "--timeout", text],
+            7,
+            f"refproj: --timeout must be a number of seconds from 0 to 86400, not {shown}\n",
+        )
+        for command in ("refresh", "verify")
+        for text, shown in (
+            ("-1", "-1.0"),
+            ("nan", "nan"),
+            ("inf", "inf"),
+            ("1e400", "inf"),
+            ("86401", "86401.0"),
+        )
+    ],
+    (["serve", "--port", "0"], 7, "refproj: --port must be between 1 and 65535\n"),
+    (["serve", "--port", "eighty"], 2, "refproj serve: argument --port: invalid int value: 'eighty'"),
+    (["serve", "--workers", "0"], 7, "refproj: --workers must be at least 1\n"),
     (["nosuchcommand"], 2, "refproj: argument COMMAND: invalid choice: 'nosuchcommand'"),
     ([], 2, "refproj: the following arguments are required: COMMAND"),
     (["status", "--bogus"], 2, "refproj: unrecognized arguments: --bogus"),
@@ -274,6 +295,17 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
         7,
         "refproj: refusing to grant refproj read access to 'PUBLIC': name one role",
     ),
+    (
+        ["grant-reader", '"public"'],
+        7,
+        "refproj: refusing to grant refproj read access to 'public': name one role\n",
+    ),
+    (
+        ["grant-reader", '"PUBLIC"'],
+        7,
+        "refproj: refusing to grant refproj read access to 'PUBLIC': name one role\n",
+    ),
+    (["grant-reader", '"nobody_here"'], 7, 'refproj: role "nobody_here" does not exist\n'),
     (["grant-reader", "nobody_here"], 7, 'refproj: role "nobody_here" does not exist'),
     (["grant-reader", ""], 7, "refproj: role must not be empty"),
 ]
@@ -291,7 +323,9 @@ def test_bad_arguments_give_one_line_and_their_exit_code(
 ) -> None:
     got, out, err = run(capsys, "--database-url", db_url, *argv)
     assert (got, out) == (code, "")
-    assert _one_line(err).startswith(line)
+    assert _one_line(err).startswith(line.rstrip("\n"))
+    if line.endswith("\n"):  # the whole line
+        assert err == line
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
@@ -419,3 +453,127 @@ def test_libpq_query_options_reach_the_server_unchanged(
         timeout=120,
     )
     assert (alembic.returncode, alembic.stdout) == (0, "0005 (head)\n")
+
+
+def test_a_quoted_role_name_is_unquoted_once(
+    db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rule for a role name (CLI and SQL): as pg_roles spells it, or a double-quoted SQL
+    identifier; PUBLIC is refused in every spelling (BAD_INPUTS)."""
+    role = f'{db.info.dbname}_Mixed "Case"'
+    quoted = '"' + role.replace('"', '""') + '"'
+    db.execute(f"DROP ROLE IF EXISTS {quoted}")
+    db.execute(f"CREATE ROLE {quoted}")
+    try:
+        for spelling in (quoted, role):
+            code, out, err = run(capsys, "--database-url", db_url, "grant-reader", spelling)
+            assert (code, err) == (0, ""), spelling
+            assert out.startswith(f"granted {spelling} read access")
+        assert db.execute("SELECT has_schema_privilege(%s, 'refproj', 'USAGE')", (role,)).fetchone() == (
+            True,
+        )
+        # Not folded: the lower-case spelling is another (missing) role.
+        code, _, err = run(capsys, "--database-url", db_url, "grant-reader", role.lower())
+        assert (code, err) == (7, f'refproj: role "{role.lower()}" does not exist\n')
+    finally:
+        db.execute(f"DROP OWNED BY {quoted}")
+        db.execute(f"DROP ROLE {quoted}")
+
+
+def _console(*argv: str, shell_redirect: str = "", **popen: Any) -> subprocess.CompletedProcess[str]:
+    """The installed console script, with a shell redirection of its stdout (`>&-`, `>/dev/full`)."""
+    script = Path(sys.executable).parent / "refproj"
+    return subprocess.run(
+        ["sh", "-c", f'exec "$0" "$@" {shell_redirect}', str(script), *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+        **popen,
+    )
+
+
+OUTPUT_COMMANDS = [["status"], ["list"], ["list", "--json"], ["show", "cin_work"], ["refresh"], ["verify"]]
+
+
+@pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=" ".join)
+def test_output_that_cannot_be_written_is_one_line_and_exit_13(
+    world: World, db: psycopg.Connection[Any], db_url: str, argv: list[str]
+) -> None:
+    closed = _console("--database-url", db_url, *argv, shell_redirect=">&-")
+    assert (closed.returncode, closed.stderr) == (
+        13,
+        "refproj: cannot write the output: standard output is closed\n",
+    )
+    # Refused before doing anything: a refresh whose result nobody could see did not run.
+    assert db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone() == (0,)
+    full = _console("--database-url", db_url, *argv, shell_redirect=">/dev/full")
+    assert (full.returncode, full.stderr) == (
+        13,
+        "refproj: cannot write the output: No space left on device\n",
+    )
+    help_full = _console(argv[0], "--help", shell_redirect=">/dev/full")
+    assert (help_full.returncode, help_full.stderr) == (
+        13,
+        "refproj: cannot write the output: No space left on device\n",
+    )
+
+
+def test_a_refresh_on_a_read_only_server_exits_12(world: World, db_url: str) -> None:
+    url = db_url + "?options=-c%20default_transaction_read_only%3Don"
+    result = _console("--database-url", url, "refresh", stdout=subprocess.PIPE)
+    assert (result.returncode, result.stdout) == (12, "")
+    assert result.stderr.startswith("refproj: this server is read-only; refresh on the primary (")
+    assert result.stderr.endswith("cannot execute nextval() in a read-only transaction)\n")
+    assert result.stderr.count("\n") == 1
+
+
+def test_list_of_an_overview_older_than_the_source_says_to_refresh(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `seed --no-refresh` the overview is empty: `list` must not read as "no connections"."""
+    assert run(capsys, "--database-url", empty_db_url, "migrate")[0] == 0
+    assert run(capsys, "--database-url", empty_db_url, "seed", "--no-refresh")[0] == 0
+    code, out, err = run(capsys, "--database-url", empty_db_url, "list")
+    assert code == 0
+    assert out.splitlines()[-1].startswith("0 connections, as of ")
+    assert out.endswith(", source changed since\n")
+    assert err == (
+        "refproj: the source tables changed after this overview was refreshed:"
+        " run `refproj refresh` to bring it up to date\n"
+    )
+    assert run(capsys, "--database-url", empty_db_url, "refresh")[0] == 0
+    code, out, err = run(capsys, "--database-url", empty_db_url, "list")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith("7 connections, as of ")
+
+
+def test_ctrl_c_exits_130_with_one_line(world: World, db: psycopg.Connection[Any], db_url: str) -> None:
+    """A real SIGINT to a real process, sent while its refresh waits for a lock the test holds."""
+    import signal
+
+    name = "refproj_cli_sigint"
+    locker = psycopg.connect(db_url)
+    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
+    script = Path(sys.executable).parent / "refproj"
+    process = subprocess.Popen(
+        [str(script), "--database-url", f"{db_url}?application_name={name}", "refresh", "--timeout", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+        )
+        while db.execute(waiting, (name,)).fetchone() != (1,):
+            assert process.poll() is None, process.communicate()
+            db.execute("SELECT pg_sleep(0.05)")  # polling the condition itself
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        locker.close()
+    assert (process.returncode, out, err) == (130, "", "refproj: interrupted\n")
+    # The interrupted refresh was canceled on the server, not left waiting.
+    assert db.execute(waiting, (name,)).fetchone() == (0,)

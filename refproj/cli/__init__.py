@@ -5,14 +5,17 @@ else ``$DATABASE_URL``, else the local demo database. Expected failures print on
 and exit non-zero: 2 usage (a bad option or argument), 3 database unreachable, 4 migrations not
 applied, 5 connection not found, 6 ambiguous connector id, 7 invalid input, 8 statement canceled
 (timeout), 9 permission denied, 10 an existing source table lacks a column refproj needs
-(migrate), 11 ``verify`` found differences, 1 any other error. Output cut short by a closed pipe (``| head``)
-ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) exits with 130.
+(migrate), 11 ``verify`` found differences, 12 the server is read-only (a standby), 13 the output
+could not be written (stdout closed, disk full), 1 any other error. Output cut short by a closed
+pipe (``| head``) ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) prints one
+line and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -40,11 +43,46 @@ from refproj.errors import (
     InvalidArgument,
     MigrationsNotApplied,
     PermissionDenied,
+    ReadOnlyServer,
     RefprojError,
     SourceTablesIncompatible,
     StatementCanceled,
     first_line,
 )
+
+
+class OutputFailed(RefprojError):
+    """Standard output is closed or a write to it failed (a full disk, an I/O error). A reader
+    that closed its pipe is not this: that ends quietly (141)."""
+
+
+class _Stdout(io.FileIO):
+    """File descriptor 1, whose write errors are :class:`OutputFailed` (BrokenPipeError stays)."""
+
+    def write(self, data: Any, /) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputFailed(f"cannot write the output: {error.strerror or error}") from error
+
+
+def _guard_stdout() -> None:
+    """Refuse to start with stdout closed (``>&-``: Python then has no sys.stdout and every
+    print would vanish), and make a failing write to the real stdout an OutputFailed. A stdout
+    that is not the process's own (a test's capture, an embedding program's) is left alone."""
+    if sys.stdout is None:
+        raise OutputFailed("cannot write the output: standard output is closed")
+    if sys.stdout is sys.__stdout__ and isinstance(sys.stdout, io.TextIOWrapper):
+        old = sys.stdout
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(_Stdout(old.fileno(), "w", closefd=False)),
+            encoding=old.encoding,
+            errors=old.errors,
+            line_buffering=old.line_buffering,
+        )
+
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool cut off by `| head`
@@ -58,27 +96,30 @@ EXIT_CODES: list[tuple[type[RefprojError], int]] = [
     (StatementCanceled, 8),
     (PermissionDenied, 9),
     (SourceTablesIncompatible, 10),
+    (ReadOnlyServer, 12),
+    (OutputFailed, 13),
     (RefprojError, 1),
 ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
-        return int(args.command(args))
+        _guard_stdout()
+        code = _run(argv)
+        sys.stdout.flush()  # a write error of the last buffered lines is this command's too
+        return code
     except RefprojError as error:
+        if isinstance(error, OutputFailed):
+            _discard_stdout()
         _say(f"refproj: {error}")
         return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
     except BrokenPipeError:
-        # The reader went away (`refproj status | head -1`): stop quietly. Point stdout at
-        # /dev/null so the interpreter's final flush does not raise again.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away (`refproj status | head -1`): stop quietly.
+        _discard_stdout()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
+        _say("refproj: interrupted")
         return EXIT_INTERRUPTED
-    except SystemExit as done:  # argparse: --help, --version, usage errors
-        return 0 if done.code is None else done.code if isinstance(done.code, int) else EXIT_USAGE
     except Exception as error:
         # A defect, not an expected failure: still one line, with a way to see the traceback.
         if os.environ.get("REFPROJ_TRACEBACK"):
@@ -88,6 +129,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             " set REFPROJ_TRACEBACK=1 for details"
         )
         return 1
+
+
+def _discard_stdout() -> None:
+    # Point stdout at /dev/null so the interpreter's final flush of what is still buffered does
+    # not fail (and print) again.
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as done:  # argparse: --help, --version, usage errors
+        return 0 if done.code is None else done.code if isinstance(done.code, int) else EXIT_USAGE
+    return int(args.command(args))
 
 
 def _say(line: str) -> None:
@@ -227,10 +283,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seconds(text: str) -> float:
+    # Only the form is checked here (not a number: usage, 2); the range is the command's to
+    # check, like every numeric option's (out of range, nan, inf: invalid input, 7).
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
-    return value

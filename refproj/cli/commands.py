@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 
 from refproj import _format as fmt
 from refproj import migrate
-from refproj._core import check_identifier
+from refproj._core import MAX_TIMEOUT, check_identifier, check_seconds
 from refproj.errors import (
     InvalidArgument,
     MigrationsNotApplied,
@@ -103,8 +103,13 @@ def _create_database(url: URL) -> None:
 EXIT_DIFFERENCES = 11  # verify: the stored overview differs from a from-scratch computation
 
 
+def _timeout(args: argparse.Namespace) -> float:
+    """--timeout in range (0 to a day), else InvalidArgument (exit 7) like every numeric option."""
+    return check_seconds("--timeout", args.timeout, 0, MAX_TIMEOUT)
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
-    with _projection(args, refresh_timeout=args.timeout) as proj:
+    with _projection(args, refresh_timeout=_timeout(args)) as proj:
         try:
             result = proj.refresh(full=args.full)
         except StatementCanceled as error:
@@ -122,7 +127,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """One line per connection and view that differs; exit 11 when any does."""
-    with _projection(args, statement_timeout=args.timeout) as proj:
+    with _projection(args, statement_timeout=_timeout(args)) as proj:
         status = proj.status()
         differences = proj.verify()
     lines: dict[str, list[str]] = {}
@@ -138,10 +143,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for connection, kinds in lines.items():
         print(fmt.text(f"{connection}: {'; '.join(kinds)}"))
     if differences and status.source_changed:
-        print(
+        _note(
             "refproj: writes are pending a refresh, so some differences may be only those;"
-            " run `refproj refresh` and verify again",
-            file=sys.stderr,
+            " run `refproj refresh` and verify again"
         )
     return EXIT_DIFFERENCES if differences else 0
 
@@ -188,7 +192,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     fmt.table(header, rows)
     changed = ", source changed since" if overview.source_changed else ""
     print(f"\n{len(overview)} connections, as of {overview.as_of.isoformat()}{changed}")
+    if overview.source_changed:
+        # Without a running watcher nothing refreshes: say so, or an overview that predates a
+        # seed (`seed --no-refresh`) reads as "no connections".
+        _note(STALE_HINT)
     return 0
+
+
+STALE_HINT = (
+    "refproj: the source tables changed after this overview was refreshed:"
+    " run `refproj refresh` to bring it up to date"
+)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -239,6 +253,7 @@ def cmd_grant_reader(args: argparse.Namespace) -> int:
     role = check_identifier(args.role, "role")
     try:
         with _database_errors(url), psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            # The SQL function reads the name (a quoted identifier is unquoted there).
             conn.execute("SELECT refproj.grant_reader(%s)", (role,))
     except RefprojError as error:
         sqlstate = getattr(error.__cause__, "sqlstate", None)
@@ -249,6 +264,13 @@ def cmd_grant_reader(args: argparse.Namespace) -> int:
         raise
     print(f"granted {role} read access to the refproj overview, detail and status, and refreshes")
     return 0
+
+
+def _note(line: str) -> None:
+    """A hint on stderr after the command's output: stdout is flushed first, so a failure to
+    write the output (exit 13) stays the only line."""
+    sys.stdout.flush()
+    print(line, file=sys.stderr)
 
 
 def _progress(message: str) -> None:

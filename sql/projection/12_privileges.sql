@@ -19,7 +19,14 @@ AS $$
 DECLARE
     v_object text;
 BEGIN
-    -- GRANT ... TO "public" means PUBLIC, every role: refuse it, and name roles that do not exist.
+    -- One rule for a role name, here and in `refproj grant-reader`: the name as pg_roles spells
+    -- it (no case folding, as createuser and dropuser take it), or a SQL quoted identifier
+    -- ("Mixed Case", "" for a quote inside), which is unquoted first.
+    IF p_role ~ '^"(?:[^"]|"")+"$' THEN
+        p_role := replace(substr(p_role, 2, length(p_role) - 2), '""', '"');
+    END IF;
+    -- GRANT ... TO public (or "public") means PUBLIC, every role: refuse it in any spelling, and
+    -- name roles that do not exist.
     IF p_role IS NULL OR lower(p_role) = 'public' THEN
         RAISE EXCEPTION 'refusing to grant refproj read access to %: name one role',
             COALESCE(quote_literal(p_role), 'NULL')
@@ -87,4 +94,4 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION refproj.grant_reader(text) FROM PUBLIC;
 COMMENT ON FUNCTION refproj.grant_reader(text) IS
-    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). Run as the projection''s owner. Refuses PUBLIC (invalid_parameter_value) and roles that do not exist (undefined_object).';
+    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). p_role is the role name as pg_roles spells it, or a double-quoted SQL identifier (unquoted first). Run as the projection''s owner. Refuses PUBLIC in any case or quoting (invalid_parameter_value) and roles that do not exist (undefined_object).';
