@@ -125,8 +125,9 @@ def seed(
     connections stay fixed. ``replace`` empties the six source tables first, in the same
     transaction, so a seed that fails leaves every row as it was. Raises
     :class:`~refproj.errors.InvalidArgument` (a ``ValueError``) for an unknown profile, a factor
-    that is not a positive number, a seed outside bigint, or (without ``replace``) a database
-    whose source tables already hold connectors; every argument is checked before anything is
+    that is not a positive number, a seed outside bigint, (without ``replace``) a database
+    whose source tables already hold connectors, or (with it) a source table another table's
+    foreign key references, which TRUNCATE cannot empty; every argument is checked before anything is
     written. Everything is written in one transaction (a savepoint if ``conn`` is already in
     one). ``base_time`` anchors every timestamp (the data is deterministic for a given seed and
     base time).
@@ -168,6 +169,16 @@ def seed(
     with conn.transaction():
         run("prepare_transaction")
         if replace:
+            params["source_tables"] = list(SOURCE_TABLES)
+            references = run("foreign_references").fetchall()
+            if references:
+                first = references[0]
+                more = f" (and {len(references) - 1} more)" if len(references) > 1 else ""
+                raise InvalidArgument(
+                    f"--replace cannot empty {first['referenced']}: the application's table"
+                    f" {first['referencing']} references it (foreign key {first['constraint_name']}){more};"
+                    " empty that table or drop its foreign key first, or seed another database"
+                )
             say("emptying the source tables")
             conn.execute(f"TRUNCATE {', '.join(SOURCE_TABLES)}")
         if _one(run("refuse_populated"))["populated"]:

@@ -45,6 +45,23 @@ AS $$
 $$;
 
 
+-- name: foreign_references
+-- Other tables' foreign keys onto a source table, which TRUNCATE refuses (0A000): --replace names them first.
+WITH source AS (  -- a partition counts as its partitioned table
+
+    SELECT unnest(%(source_tables)s::text[])::regclass AS rel
+)
+SELECT DISTINCT
+    COALESCE(pg_partition_root(c.conrelid), c.conrelid)::regclass::text AS referencing,
+    COALESCE(pg_partition_root(c.confrelid), c.confrelid)::regclass::text AS referenced,
+    c.conname AS constraint_name
+FROM pg_constraint AS c
+WHERE c.contype = 'f'
+  AND COALESCE(pg_partition_root(c.confrelid), c.confrelid) IN (SELECT rel FROM source)
+  AND COALESCE(pg_partition_root(c.conrelid), c.conrelid) NOT IN (SELECT rel FROM source)
+ORDER BY 1, 2, 3;
+
+
 -- name: refuse_populated
 -- Whether the source tables already hold connectors (seeding then refuses).
 SELECT EXISTS (SELECT 1 FROM connectors) AS populated;

@@ -448,13 +448,27 @@ def test_list_and_get_agree_byte_for_byte_under_any_settings(
             "SELECT * FROM refproj.connection_detail('cin_work', 20, NULL)",
             "the read time p_at must not be NULL",
         ),
+        *[
+            (
+                f"SELECT * FROM refproj.refresh_connection_summary({args})",
+                "^refproj: p_only_if_changed and p_full must not be NULL"
+                rf" \(omit them for false\), not {shown}\n",
+            )
+            for args, shown in (
+                ("NULL, NULL", "NULL, NULL"),
+                ("NULL", "NULL, false"),
+                ("p_full => NULL", "false, NULL"),
+            )
+        ],
     ],
 )
 def test_sql_functions_refuse_null_clocks_and_negative_limits(world: World, sql: str, message: str) -> None:
     """connection_summaries(NULL) once answered "stale" for everyone and connection_detail(x, -1)
-    no runs; the same rule as the Python API: a clear error (invalid_parameter_value)."""
+    no runs; the same rule as the Python API: a clear error (invalid_parameter_value). A NULL
+    argument of the refresh is refused before it takes its lock: nothing was refreshed."""
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         world.db.execute(sql)
+    assert world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone() == (0,)
 
 
 def test_cli_escapes_control_characters_from_the_data(

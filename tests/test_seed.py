@@ -319,6 +319,32 @@ def test_a_failed_replace_keeps_every_row(db, db_url, capsys):
     assert fingerprints(db) == before
 
 
+def test_replace_with_an_application_foreign_key_names_it_and_changes_nothing(db, db_url, capsys):
+    """TRUNCATE cannot empty a table another table's foreign key references (SQLSTATE 0A000):
+    --replace says which table references which, before writing anything (exit 7)."""
+    from refproj.cli import main
+
+    seed(db, "tiny")
+    db.execute(
+        "CREATE TABLE app_jobs (id int PRIMARY KEY,"
+        " connection text CONSTRAINT app_jobs_connection_fkey REFERENCES connector_instances)"
+    )
+    db.execute("INSERT INTO app_jobs SELECT 1, min(connector_instance_id) FROM connector_instances")
+    before = fingerprints(db)
+    assert main(["--database-url", db_url, "seed", "--replace", "--no-refresh"]) == 7
+    assert capsys.readouterr() == (
+        "",
+        "refproj: --replace cannot empty connector_instances: the application's table app_jobs"
+        " references it (foreign key app_jobs_connection_fkey); empty that table or drop its"
+        " foreign key first, or seed another database\n",
+    )
+    assert fingerprints(db) == before
+    assert scalar(db, "SELECT count(*) FROM app_jobs") == 1
+    # Once the foreign key is dropped, --replace empties and seeds.
+    db.execute("ALTER TABLE app_jobs DROP CONSTRAINT app_jobs_connection_fkey")
+    assert main(["--database-url", db_url, "seed", "--replace", "--no-refresh"]) == 0
+
+
 def test_cli_seed_refreshes_and_hints_replace(db, db_url, capsys):
     from refproj.cli import main
 

@@ -113,6 +113,13 @@ DECLARE
     v_indexes refproj.rebuilt_index[];
     v_index refproj.rebuilt_index;
 BEGIN
+    -- The rule of every refproj function: NULL is a caller's mistake, omitting an argument gives
+    -- its default. (A NULL p_full once meant neither an ordinary nor a full refresh.)
+    IF p_only_if_changed IS NULL OR p_full IS NULL THEN
+        RAISE EXCEPTION 'refproj: p_only_if_changed and p_full must not be NULL (omit them for false), not %, %',
+            COALESCE(p_only_if_changed::text, 'NULL'), COALESCE(p_full::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'refproj.refresh_connection_summary() needs READ COMMITTED isolation, not %',
             current_setting('transaction_isolation')
@@ -265,7 +272,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION refproj.refresh_connection_summary(boolean, boolean) IS
-    'Refresh refproj.connection_summary (and connection_summary_json) without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending. With p_full, rebuilds run_facts whole from the source tables (what no trigger saw: disabled triggers, a data-only restore) and returns once a full rebuild that started after the call has committed. A refresh that ran sends NOTIFY refproj_refreshed with payload {"as_of": the new as_of (ISO-8601), "refresh_ms"}.';
+    'Refresh refproj.connection_summary (and connection_summary_json) without blocking readers. Returns once a refresh that started after the call has committed (read-your-writes); concurrent callers share refreshes (at most the running one plus one more). refreshed says whether this call ran it. With p_only_if_changed, returns at once when no source write is pending. With p_full, rebuilds run_facts whole from the source tables (what no trigger saw: disabled triggers, a data-only restore) and returns once a full rebuild that started after the call has committed. A refresh that ran sends NOTIFY refproj_refreshed with payload {"as_of": the new as_of (ISO-8601), "refresh_ms"}. A NULL argument raises invalid_parameter_value (omit it for false).';
 
 CREATE FUNCTION refproj.projection_status(
     OUT as_of timestamptz, OUT source_changed boolean, OUT last_refresh_ms double precision,
