@@ -55,6 +55,7 @@ INLINED = [
     "json_time",
     "json_time_text",
     "json_run",
+    "served_row",
     "bigint_or_null",
     "rebuild_pending",
 ]
@@ -82,6 +83,8 @@ def test_overview_helpers_are_inlined(world: World) -> None:
         "SELECT count(*) FROM refproj.run_facts_live",
         "SELECT count(*) FROM refproj.connection_evidence",
         f"SELECT length(refproj.connection_detail_json('cin_work', 20, '{when}'))",
+        f"SELECT length(refproj.connection_summaries_json('{when}'))",
+        f"SELECT length(connections) FROM refproj.connection_summaries_page('{when}', NULL, 2)",
         "SELECT * FROM refproj.projection_status()",
     ):
         calls = function_calls(db, sql)

@@ -208,5 +208,6 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "rebuild_pending",
         "run_brief",
         "run_match_token",
+        "served_row",
         "spine_run_key",
     ]

@@ -88,6 +88,19 @@ $$;
 COMMENT ON FUNCTION refproj.connection_summary_json_rows() IS
     'Each row of refproj.connection_summary as overview JSON text: the stored fields, fresh_until, and the two possible endings (freshness and health) for read times up to fresh_until and after it.';
 
+-- A row of refproj.connection_summary_json as served at p_at: its stored fields, then the ending
+-- for that read time (current up to fresh_until). Every served list aggregates its rows through
+-- this. Plain SQL so that it inlines into the aggregate.
+CREATE FUNCTION refproj.served_row(
+    p_stored_fields text, p_fresh_until timestamptz, p_ending_until text, p_ending_after text, p_at timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_stored_fields || CASE WHEN p_at <= p_fresh_until THEN p_ending_until ELSE p_ending_after END
+$$;
+COMMENT ON FUNCTION refproj.served_row(text, timestamptz, text, text, timestamptz) IS
+    'A refproj.connection_summary_json row as served JSON text at p_at: stored_fields, then ending_until when p_at <= fresh_until, else ending_after.';
+
 CREATE MATERIALIZED VIEW refproj.connection_summary_json AS
 SELECT * FROM refproj.connection_summary_json_rows()
 WITH NO DATA;

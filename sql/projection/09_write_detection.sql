@@ -114,7 +114,7 @@ COMMENT ON FUNCTION refproj.note_spine_write() IS
 
 -- A spine row's run key, or NULLs when it is not a run event (refproj.run_events' filter).
 CREATE FUNCTION refproj.spine_run_key(p_source_kind text, p_source_id text, p_run_id text)
-RETURNS TABLE (connector_id text, run_id text)
+RETURNS SETOF refproj.run_key
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT

@@ -96,8 +96,7 @@ BEGIN
     RETURN (
         SELECT '[' || COALESCE(
             string_agg(
-                j.stored_fields
-                    || CASE WHEN p_at <= j.fresh_until THEN j.ending_until ELSE j.ending_after END,
+                refproj.served_row(j.stored_fields, j.fresh_until, j.ending_until, j.ending_after, p_at),
                 ',' ORDER BY j.connector_id, j.created_at, j.connector_instance_id),
             '') || ']'
         FROM refproj.connection_summary_json AS j
@@ -163,8 +162,7 @@ BEGIN
         SELECT
             '[' || COALESCE(
                 string_agg(
-                    j.stored_fields
-                        || CASE WHEN p_at <= j.fresh_until THEN j.ending_until ELSE j.ending_after END,
+                    refproj.served_row(j.stored_fields, j.fresh_until, j.ending_until, j.ending_after, p_at),
                     ',' ORDER BY j.connector_id, j.created_at, j.connector_instance_id),
                 '') || ']',
             min(j.fresh_until) FILTER (WHERE j.fresh_until >= p_at AND j.fresh_until < 'infinity'),
@@ -210,8 +208,7 @@ BEGIN
     SELECT
         '[' || COALESCE(
             string_agg(
-                p.stored_fields
-                    || CASE WHEN p_at <= p.fresh_until THEN p.ending_until ELSE p.ending_after END,
+                refproj.served_row(p.stored_fields, p.fresh_until, p.ending_until, p.ending_after, p_at),
                 ',' ORDER BY p.n) FILTER (WHERE p.n <= p_limit OR p_limit IS NULL),
             '') || ']',
         min(p.fresh_until) FILTER (WHERE (p.n <= p_limit OR p_limit IS NULL)

@@ -58,6 +58,7 @@ BEGIN
         'refproj.summary_fields_json(refproj.connection_summary)',
         'refproj.overview_row_ending(text, text, jsonb, jsonb, interval)',
         'refproj.json_run(jsonb)',
+        'refproj.served_row(text, timestamptz, text, text, timestamptz)',
         'refproj.json_time(timestamptz)',
         'refproj.json_seconds(interval)',
         'refproj.json_time_text(jsonb)',
