@@ -539,8 +539,7 @@ def test_list_of_an_overview_older_than_the_source_says_to_refresh(
     assert out.splitlines()[-1].startswith("0 connections, as of ")
     assert out.endswith(", source changed since\n")
     assert err == (
-        "refproj: the source tables changed after this overview was refreshed:"
-        " run `refproj refresh` to bring it up to date\n"
+        "refproj: the source tables changed after this overview was refreshed: run `refproj refresh`\n"
     )
     assert run(capsys, "--database-url", empty_db_url, "refresh")[0] == 0
     code, out, err = run(capsys, "--database-url", empty_db_url, "list")

@@ -6,6 +6,7 @@ something it cannot parse."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -199,6 +200,84 @@ def test_long_ids_never_fail_an_application_write(world: World, proj: Projection
         )
     )
     assert "spine_events_source_run_summary_idx" in plan
+
+
+# The source tables' own keys (revision 0001's PRIMARY KEY and UNIQUE constraints): the
+# application's contract, which bound a text key to a btree entry (2,704 bytes). README,
+# "Guarantees": refproj's own indexes and triggers add no bound of their own.
+SOURCE_KEYS = [
+    ("connector_instances", "connector_instances_pkey", "PRIMARY KEY (connector_instance_id)"),
+    ("connectors", "connectors_pkey", "PRIMARY KEY (connector_id)"),
+    ("controller_active_runs", "controller_active_runs_pkey", "PRIMARY KEY (connector_instance_id)"),
+    ("controller_active_runs", "controller_active_runs_run_id_key", "UNIQUE (run_id)"),
+    ("retained_size_connection", "retained_size_connection_pkey", "PRIMARY KEY (connector_instance_id)"),
+    ("retained_size_stream", "retained_size_stream_pkey", "PRIMARY KEY (connector_instance_id, stream)"),
+    ("spine_events", "spine_events_event_seq_key", "UNIQUE (event_seq)"),
+    ("spine_events", "spine_events_pkey", "PRIMARY KEY (event_id)"),
+]
+
+
+def test_only_the_source_tables_own_keys_bound_a_long_value(world: World) -> None:
+    """A 3,000-byte (incompressible) key is refused by the source table's own key, and only
+    there: the same value in every column refproj indexes or reads is written."""
+    db = world.db
+    assert (
+        db.execute(
+            """
+            SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)
+            FROM pg_constraint AS c
+            WHERE c.contype IN ('p', 'u')
+              AND c.conrelid = ANY (ARRAY['connectors', 'connector_instances', 'spine_events',
+                  'controller_active_runs', 'retained_size_connection', 'retained_size_stream']::regclass[])
+            ORDER BY 1, 2
+            """
+        ).fetchall()
+        == SOURCE_KEYS
+    )
+    long = incompressible(31, 3000)
+    refused = [
+        ("connectors", "INSERT INTO connectors (connector_id) VALUES (%s)", (long,)),
+        (
+            "connector_instances",
+            "INSERT INTO connector_instances (connector_instance_id, connector_id) VALUES (%s, 'acme')",
+            (long,),
+        ),
+        ("spine_events", "INSERT INTO spine_events (event_id, event_type) VALUES (%s, 'x')", (long,)),
+        (
+            "controller_active_runs",
+            "INSERT INTO controller_active_runs VALUES (%s, 'acme', 'r_long_key', now())",
+            (long,),
+        ),
+        (
+            "controller_active_runs_run_id_key",
+            "INSERT INTO controller_active_runs VALUES ('cin_x', 'acme', %s, now())",
+            (long,),
+        ),
+        ("retained_size_connection", "INSERT INTO retained_size_connection VALUES (%s, 'acme')", (long,)),
+        (
+            "retained_size_stream",
+            "INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id)"
+            " VALUES ('cin_x', %s, 'acme')",
+            (long,),
+        ),
+    ]
+    for name, sql, params in refused:
+        index = name if name.endswith("_key") else f"{name}_pkey"
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as error:
+            db.execute(sql, params)
+        assert re.fullmatch(
+            rf'index row size 30[0-9][0-9] exceeds btree version 4 maximum 2704 for index "{index}"',
+            error.value.diag.message_primary or "",
+        ), (name, error.value.diag.message_primary)
+    # The columns refproj's own objects index or read take the same value: no refproj bound.
+    world.connection("cin_long_connector", "acme")
+    db.execute(
+        "UPDATE connector_instances SET display_name = %s, source_binding = %s",
+        (long, json.dumps({"k": long})),
+    )
+    world.event(long, "run.completed", "12:00", status="failed", identity="cin_work")
+    db.execute("INSERT INTO retained_size_stream VALUES ('cin_work', 's', %s)", (long,))
+    assert db.execute("SELECT count(*) FROM spine_events WHERE run_id = %s", (long,)).fetchone() == (1,)
 
 
 def test_long_connector_and_connection_ids_never_fail_a_write_or_the_refresh(

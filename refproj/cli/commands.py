@@ -192,17 +192,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     fmt.table(header, rows)
     changed = ", source changed since" if overview.source_changed else ""
     print(f"\n{len(overview)} connections, as of {overview.as_of.isoformat()}{changed}")
-    if overview.source_changed:
-        # Without a running watcher nothing refreshes: say so, or an overview that predates a
-        # seed (`seed --no-refresh`) reads as "no connections".
-        _note(STALE_HINT)
+    if overview.source_changed:  # else an overview older than a seed reads as "no connections"
+        _note("refproj: the source tables changed after this overview was refreshed: run `refproj refresh`")
     return 0
-
-
-STALE_HINT = (
-    "refproj: the source tables changed after this overview was refreshed:"
-    " run `refproj refresh` to bring it up to date"
-)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -267,9 +259,7 @@ def cmd_grant_reader(args: argparse.Namespace) -> int:
 
 
 def _note(line: str) -> None:
-    """A hint on stderr after the command's output: stdout is flushed first, so a failure to
-    write the output (exit 13) stays the only line."""
-    sys.stdout.flush()
+    sys.stdout.flush()  # a hint follows the output: failing to write that (13) stays the one line
     print(line, file=sys.stderr)
 
 

@@ -156,37 +156,44 @@ COMMENT ON FUNCTION refproj.note_active_run_write() IS
 -- Each partition of spine_events carries spine_events' own rows (refproj.sync_spine_partitions).
 -- The notification trigger's function is in 09_write_notification.sql, which installs them all.
 CREATE FUNCTION refproj.source_trigger_plan()
-RETURNS TABLE (source_table text, trigger_name text, events text, transition_tables text, function_name text)
+RETURNS TABLE (source_table text, trigger_name text, events text, transition_tables text, function_name text,
+               description text)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- Every writing statement on any source table notifies watchers.
     SELECT t.source_table, 'refproj_notify_source_write', 'INSERT OR UPDATE OR DELETE OR TRUNCATE', '',
-           'refproj.notify_source_write'
+           'refproj.notify_source_write',
+           'refproj: wakes LISTENing watchers (NOTIFY refproj_source_write, once per transaction, at commit). ENABLE ALWAYS; never fails the write.'
     FROM unnest(ARRAY['connectors', 'connector_instances', 'retained_size_connection',
                       'retained_size_stream', 'spine_events', 'controller_active_runs']) AS t (source_table)
     UNION ALL
     -- A write to these marks its transaction.
     SELECT t.source_table, 'refproj_note_source_write', 'INSERT OR UPDATE OR DELETE OR TRUNCATE', '',
-           'refproj.note_source_write'
+           'refproj.note_source_write',
+           'refproj write detection: marks the writing transaction (refproj.source_writes), so the next refresh recomputes the connections. ENABLE ALWAYS; never fails the write.'
     FROM unnest(ARRAY['connectors', 'connector_instances', 'retained_size_connection',
                       'retained_size_stream']) AS t (source_table)
     UNION ALL
     -- A write to these marks the runs it touched: one trigger per operation, with the transition
     -- tables that operation has; a TRUNCATE (none) asks for a rebuild.
     SELECT t.source_table, op.trigger_name, op.events, op.transition_tables,
-           COALESCE(op.function_name, t.function_name)
+           COALESCE(op.function_name, t.function_name), op.description
     FROM (VALUES ('spine_events', 'refproj.note_spine_write'),
                  ('controller_active_runs', 'refproj.note_active_run_write')) AS t (source_table, function_name)
     CROSS JOIN (VALUES
-        ('refproj_note_insert', 'INSERT', 'REFERENCING NEW TABLE AS new_rows', NULL),
-        ('refproj_note_update', 'UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows', NULL),
-        ('refproj_note_delete', 'DELETE', 'REFERENCING OLD TABLE AS old_rows', NULL),
-        ('refproj_note_truncate', 'TRUNCATE', '', 'refproj.note_truncate'))
-        AS op (trigger_name, events, transition_tables, function_name)
+        ('refproj_note_insert', 'INSERT', 'REFERENCING NEW TABLE AS new_rows', NULL,
+         'refproj write detection: records the runs the inserted rows touch (refproj.dirty_runs) for the next refresh. ENABLE ALWAYS; never fails the write.'),
+        ('refproj_note_update', 'UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows', NULL,
+         'refproj write detection: records the runs the updated rows touch, before and after (refproj.dirty_runs) for the next refresh. ENABLE ALWAYS; never fails the write.'),
+        ('refproj_note_delete', 'DELETE', 'REFERENCING OLD TABLE AS old_rows', NULL,
+         'refproj write detection: records the runs the deleted rows touch (refproj.dirty_runs) for the next refresh. ENABLE ALWAYS; never fails the write.'),
+        ('refproj_note_truncate', 'TRUNCATE', '', 'refproj.note_truncate',
+         'refproj write detection: a TRUNCATE asks the next refresh to rebuild run_facts whole. ENABLE ALWAYS; never fails the write.'))
+        AS op (trigger_name, events, transition_tables, function_name, description)
 $$;
 COMMENT ON FUNCTION refproj.source_trigger_plan() IS
-    'The triggers refproj puts on each source table (by name): trigger name, events, transition tables (REFERENCING clause, or empty) and function, every one AFTER ... FOR EACH STATEMENT and ENABLE ALWAYS.';
+    'The triggers refproj puts on each source table (by name): trigger name, events, transition tables (REFERENCING clause, or empty), function and the trigger''s catalog comment, every one AFTER ... FOR EACH STATEMENT and ENABLE ALWAYS.';
 
 -- Creates on p_relation (a source table, or a partition of one) the triggers the plan gives
 -- p_source_table. ENABLE ALWAYS: they fire under session_replication_role = replica too
@@ -204,7 +211,7 @@ DECLARE
     v_trigger record;
 BEGIN
     FOR v_trigger IN
-        SELECT p.trigger_name, p.events, p.transition_tables, p.function_name
+        SELECT p.trigger_name, p.events, p.transition_tables, p.function_name, p.description
         FROM refproj.source_trigger_plan() AS p
         WHERE p.source_table = p_source_table
     LOOP
@@ -212,11 +219,20 @@ BEGIN
                        v_trigger.trigger_name, v_trigger.events, p_relation, v_trigger.transition_tables,
                        v_trigger.function_name);
         EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', p_relation, v_trigger.trigger_name);
+        -- A DBA's \d+ or pg_dump of an application table then says whose trigger it is. COMMENT
+        -- needs the table's ownership, which the TRIGGER privilege alone does not give: without
+        -- it the trigger still watches, undescribed.
+        BEGIN
+            EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L', v_trigger.trigger_name, p_relation,
+                           v_trigger.description);
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;
+        END;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION refproj.install_source_triggers(regclass, text) IS
-    'Creates (or replaces) on p_relation the triggers refproj.source_trigger_plan() gives the source table p_source_table, each ENABLE ALWAYS.';
+    'Creates (or replaces) on p_relation the triggers refproj.source_trigger_plan() gives the source table p_source_table, each ENABLE ALWAYS and with its catalog comment.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Partitioned spine_events (by occurred_at, by the application or pg_partman)
