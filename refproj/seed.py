@@ -188,6 +188,8 @@ def seed(
             )
         run("create_seed_unit")
         run("create_seed_pick")
+        run("plan_params")
+        run("analyze_params")
 
         say(f"connectors and connections: {sizes.connectors:,} / {sizes.connections:,}")
         for name in ("plan_connectors", "insert_connectors", "plan_connections", "insert_connections"):

@@ -11,7 +11,8 @@
 -- rows, whatever plan PostgreSQL picks.
 --
 -- Shape: the plan is built in three temporary tables (seed_connectors, seed_connections,
--- seed_runs) and the source tables are filled from them with set-based INSERT ... SELECT.
+-- seed_runs) from the parameters in a fourth (seed_params), and the source tables are filled
+-- from them with set-based INSERT ... SELECT.
 -- Connectors 1-4 and connections 1-8 are the readable demo set (the whole tiny profile and a
 -- prefix of every larger one); every other connector and connection is numbered and drawn.
 
@@ -45,6 +46,24 @@ AS $$
 $$;
 
 
+-- name: plan_params
+-- The workload's parameters: the one row every plan below reads (as p).
+CREATE TEMP TABLE seed_params ON COMMIT DROP AS
+SELECT
+    %(seed)s::bigint AS seed,
+    %(base)s::timestamptz AS base,
+    %(connectors)s::int AS connectors,
+    %(connections)s::int AS connections,
+    %(runs)s::bigint AS runs,
+    %(events_per_run)s::int AS events_per_run,
+    %(long_run_every)s::int AS long_run_every;
+
+
+-- name: analyze_params
+-- Tell the planner that seed_params holds one row (a table never analyzed counts as ten pages).
+ANALYZE seed_params;
+
+
 -- name: foreign_references
 -- Other tables' foreign keys onto a source table, which TRUNCATE refuses (0A000): --replace names them first.
 WITH source AS (  -- a partition counts as its partitioned table
@@ -70,9 +89,7 @@ SELECT EXISTS (SELECT 1 FROM connectors) AS populated;
 -- name: plan_connectors
 -- The connectors: amazon, chase, github and laptop, then numbered sources with drawn manifests.
 CREATE TEMP TABLE seed_connectors ON COMMIT DROP AS
-WITH params AS (
-    SELECT %(seed)s::bigint AS seed, %(connectors)s::int AS connectors
-),
+WITH
 -- amazon is the browser connector whose manifest sets its own profile key base; github lists its
 -- streams as objects; chase and laptop set a refresh policy.
 demo_connectors (connector_no, connector_id, display_name, browser, profile_key, streams,
@@ -108,7 +125,7 @@ generic_connectors AS (
         CASE WHEN pg_temp.seed_unit(p.seed, n, 6) < 0.5
              THEN (ARRAY[3600, 21600, 43200, 86400, 604800])[1 + pg_temp.seed_pick(p.seed, n, 7, 5)]
         END AS max_staleness_seconds
-    FROM params AS p
+    FROM seed_params AS p
     CROSS JOIN stream_pool AS pool
     CROSS JOIN generate_series(5, p.connectors) AS n
     CROSS JOIN LATERAL (
@@ -162,14 +179,7 @@ ORDER BY sc.connector_no;
 -- name: plan_connections
 -- The connections with their role, run count, cadence and the outcome of their latest run.
 CREATE TEMP TABLE seed_connections ON COMMIT DROP AS
-WITH params AS (
-    SELECT
-        %(seed)s::bigint AS seed,
-        %(base)s::timestamptz AS base,
-        %(connectors)s::int AS connectors,
-        %(connections)s::int AS connections,
-        %(runs)s::bigint AS runs
-),
+WITH
 -- One connection per health state at base + 1 hour, plus a retired setup attempt:
 -- amazon_work healthy and amazon_personal failing (sibling browser connections), amazon_setup a
 -- retired browser enrollment shell, chase_savings paused (half its runs name the connection only
@@ -210,7 +220,7 @@ generic_draws AS (
         pg_temp.seed_unit(p.seed, n, 21) AS role_draw,
         pg_temp.seed_unit(p.seed, n, 22) AS kind_draw,
         pg_temp.seed_unit(p.seed, n, 23) AS outcome_draw
-    FROM params AS p
+    FROM seed_params AS p
     CROSS JOIN generate_series(9, p.connections) AS n
 ),
 generic_connections AS (
@@ -258,7 +268,7 @@ generic_connections AS (
         CASE WHEN sc.browser THEN 0.0 ELSE 0.3 END AS legacy_share,
         0.1 AS data_id_share
     FROM generic_draws AS g
-    CROSS JOIN params AS p
+    CROSS JOIN seed_params AS p
     JOIN seed_connectors AS sc
         ON sc.connector_no = g.connector_no
     CROSS JOIN LATERAL (
@@ -297,7 +307,7 @@ allocated AS (
         count(*) FILTER (WHERE ac.role IN ('active', 'idle')) OVER (PARTITION BY ac.connector_no)
             AS active_connections
     FROM all_connections AS ac
-    CROSS JOIN params AS p
+    CROSS JOIN seed_params AS p
 ),
 counted AS (
     SELECT
@@ -346,7 +356,7 @@ SELECT
         WHEN 'shell' THEN p.base - interval '1 minute' * (c.quiet_minutes - 60)
     END AS status_changed_at
 FROM counted AS c
-CROSS JOIN params AS p
+CROSS JOIN seed_params AS p
 JOIN seed_connectors AS sc
     ON sc.connector_no = c.connector_no
 ORDER BY c.connection_no;
@@ -374,14 +384,7 @@ ORDER BY c.connection_no;
 -- name: plan_runs
 -- Every run: owner, outcome, identity style, size, timing, id and its first event_seq offset.
 CREATE TEMP TABLE seed_runs ON COMMIT DROP AS
-WITH params AS (
-    SELECT
-        %(seed)s::bigint AS seed,
-        %(base)s::timestamptz AS base,
-        %(runs)s::bigint AS runs,
-        %(events_per_run)s::int AS events_per_run,
-        %(long_run_every)s::int AS long_run_every
-),
+WITH
 -- j counts back from the connection's latest run (j = 0); run_key is unique per run. Earlier
 -- runs draw their outcome; the latest has its connection's. Legacy runs (no identity) are the
 -- oldest legacy_share of a connection's runs.
@@ -416,7 +419,7 @@ drawn AS MATERIALIZED (
             ELSE 'column'
         END AS identity_mode
     FROM seed_connections AS c
-    CROSS JOIN params AS p
+    CROSS JOIN seed_params AS p
     CROSS JOIN LATERAL generate_series(0, c.run_count - 1) AS j
     CROSS JOIN LATERAL (
         SELECT
@@ -429,12 +432,12 @@ drawn AS MATERIALIZED (
 long_runs AS (
     SELECT d.run_key
     FROM drawn AS d
-    CROSS JOIN params AS p
+    CROSS JOIN seed_params AS p
     WHERE d.j > 0
       AND d.outcome = 'succeeded'
       AND d.status = 'active'
     ORDER BY pg_temp.seed_unit(p.seed, d.run_key, 32), d.run_key
-    LIMIT (SELECT greatest(1, round(p.runs::numeric / p.long_run_every)) FROM params AS p)
+    LIMIT (SELECT greatest(1, round(p.runs::numeric / p.long_run_every)) FROM seed_params AS p)
 ),
 -- Sizes and times. last_at is when the run's last event happened (for a run in progress: its
 -- newest event so far); the earlier runs of a connection end one cadence apart, jittered.
@@ -457,7 +460,7 @@ sized AS MATERIALIZED (
             ELSE interval '1 millisecond' * (60000 + pg_temp.seed_pick(p.seed, d.run_key, 35, 1140000))
         END AS duration
     FROM drawn AS d
-    CROSS JOIN params AS p
+    CROSS JOIN seed_params AS p
     LEFT JOIN long_runs AS l
         ON l.run_key = d.run_key
     CROSS JOIN LATERAL (
@@ -520,7 +523,7 @@ SELECT
         'trigger', CASE WHEN pg_temp.seed_unit(p.seed, s.run_key, 40) < 0.9 THEN 'schedule' ELSE 'manual' END,
         'connector_version', '1.' || pg_temp.seed_pick(p.seed, s.connection_no, 41, 9)) AS started_data
 FROM sized AS s
-CROSS JOIN params AS p
+CROSS JOIN seed_params AS p
 WINDOW run_order AS (ORDER BY s.last_at - s.duration, s.run_key)
 ORDER BY s.last_at - s.duration, s.run_key;
 
@@ -659,7 +662,7 @@ SELECT
          ELSE 0 END,
     p.base - interval '30 minutes'
 FROM seed_connections AS c
-CROSS JOIN (SELECT %(seed)s::bigint AS seed, %(base)s::timestamptz AS base) AS p
+CROSS JOIN seed_params AS p
 CROSS JOIN LATERAL unnest(c.streams) WITH ORDINALITY AS s (stream, position)
 CROSS JOIN LATERAL (
     SELECT
