@@ -186,6 +186,10 @@ def watch(ref: weakref.ref[Projection], closed: Event, wakeup: Wakeup, interval:
                     last_check = time.monotonic()
                     _catch_up(proj)
             except Exception as error:  # readers keep being served; the watcher tries again later
+                if closed.is_set():
+                    # close() cancelled this step (a refresh waiting for a lock): nothing to retry.
+                    log.debug("refproj watcher: stopped during a check: %s", error)
+                    return
                 failures += 1
                 wait = _core.backoff(interval, failures)
                 kind = _core.failure_kind(error)

@@ -256,8 +256,11 @@ async def test_dropped_async_projections_release_their_sessions(
 
 
 def test_close_returns_promptly_while_the_watcher_is_refreshing(
-    world: World, db: psycopg.Connection[Any], db_url: str
+    world: World, db: psycopg.Connection[Any], db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """...and quietly: the cancelled refresh is not a failure to retry (it once logged
+    "retrying with back-off")."""
+    caplog.set_level(logging.DEBUG, logger="refproj")
     world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
     locker = psycopg.connect(db_url)
     locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
@@ -281,11 +284,21 @@ def test_close_returns_promptly_while_the_watcher_is_refreshing(
     finally:
         locker.rollback()
         locker.close()
+    assert quiet_close(caplog) == (True, [])
+
+
+def quiet_close(caplog: pytest.LogCaptureFixture) -> tuple[bool, list[str]]:
+    """Whether the watcher noted its stop (at debug level), and the warnings refproj logged."""
+    stopped = any(
+        r.getMessage().startswith("refproj watcher: stopped during a check: ") for r in caplog.records
+    )
+    return stopped, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_async_close_returns_promptly_while_the_watcher_is_refreshing(
-    world: World, db: psycopg.Connection[Any], db_url: str
+    world: World, db: psycopg.Connection[Any], db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="refproj")
     world.failed_run("run_bad", "cin_work", "12:00", "12:01", "connector_exit")
     locker = psycopg.connect(db_url)
     locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
@@ -306,3 +319,4 @@ async def test_async_close_returns_promptly_while_the_watcher_is_refreshing(
     finally:
         locker.rollback()
         locker.close()
+    assert quiet_close(caplog) == (True, [])
