@@ -6,6 +6,7 @@ The twins differ only in how they wait (threads or asyncio); see refproj/project
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from datetime import UTC, datetime
@@ -282,3 +283,29 @@ def check_engine(database: object, kind: type) -> None:
             f"refproj runs on the psycopg (3) driver, not {driver}: create the engine with a"
             " postgresql+psycopg:// URL"
         )
+
+
+# A read pipeline whose session turned out dead (a pooled session cut while idle) fails in its
+# block, and ending it fails too; psycopg then logs "error ignored terminating <Pipeline>: the
+# connection is lost" as a warning. The block's own error is the one that counts: the read is
+# retried once on a fresh session (or raises DatabaseUnavailable), so that second report is
+# noise. Only refproj's read pipelines, and only on a lost connection, are kept quiet.
+_READ_PIPELINES: weakref.WeakSet[Any] = weakref.WeakSet()
+_TERMINATING = "error ignored terminating %r: %s"
+
+
+def quiet_when_lost(pipeline: Any) -> None:
+    """Keep psycopg's warning about ending ``pipeline`` quiet if its connection is lost."""
+    _READ_PIPELINES.add(pipeline)
+
+
+def _not_a_lost_read_pipeline(record: logging.LogRecord) -> bool:
+    if record.msg != _TERMINATING or not isinstance(record.args, tuple) or not record.args:
+        return True
+    from psycopg import pq
+
+    pipeline: Any = record.args[0]
+    return not (pipeline in _READ_PIPELINES and pipeline.pgconn.status == pq.ConnStatus.BAD)
+
+
+logging.getLogger("psycopg").addFilter(_not_a_lost_read_pipeline)
