@@ -48,9 +48,6 @@ CREATE INDEX run_facts_latest_idx
 CREATE INDEX run_facts_latest_success_idx
     ON refproj.run_facts (connector_id, match_token, last_at DESC, last_event_seq DESC)
     WHERE status = 'succeeded';
-CREATE INDEX run_facts_failures_idx
-    ON refproj.run_facts (connector_id, match_token, last_at)
-    WHERE status IN ('failed', 'surface_failed', 'abandoned');
 COMMENT ON TABLE refproj.run_facts IS
     'One row per run as of the last refresh: match token, status, recency, the last_run object (brief) and the rest of the run summary (details). Maintained incrementally by refproj.refresh_connection_summary(); always equal to refproj.run_facts_live once dirty_runs is empty.';
 

@@ -109,7 +109,6 @@ BEGIN
             ('refproj.run_facts_run_idx', NULL, 'Finds a run''s facts by (connector_id, run_id) when a refresh replaces changed runs.'),
             ('refproj.run_facts_latest_idx', NULL, 'One probe per accepted match token finds a connection''s latest run.'),
             ('refproj.run_facts_latest_success_idx', NULL, 'One probe per accepted match token finds a connection''s latest successful run.'),
-            ('refproj.run_facts_failures_idx', NULL, 'Range scan counting a connection''s failures since its last success.'),
             ('refproj.connection_summary_connector_instance_id_idx', NULL, 'Unique key that lets refproj.connection_summary be refreshed CONCURRENTLY.'),
             ('refproj.connection_summary_connector_idx', NULL, 'A connector''s rows (hash: any id length).'),
             ('refproj.connection_summary_json_connector_instance_id_idx', NULL, 'Unique key that lets refproj.connection_summary_json be refreshed CONCURRENTLY.'),
