@@ -6,6 +6,7 @@ The twins differ only in how they wait (threads or asyncio); see refproj/project
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import weakref
@@ -294,9 +295,11 @@ _READ_PIPELINES: weakref.WeakSet[Any] = weakref.WeakSet()
 _TERMINATING = "error ignored terminating %r: %s"
 
 
-def quiet_when_lost(pipeline: Any) -> None:
-    """Keep psycopg's warning about ending ``pipeline`` quiet if its connection is lost."""
+def quiet_when_lost(pipeline: Any) -> contextlib.nullcontext[None]:
+    """Keep psycopg's warning about ending ``pipeline`` quiet if its connection is lost. A no-op
+    context manager, so it joins the pipeline's own ``with`` (sync and async alike)."""
     _READ_PIPELINES.add(pipeline)
+    return contextlib.nullcontext()
 
 
 def _not_a_lost_read_pipeline(record: logging.LogRecord) -> bool:

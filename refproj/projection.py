@@ -350,8 +350,7 @@ class Projection:
                 cursor = pg.execute(QUERIES[query], params)
             else:
                 # One round trip, one implicit transaction: the settings hold for this read only.
-                with pg.pipeline() as pipeline:
-                    _core.quiet_when_lost(pipeline)
+                with pg.pipeline() as pipeline, _core.quiet_when_lost(pipeline):
                     pg.execute(QUERIES["session_settings"], settings)
                     cursor = pg.execute(QUERIES[query], params)
             row: tuple[Any, ...] | None = cursor.fetchone()

@@ -357,8 +357,7 @@ class AsyncProjection:
                 cursor = await pg.execute(QUERIES[query], params)
             else:
                 # One round trip, one implicit transaction: the settings hold for this read only.
-                async with pg.pipeline() as pipeline:
-                    _core.quiet_when_lost(pipeline)
+                async with pg.pipeline() as pipeline, _core.quiet_when_lost(pipeline):
                     await pg.execute(QUERIES["session_settings"], settings)
                     cursor = await pg.execute(QUERIES[query], params)
             row: tuple[Any, ...] | None = await cursor.fetchone()
