@@ -45,6 +45,7 @@ INLINED = [
     "run_match_token",
     "connection_match_tokens",
     "spine_run_key",
+    "failed_like",
     "fresh_until",
     "freshness_status",
     "freshness_object",

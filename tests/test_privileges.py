@@ -192,6 +192,7 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
     assert [name for (name,) in unpinned] == [
         "bigint_or_null",
         "connection_match_tokens",
+        "failed_like",
         "fresh_until",
         "freshness_object",
         "freshness_status",

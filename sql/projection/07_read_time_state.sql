@@ -19,6 +19,17 @@ $$;
 COMMENT ON FUNCTION refproj.require_read_time(timestamptz) IS
     'Raises invalid_parameter_value when the read time p_at is NULL: every read function checks its p_at here.';
 
+-- A run that ended failed-like (DOMAIN.md section 5): freshness and health both ask it of the
+-- last run. Not the failures the evidence counts (refproj.run_evidence_of): cancelled is here.
+CREATE FUNCTION refproj.failed_like(p_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_status IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+$$;
+COMMENT ON FUNCTION refproj.failed_like(text) IS
+    'Whether a run status is failed-like for freshness and health: failed, surface_failed, cancelled or abandoned.';
+
 -- Freshness is a step in read time (DOMAIN.md section 5): a connection reads current up to one
 -- moment and not after it. fresh_until computes that moment once from the stored evidence, so
 -- the read itself is one comparison. Each helper takes plain values so it inlines with no
@@ -30,7 +41,7 @@ RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-        WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+        WHEN refproj.failed_like(p_last_run ->> 'status')
              AND (p_last_successful_run IS NULL
                   OR (p_last_run ->> 'last_at')::timestamptz
                      >= (p_last_successful_run ->> 'last_at')::timestamptz)
@@ -100,7 +111,7 @@ AS $$
         WHEN p_last_run ->> 'status' = 'in_progress'
             THEN jsonb_build_object('state', 'running', 'reason', 'run_in_progress')
         WHEN p_last_run IS NULL THEN jsonb_build_object('state', 'idle', 'reason', 'never_run')
-        WHEN p_last_run ->> 'status' IN ('failed', 'surface_failed', 'cancelled', 'abandoned')
+        WHEN refproj.failed_like(p_last_run ->> 'status')
             THEN jsonb_build_object('state', 'failing',
                                     'reason', COALESCE(p_last_run ->> 'failure_reason', p_last_run ->> 'status'))
         WHEN p_freshness_status = 'stale'

@@ -80,6 +80,7 @@ BEGIN
         'refproj.recent_runs_of(refproj.run_facts[], int)',
         'refproj.run_facts_of(refproj.run_key[])',
         'refproj.require_read_time(timestamptz)',
+        'refproj.failed_like(text)',
         'refproj.fresh_until(jsonb, jsonb, interval)',
         'refproj.freshness_status(timestamptz, timestamptz)',
         'refproj.freshness_object(text, jsonb, jsonb, interval)',
