@@ -1,16 +1,21 @@
 
 -- Whether the first build has committed. A catalog read: it takes no lock on the views, so a
--- reader never queues behind the first build's plain REFRESH (ACCESS EXCLUSIVE).
+-- reader never queues behind the first build's plain REFRESH (ACCESS EXCLUSIVE). Every read
+-- asks, so plpgsql: the session keeps its plan, where a SQL function with a pinned search_path
+-- is planned again on each call (the same holds for the other catalog probes a read or a
+-- detail makes: spine_partitions_changed, write_detection_intact, rebuild_pending_now).
 CREATE FUNCTION refproj.overview_built()
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     -- Both views: a DBA's REFRESH MATERIALIZED VIEW ... WITH NO DATA on either one leaves
     -- nothing to refresh CONCURRENTLY from, so it counts as unbuilt (the next refresh builds).
-    SELECT pg_catalog.bool_and(c.relispopulated)
-    FROM pg_catalog.pg_class AS c
-    WHERE c.oid IN ('refproj.connection_summary'::regclass, 'refproj.connection_summary_json'::regclass)
+    RETURN (SELECT pg_catalog.bool_and(c.relispopulated)
+            FROM pg_catalog.pg_class AS c
+            WHERE c.oid IN ('refproj.connection_summary'::regclass, 'refproj.connection_summary_json'::regclass));
+END
 $$;
 COMMENT ON FUNCTION refproj.overview_built() IS
     'true once the stored overview is populated (both refproj.connection_summary and refproj.connection_summary_json: the first build after install, or the refresh after a REFRESH MATERIALIZED VIEW ... WITH NO DATA, has committed); until then readers get building = true instead of rows.';
@@ -35,12 +40,14 @@ COMMENT ON FUNCTION refproj.rebuild_pending(boolean, bigint, bigint) IS
 
 CREATE FUNCTION refproj.rebuild_pending_now()
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT refproj.rebuild_pending(refproj.overview_built(), ps.rebuild_requests, ps.rebuild_done)
-    FROM (VALUES (true)) AS one (singleton)
-    LEFT JOIN refproj.projection_state AS ps ON ps.singleton = one.singleton
+BEGIN
+    RETURN (SELECT refproj.rebuild_pending(refproj.overview_built(), ps.rebuild_requests, ps.rebuild_done)
+            FROM (VALUES (true)) AS one (singleton)
+            LEFT JOIN refproj.projection_state AS ps ON ps.singleton = one.singleton);
+END
 $$;
 COMMENT ON FUNCTION refproj.rebuild_pending_now() IS
     'refproj.rebuild_pending(boolean, bigint, bigint) for the current state: true when refproj.run_facts cannot be trusted and the next refresh rebuilds it whole.';

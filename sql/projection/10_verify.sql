@@ -41,11 +41,18 @@ SET "IntervalStyle" = 'postgres'
 SET jit = off
 AS $$
 BEGIN
-    -- An unpopulated view (the first build pending, a DBA's WITH NO DATA) cannot be read: it is
-    -- the difference to report, with the triggers; the next refresh populates it.
-    IF NOT refproj.overview_built() THEN
-        RETURN QUERY
-        SELECT NULL::text, c.relname::text, 'unpopulated'::text, '{}'::text[]
+    -- First the rows of no connection, whatever else differs: an unpopulated view (the first
+    -- build pending, a DBA's WITH NO DATA) cannot be read, so it is the difference to report
+    -- (the next refresh populates it); and refproj's triggers that do not fire for every write:
+    -- disabled (what they would have seen is missing, and stays missing), replica only (a DBA's
+    -- ENABLE REPLICA TRIGGER: ordinary writes go unseen), or not always (an ENABLE TRIGGER ALL
+    -- made them ordinary: writes under session_replication_role = replica go unseen until the
+    -- next refresh makes them ALWAYS again, see refproj.keep_triggers_always).
+    RETURN QUERY
+    SELECT u.id, u.overview, u.difference, u.fields
+    FROM (
+        SELECT NULL::text AS id, c.relname::text AS overview, 'unpopulated'::text AS difference,
+               '{}'::text[] AS fields
         FROM pg_class AS c
         WHERE c.oid IN ('refproj.connection_summary'::regclass, 'refproj.connection_summary_json'::regclass)
           AND NOT c.relispopulated
@@ -55,9 +62,13 @@ BEGIN
                ARRAY[t.relation::text || '.' || t.trigger]
         FROM refproj.source_triggers AS t
         WHERE t.enabled <> 'A'
-        ORDER BY 2, 4;
+    ) AS u
+    -- The same order in every database, whatever its collation.
+    ORDER BY u.overview, u.fields[1] COLLATE "C";
+    IF NOT refproj.overview_built() THEN
         RETURN;
     END IF;
+    -- Then the connections, in id order.
     RETURN QUERY
     WITH stored AS (
         SELECT s.connector_instance_id AS id, to_jsonb(s) AS row FROM refproj.connection_summary AS s
@@ -89,24 +100,9 @@ BEGIN
         FULL JOIN expected AS x ON x.id = j.id
         WHERE j.row IS DISTINCT FROM x.row
     )
-    SELECT u.id, u.overview, u.difference, u.fields
-    FROM (
-        SELECT d.id, d.overview, d.difference, d.fields
-        FROM differences AS d
-        -- refproj's triggers that do not fire for every write: disabled (what they would have
-        -- seen is missing, and stays missing), replica only (a DBA's ENABLE REPLICA TRIGGER:
-        -- ordinary writes go unseen), or not always (an ENABLE TRIGGER ALL made them ordinary:
-        -- writes under session_replication_role = replica go unseen until the next refresh
-        -- makes them ALWAYS again, see refproj.keep_triggers_always).
-        UNION ALL
-        SELECT NULL, 'trigger',
-               CASE t.enabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'replica_only' ELSE 'not_always' END,
-               ARRAY[t.relation::text || '.' || t.trigger]
-        FROM refproj.source_triggers AS t
-        WHERE t.enabled <> 'A'
-    ) AS u
-    -- The same order in every database, whatever its collation.
-    ORDER BY u.id COLLATE "C" NULLS FIRST, u.overview, u.fields[1] COLLATE "C";
+    SELECT d.id, d.overview, d.difference, d.fields
+    FROM differences AS d
+    ORDER BY d.id COLLATE "C", d.overview, d.fields[1] COLLATE "C";
 END
 $$;
 COMMENT ON FUNCTION refproj.verify_projection() IS

@@ -225,13 +225,17 @@ COMMENT ON FUNCTION refproj.connection_summaries_page(timestamptz, text, int, te
     'One page of refproj.connection_summaries_json(p_at, p_connector_id): up to p_limit rows (NULL: all) in overview order after the key (connector_id, created_at, connector_instance_id) of the previous page''s last row (NULLs: from the start), read by index. Also valid_until (the first read time at which a served row''s freshness or health changes; NULL: never), row_count, last_key (the key of the page''s last row, a JSON array, for the next page) and more (another page follows). connections is NULL while the first build after install runs (projection_status().building).';
 
 -- Detail resolution: an exact visible connection id, else a connector id with exactly one
--- visible connection. An ambiguous connector id resolves to nothing, and says so.
+-- visible connection. An ambiguous connector id resolves to nothing, and says so. plpgsql: every
+-- detail resolves twice (its query and connection_detail_parts), and a SQL function with a
+-- pinned search_path is planned again on each call; the session keeps a plpgsql plan.
 CREATE FUNCTION refproj.resolve_connection(p_connection text)
 RETURNS TABLE (connector_instance_id text, connector_id text, resolution text, candidates int,
                candidate_ids text[])
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH exact AS (
         SELECT v.connector_instance_id, v.connector_id
         FROM refproj.visible_connections AS v
@@ -255,7 +259,8 @@ AS $$
         b.candidates,
         b.candidate_ids
     FROM by_connector AS b
-    WHERE NOT EXISTS (SELECT 1 FROM exact)
+    WHERE NOT EXISTS (SELECT 1 FROM exact);
+END
 $$;
 COMMENT ON FUNCTION refproj.resolve_connection(text) IS
     'How a detail request resolves: resolution exact | connector (connector id with one visible connection) | ambiguous | not_found, with the number of candidates and their connection ids in overview order (created_at, connector_instance_id).';
