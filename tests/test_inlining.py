@@ -59,6 +59,7 @@ INLINED = [
     "served_row",
     "bigint_or_null",
     "rebuild_pending",
+    "stored_run_facts",
 ]
 
 

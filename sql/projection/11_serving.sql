@@ -354,7 +354,8 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
        AND NOT refproj.rebuild_pending_now()
        AND refproj.write_detection_intact() THEN
-        v_mine := refproj.newest_first(refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit));
+        v_mine := refproj.newest_first(ARRAY(
+            SELECT f FROM refproj.stored_run_facts(v_connector_id, v_tokens, p_run_limit) AS f));
         SELECT count(*)::int
         INTO unattributed_runs
         FROM refproj.run_facts AS f
