@@ -423,20 +423,24 @@ COMMENT ON FUNCTION refproj.connection_detail(text, int, timestamptz) IS
 CREATE FUNCTION refproj.connection_detail_json(
     p_connection text, p_run_limit int DEFAULT 20, p_at timestamptz DEFAULT now())
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET "TimeZone" = 'UTC'
 SET jit = off
+-- plpgsql rather than SQL: the session keeps the plan instead of planning on every detail.
 AS $$
-    SELECT
-        refproj.summary_fields_json(d.summary)
-        || left(refproj.overview_row_ending(d.freshness, (d.summary).status, (d.summary).last_run,
-                                            (d.summary).last_successful_run, (d.summary).max_staleness), -1)
-        || ',"recent_runs":' || d.recent_runs::text
-        || ',"streams_retained":' || d.streams_retained::text
-        || ',"unattributed_runs":' || d.unattributed_runs::text
-        || '}'
-    FROM refproj.connection_detail_parts(p_connection, p_run_limit, p_at) AS d
+BEGIN
+    RETURN (
+        SELECT
+            refproj.summary_fields_json(d.summary)
+            || left(refproj.overview_row_ending(d.freshness, (d.summary).status, (d.summary).last_run,
+                                                (d.summary).last_successful_run, (d.summary).max_staleness), -1)
+            || ',"recent_runs":' || d.recent_runs::text
+            || ',"streams_retained":' || d.streams_retained::text
+            || ',"unattributed_runs":' || d.unattributed_runs::text
+            || '}'
+        FROM refproj.connection_detail_parts(p_connection, p_run_limit, p_at) AS d);
+END
 $$;
 COMMENT ON FUNCTION refproj.connection_detail_json(text, int, timestamptz) IS
     'refproj.connection_detail(p_connection, p_run_limit, p_at) as served JSON text (NULL when the id resolves to no connection): the shared fields byte for byte as refproj.connection_summaries_json writes them (UTC, seconds, unparsable timestamps as null), whatever the session settings.';
