@@ -30,7 +30,7 @@ from refproj.errors import (
     translate,
 )
 from refproj.rows import Detail, OverviewJson, RefreshResult, Status
-from refproj.settings import connect_args, is_utf8_text, url_text
+from refproj.settings import connect_args, is_utf8_text, milliseconds, url_text
 
 MAX_IDENTIFIER_LENGTH = 1000
 MAX_RUN_LIMIT = 2**31 - 1  # connection_detail's p_run_limit is an int4
@@ -111,7 +111,7 @@ class Options:
 
     @property
     def refresh_timeout_ms(self) -> str:
-        return str(int(self.refresh_timeout * 1000))
+        return milliseconds(self.refresh_timeout)
 
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments of ``create_engine`` / ``create_async_engine`` for an engine refproj owns."""

@@ -9,6 +9,7 @@ true)``), so nothing is left behind on a server session another client gets next
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 from urllib.parse import quote
@@ -127,4 +128,16 @@ def session_settings(statement_timeout: float) -> dict[str, str]:
     runs both in one implicit transaction: the transaction-local settings apply to the read and
     end with it, in one round trip.
     """
-    return {"statement_timeout": str(int(statement_timeout * 1000))}
+    return {"statement_timeout": milliseconds(statement_timeout)}
+
+
+def milliseconds(seconds: float) -> str:
+    """A timeout in seconds as PostgreSQL's setting: whole milliseconds, "0" only for 0 (no limit).
+
+    A positive value is rounded up to the next millisecond, never down: truncated, 0.0004 s would
+    become 0 and mean no limit at all. (Rounded to a nanosecond first, so float noise such as
+    1.1 * 1000 = 1100.0000000000002 does not add a millisecond.)
+    """
+    if seconds == 0:
+        return "0"
+    return str(max(1, math.ceil(round(seconds * 1000, 6))))

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from refproj import DatabaseUnavailable, PoolExhausted, Projection, StatementCanceled
+from refproj.settings import milliseconds
 from tests.world import World, backends_waiting, wait_for
 
 
@@ -87,6 +88,43 @@ def test_refresh_blocked_by_a_lock_fails_within_its_timeout(world: World, db_url
             assert proj.refresh().refreshed is True
     finally:
         locker.close()
+
+
+@pytest.mark.parametrize("seconds", [0.0004, 1e-9])
+def test_a_timeout_below_a_millisecond_is_one_millisecond_not_no_limit(
+    world: World, db_url: str, seconds: float
+) -> None:
+    """PostgreSQL counts whole milliseconds and reads 0 as no limit: a positive timeout is
+    rounded up, so a tiny one cancels at once instead of never."""
+    locker = psycopg.connect(db_url)
+    try:
+        locker.execute("LOCK TABLE connector_instances, refproj.run_facts IN ACCESS EXCLUSIVE MODE")
+        with Projection(
+            db_url, staleness_bound=None, read_reuse=0, refresh_timeout=seconds, statement_timeout=seconds
+        ) as proj:
+            with pytest.raises(StatementCanceled, match="canceling statement due to statement timeout"):
+                proj.refresh()
+            with pytest.raises(StatementCanceled, match="canceling statement due to statement timeout"):
+                proj.get("cin_work")
+    finally:
+        locker.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "setting"),
+    [
+        (0, "0"),
+        (1e-9, "1"),
+        (0.0004, "1"),
+        (0.001, "1"),
+        (0.0011, "2"),
+        (0.3, "300"),
+        (1.1, "1100"),
+        (86400, "86400000"),
+    ],
+)
+def test_timeouts_become_whole_milliseconds_rounded_up(seconds: float, setting: str) -> None:
+    assert milliseconds(seconds) == setting
 
 
 def test_dropped_connections_are_replaced_transparently(
