@@ -11,6 +11,7 @@ Every exception that leaves refproj's public API is a :class:`RefprojError`:
 - :class:`MigrationsNotApplied`, :class:`PermissionDenied`, :class:`StatementCanceled`,
   :class:`ReadOnlyServer` (a refresh sent to a standby or a read-only database);
 - :class:`ProjectionClosed`: a call after ``close()``/``aclose()``;
+- :class:`CannotListen`: ``refproj serve`` cannot bind its address (in use, not this machine's);
 - :class:`DatabaseError`: anything else the database or the driver reported (a protocol
   violation, an unexpected SQL error), with the server's first line and its SQLSTATE.
 """
@@ -170,6 +171,11 @@ def first_line(error: BaseException | None) -> str:
     """The first line of an error's message (its type name when it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class CannotListen(RefprojError):
+    """The HTTP service cannot listen on its host and port: the address is in use, is not one of
+    this machine's, or the port needs a privilege the process lacks."""
 
 
 class SourceTablesIncompatible(RefprojError):

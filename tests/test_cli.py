@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -269,9 +270,27 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
             ("86401", "86401.0"),
         )
     ],
-    (["serve", "--port", "0"], 7, "refproj: --port must be between 1 and 65535\n"),
+    # serve: every numeric option has a documented range (7 outside it), a host that is no
+    # address is invalid input (7), an address it cannot listen on is 14; all before any worker.
+    (["serve", "--port", "0"], 7, "refproj: --port must be from 1 to 65535, not 0\n"),
+    (["serve", "--port", "65536"], 7, "refproj: --port must be from 1 to 65535, not 65536\n"),
     (["serve", "--port", "eighty"], 2, "refproj serve: argument --port: invalid int value: 'eighty'"),
-    (["serve", "--workers", "0"], 7, "refproj: --workers must be at least 1\n"),
+    (["serve", "--workers", "0"], 7, "refproj: --workers must be from 1 to 64, not 0\n"),
+    (["serve", "--workers", "100000"], 7, "refproj: --workers must be from 1 to 64, not 100000\n"),
+    (["serve", "--workers", "many"], 2, "refproj serve: argument --workers: invalid int value: 'many'"),
+    *[
+        (
+            ["serve", "--host", host],
+            7,
+            f"refproj: --host {host!r} is not an address or a name this machine resolves (",
+        )
+        for host in ("not a host!!", "256.1.1.1", "a\x00b")
+    ],
+    (
+        ["serve", "--host", "192.0.2.1"],  # TEST-NET-1: no machine's own address
+        14,
+        "refproj: cannot listen on 192.0.2.1:8000: Cannot assign requested address\n",
+    ),
     (["nosuchcommand"], 2, "refproj: argument COMMAND: invalid choice: 'nosuchcommand'"),
     ([], 2, "refproj: the following arguments are required: COMMAND"),
     (["status", "--bogus"], 2, "refproj: unrecognized arguments: --bogus"),
@@ -330,6 +349,16 @@ def test_bad_arguments_give_one_line_and_their_exit_code(
     assert _one_line(err).startswith(line.rstrip("\n"))
     if line.endswith("\n"):  # the whole line
         assert err == line
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_14(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert run(capsys, "serve", "--port", str(port)) == (
+            14,
+            "",
+            f"refproj: cannot listen on 127.0.0.1:{port}: Address already in use\n",
+        )
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

@@ -728,4 +728,4 @@ def test_refproj_serve_refuses_bad_options() -> None:
     refproj = str(Path(sys.executable).parent / "refproj")
     done = subprocess.run([refproj, "serve", "--workers", "0"], capture_output=True, text=True, check=False)
     assert done.returncode == 7
-    assert done.stderr == "refproj: --workers must be at least 1\n"
+    assert done.stderr == "refproj: --workers must be from 1 to 64, not 0\n"

@@ -6,7 +6,8 @@ and exit non-zero: 2 usage (a bad option or argument), 3 database unreachable, 4
 applied, 5 connection not found, 6 ambiguous connector id, 7 invalid input, 8 statement canceled
 (timeout), 9 permission denied, 10 an existing source table lacks a column refproj needs
 (migrate), 11 ``verify`` found differences, 12 the server is read-only (a standby), 13 the output
-could not be written (stdout closed, disk full), 1 any other error. Output cut short by a closed
+could not be written (stdout closed, disk full), 14 ``serve`` cannot listen on its address (in
+use, not this machine's), 1 any other error. Output cut short by a closed
 pipe (``| head``) ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) prints one
 line and exits with 130.
 """
@@ -38,6 +39,7 @@ from refproj.cli.commands import (
 )
 from refproj.errors import (
     AmbiguousConnection,
+    CannotListen,
     ConnectionNotFound,
     DatabaseUnavailable,
     InvalidArgument,
@@ -98,6 +100,7 @@ EXIT_CODES: list[tuple[type[RefprojError], int]] = [
     (SourceTablesIncompatible, 10),
     (ReadOnlyServer, 12),
     (OutputFailed, 13),
+    (CannotListen, 14),
     (RefprojError, 1),
 ]
 
@@ -258,8 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    sub.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    sub.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    sub.add_argument("--port", type=int, default=8000, help="TCP port, 1 to 65535 (default 8000)")
+    sub.add_argument("--workers", type=int, default=1, help="worker processes, 1 to 64 (default 1)")
     sub = command(
         "browser-bench",
         cmd_browser_bench,

@@ -365,17 +365,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url)."""
 
     try:
-        from refproj.web.serve import TOKEN_VARIABLE, serve
+        from refproj.web.serve import MAX_WORKERS, TOKEN_VARIABLE, listen, serve
     except ImportError as error:  # the web stack ships as the optional extra refproj[web]
         raise RefprojError(
             f"the HTTP service is not installed ({error.name or 'refproj.web'} missing):"
             " pip install 'refproj[web]'"
         ) from error
-    if args.workers < 1:
-        raise InvalidArgument("--workers must be at least 1")
-    if not 0 < args.port < 65536:
-        raise InvalidArgument("--port must be between 1 and 65535")
+    if not 1 <= args.port <= 65535:
+        raise InvalidArgument(f"--port must be from 1 to 65535, not {args.port}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise InvalidArgument(f"--workers must be from 1 to {MAX_WORKERS}, not {args.workers}")
     os.environ["DATABASE_URL"] = url_text(database_url(args.database_url))
+    sock = listen(args.host, args.port)  # before the warning: a host that cannot be served is one line
     if not os.environ.get(TOKEN_VARIABLE) and not _loopback(args.host):
         # Serving anyway keeps a trusted network (a container's, a VPN's) simple; say it once.
         print(
@@ -383,7 +384,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             " it reads the console",
             file=sys.stderr,
         )
-    serve(host=args.host, port=args.port, workers=args.workers)
+    serve(sock, workers=args.workers)
     return 0
 
 

@@ -6,18 +6,23 @@ imports), so each has its own pool, single flight and one LISTEN connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import tempfile
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
 from refproj import AsyncProjection
+from refproj.errors import CannotListen, InvalidArgument, RefprojError
 from refproj.settings import database_url, libpq_url, url_text
 from refproj.web.app import create_app
 from refproj.web.metrics import MULTIPROC
 
 TOKEN_VARIABLE = "REFPROJ_API_TOKEN"
+MAX_WORKERS = 64  # more processes than this only compete for the cores and the database's connections
 
 
 def app_from_environment() -> Starlette:
@@ -32,27 +37,51 @@ def app_from_environment() -> Starlette:
     )
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info") -> None:
-    """Run the service until interrupted (blocks). The database comes from ``$DATABASE_URL``."""
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host`` (an address or a name) and ``port``, for :func:`serve`.
+
+    Bound here rather than by uvicorn, whose start-up failures are several log lines and exit 3:
+    raises :class:`InvalidArgument` for a host that is no address and resolves to none, and
+    :class:`CannotListen` when the address cannot be bound (in use, not this machine's, a port
+    below 1024 without the privilege).
+    """
+    try:
+        family, *_, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError, ValueError) as error:  # gaierror; a NUL or an undecodable name
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InvalidArgument(
+            f"--host {host!r} is not an address or a name this machine resolves ({reason})"
+        ) from error
+    try:
+        return socket.create_server(address, family=family)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)  # without Python's address suffix
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from error
+
+
+def serve(sock: socket.socket, workers: int = 1, log_level: str = "info") -> None:
+    """Serve on ``sock`` (from :func:`listen`) until interrupted (blocks); ``workers`` processes,
+    1 to MAX_WORKERS (the CLI checks). The database comes from ``$DATABASE_URL``."""
     if workers == 1:
-        run(host, port, workers, log_level)
+        run(sock, workers, log_level)
         return
     # Several workers: their metrics are added up from files in a directory of their own
     # (refproj.web.metrics); the workers are spawned after this, so they all see it.
     with tempfile.TemporaryDirectory(prefix="refproj-metrics-") as shared:
         os.environ[MULTIPROC] = shared
         try:
-            run(host, port, workers, log_level)
+            run(sock, workers, log_level)
         finally:
             del os.environ[MULTIPROC]
 
 
-def run(host: str, port: int, workers: int, log_level: str) -> None:
-    uvicorn.run(
+def run(sock: socket.socket, workers: int, log_level: str) -> None:
+    # uvicorn.run, but on the socket bound above (Config and Server are uvicorn's API for that).
+    config = uvicorn.Config(
         "refproj.web.serve:app_from_environment",
         factory=True,
-        host=host,
-        port=port,
         workers=workers,
         log_level=log_level,
         # The overview body is already JSON bytes; nothing to gain from uvicorn's access log
@@ -63,3 +92,11 @@ def run(host: str, port: int, workers: int, log_level: str) -> None:
         # 2-core machine, where workers were then replaced in a loop and never served.
         timeout_worker_healthcheck=60,
     )
+    with sock, contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped: exit 0
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if not server.started:  # the app failed to start (uvicorn logged why)
+            raise RefprojError("the HTTP service did not start (see the error logged above)")
