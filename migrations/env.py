@@ -50,6 +50,18 @@ CREATED_TABLE_COMMENT = (
     "Source table created by refproj (revision 0001); refproj reads it, the application writes it."
     " alembic downgrade base drops it only while it is empty."
 )
+# Proof that a legacy ``alembic_version`` row is refproj's: a query true only when an object that
+# refproj alone creates, and has at that revision, exists. Revision 0001 has none: its objects are
+# the source tables, which the application's own revision 0001 may have created as well. From
+# 0003 on: refproj's state table with the description refproj gives it (0003 and every later
+# projection write the same).
+LEGACY_EVIDENCE: dict[str, str | None] = {
+    "0001": None,
+    "0002": f"SELECT to_regclass('{SUMMARY_INDEX}') IS NOT NULL",
+    "0003": "SELECT COALESCE(obj_description(to_regclass('refproj.projection_state'), 'pg_class'), '')"
+    " = 'Single row: when the stored evidence was computed (as_of), the ticket its refresh started at,"
+    " and refresh statistics.'",
+}
 LOCK_POLL_SECONDS = 0.05
 log = logging.getLogger("alembic.env")
 
@@ -92,10 +104,10 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
     """Move refproj's revision out of ``alembic_version`` left by an install made before refproj
     had its own version table; returns the revision moved, or None.
 
-    Moved only when that table holds exactly one row, a revision id of refproj's, and the objects
-    that revision creates exist (so an application whose own revision happens to be called
-    "0002" is left alone: it would also need refproj's summary index). The application's history
-    is never touched otherwise; the emptied table is dropped, as refproj created it.
+    ``alembic_version`` is the application's unless proven refproj's: exactly one row, a revision
+    id of refproj's, and an object only refproj creates, of that revision, exists (see
+    ``LEGACY_EVIDENCE``). Otherwise it is never read further, written or dropped; a refproj
+    revision id without that proof is named in one warning, and refproj installs beside it.
     """
     if connection.execute(text(f"SELECT to_regclass('{VERSION_TABLE}')")).scalar() is not None:
         return None
@@ -108,11 +120,19 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
     script = ScriptDirectory.from_config(config)
     if revision not in {rev.revision for rev in script.walk_revisions()}:
         return None
-    evidence = {
-        "0001": "SELECT to_regclass('spine_events') IS NOT NULL",
-        "0002": f"SELECT to_regclass('{SUMMARY_INDEX}') IS NOT NULL",
-    }.get(revision, "SELECT to_regnamespace('refproj') IS NOT NULL")
-    if not connection.execute(text(evidence)).scalar():
+    evidence = LEGACY_EVIDENCE.get(revision, LEGACY_EVIDENCE["0003"])
+    if evidence is None or not connection.execute(text(evidence)).scalar():
+        log.warning(
+            "refproj: left %s (revision %s) alone: %s; refproj keeps its own history in %s."
+            " If an install of refproj made before %s wrote it, drop it once this run is done",
+            LEGACY_VERSION_TABLE,
+            revision,
+            "nothing tells refproj's revision 0001 from the application's"
+            if evidence is None
+            else "the objects refproj creates at that revision are missing, so it is the application's",
+            VERSION_TABLE,
+            VERSION_TABLE,
+        )
         return None
     connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num varchar(32) NOT NULL PRIMARY KEY)"))
     connection.execute(

@@ -349,6 +349,85 @@ def test_an_application_revision_named_like_refproj_is_left_alone(empty_db_url: 
     assert alembic_version(empty_db_url) == []
 
 
+def untouched(url: str) -> dict[str, Any]:
+    """The application's ``alembic_version`` and tables down to each row's version (ctid, xmin)
+    and each table's oid and file node (a re-creation or rewrite changes them); for
+    ``alembic_version`` its catalog row's version too (any ALTER changes it; the source tables'
+    change when refproj's triggers go on)."""
+    with psycopg.connect(url) as conn:
+        return {
+            table: (
+                conn.execute(
+                    "SELECT oid::int8, relfilenode::int8,"
+                    " CASE WHEN relname = 'alembic_version' THEN xmin::text END"
+                    " FROM pg_class WHERE oid = %s::regclass",
+                    (table,),
+                ).fetchone(),
+                conn.execute(
+                    f"SELECT ctid::text, xmin::text, to_jsonb(t) FROM {table} AS t ORDER BY 1"
+                ).fetchall(),
+            )
+            for table in ["alembic_version", *APP_TABLES]
+        }
+
+
+LEFT_ALONE = (
+    "refproj: left alembic_version (revision {revision}) alone: {why}; refproj keeps its own history in"
+    " refproj_alembic_version. If an install of refproj made before refproj_alembic_version wrote it,"
+    " drop it once this run is done"
+)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_an_application_at_revision_0001_keeps_its_history_and_gets_refproj(
+    app_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The application's own revision is "0001" and its tables are the source tables: nothing
+    tells that from an install of refproj at 0001, so alembic_version is left as it is."""
+    with psycopg.connect(app_url) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    before = untouched(app_url)
+    assert main(["--database-url", app_url, "migrate", "--no-build"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("migrated ") and out.endswith(" to head\n")
+    why = "nothing tells refproj's revision 0001 from the application's"
+    line = LEFT_ALONE.format(revision="0001", why=why)
+    assert (err, warnings_of(caplog)) == (f"{line}\n", [line])
+    assert untouched(app_url) == before
+    assert alembic_version(app_url) == ["0005"]
+    assert refproj_objects(app_url) == {
+        "schema": (True,),
+        "version_table": (True,),
+        "index": (True,),
+        "triggers": (18,),
+    }
+
+
+def test_a_refproj_revision_without_refproj_objects_is_the_applications(
+    app_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """alembic_version at "0005" and an empty schema refproj a DBA created beforehand: that is not
+    an install of refproj; refproj installs into the empty schema and leaves the history alone."""
+    with psycopg.connect(app_url) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0005'")
+        conn.execute("CREATE SCHEMA refproj")
+    before = untouched(app_url)
+    assert main(["--database-url", app_url, "migrate"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("migrated ")
+    assert out.splitlines()[1].startswith("built the overview in ")
+    why = "the objects refproj creates at that revision are missing, so it is the application's"
+    line = LEFT_ALONE.format(revision="0005", why=why)
+    assert (err, warnings_of(caplog)) == (f"{line}\n", [line])
+    assert untouched(app_url) == before
+    assert alembic_version(app_url) == ["0005"]
+    with Projection(app_url, staleness_bound=None) as proj:
+        assert [r["connector_instance_id"] for r in proj.list()] == ["cin_work"]
+
+
 @pytest.mark.parametrize("legacy_revision", ["0002", "0004"])
 def test_an_install_with_the_old_version_table_moves_to_its_own(
     empty_db_url: str, legacy_revision: str
