@@ -211,6 +211,35 @@ def test_grant_reader(db: psycopg.Connection[Any], db_url: str, capsys: pytest.C
         db.execute(f'DROP ROLE "{role}"')
 
 
+def test_grant_reader_to_a_role_named_Public(
+    db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL reserves only lowercase public (an unquoted PUBLIC or Public folds to it): a
+    real role "Public" gets read access when quoted, and nothing else does."""
+    db.execute('CREATE ROLE "Public"')  # roles are cluster-wide: this test owns the name while it runs
+    try:
+        code, out, err = run(capsys, "--database-url", db_url, "grant-reader", '"Public"')
+        assert (code, err) == (0, "")
+        assert out == (
+            'granted "Public" read access to the refproj overview, detail and status, and refreshes\n'
+        )
+        assert db.execute(
+            "SELECT has_function_privilege('Public', 'refproj.connection_detail(text, int, timestamptz)',"
+            " 'EXECUTE'),"
+            " EXISTS (SELECT 1 FROM pg_proc, aclexplode(proacl) AS a"
+            " WHERE pronamespace = 'refproj'::regnamespace AND a.grantee = 0)"
+        ).fetchone() == (True, False)  # "Public" can read; PUBLIC (grantee 0) got nothing
+        code, out, err = run(capsys, "--database-url", db_url, "grant-reader", "Public")
+        assert (code, out, err) == (
+            7,
+            "",
+            "refproj: refusing to grant refproj read access to 'Public': name one role\n",
+        )
+    finally:
+        db.execute('DROP OWNED BY "Public"')
+        db.execute('DROP ROLE "Public"')
+
+
 # -- every command with bad arguments: one line on stderr, the documented exit code -------------
 
 NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"
@@ -323,10 +352,12 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
         7,
         "refproj: refusing to grant refproj read access to 'public': name one role\n",
     ),
+    # Quoted, "PUBLIC" and "Public" are role names of their own (only "public" means PUBLIC).
+    (["grant-reader", '"PUBLIC"'], 7, 'refproj: role "PUBLIC" does not exist\n'),
     (
-        ["grant-reader", '"PUBLIC"'],
+        ["grant-reader", "Public"],
         7,
-        "refproj: refusing to grant refproj read access to 'PUBLIC': name one role\n",
+        "refproj: refusing to grant refproj read access to 'Public': name one role\n",
     ),
     (["grant-reader", '"nobody_here"'], 7, 'refproj: role "nobody_here" does not exist\n'),
     (["grant-reader", "nobody_here"], 7, 'refproj: role "nobody_here" does not exist'),

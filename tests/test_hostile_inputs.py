@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 from refproj import Projection
 from refproj.cli import main
 from refproj.errors import InvalidIdentifier
+from tests.test_inlining import INLINED
 from tests.test_properties import incompressible
 from tests.world import World, at
 
@@ -548,6 +549,108 @@ def test_sql_functions_refuse_null_clocks_and_negative_limits(world: World, sql:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         world.db.execute(sql)
     assert world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone() == (0,)
+
+
+# Functions granted to readers that are helpers of the public ones, not API: README "Decisions"
+# (the inlined helpers, which a NULL check would stop inlining, and those the detail and the
+# refresh hand NULL arrays to). Every other refproj function is public and is walked below, so a
+# new one is covered unless it is declared a helper here.
+INTERNAL = {
+    *INLINED,
+    "summary_fields_json",
+    "json_seconds",
+    "newest_first",
+    "run_evidence_of",
+    "recent_runs_of",
+    "run_facts_of",
+    "require_read_time",
+    "refuse_null_argument",
+    "differing_fields",
+    "sync_spine_partitions",
+    "install_source_triggers",
+}
+# The arguments whose default is NULL: omitting them (NULL) is their documented meaning.
+NULL_MEANS_OMITTED = [
+    ("connection_summaries", "p_connector_id"),
+    ("connection_summaries_json", "p_connector_id"),
+    ("connection_summaries_page", "p_after_connector_id"),
+    ("connection_summaries_page", "p_after_connector_instance_id"),
+    ("connection_summaries_page", "p_after_created_at"),
+    ("connection_summaries_page", "p_connector_id"),
+    ("connection_summaries_page", "p_limit"),
+]
+_SAMPLE = {"text": "'cin_work'", "integer": "20", "timestamp with time zone": "now()", "boolean": "false"}
+
+
+def test_every_public_sql_function_refuses_null_naming_the_argument(world: World) -> None:
+    """connection_detail(NULL) answered no rows, connection_detail_json(NULL) NULL and
+    connection_run_evidence(NULL) "no connection <NULL>": every public function, enumerated from
+    the catalog, refuses a NULL argument with invalid_parameter_value naming it."""
+    db = world.db
+    functions = db.execute(
+        "SELECT p.proname, pg_get_function_arguments(p.oid) FROM pg_proc AS p"
+        " JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'refproj' AND p.prorettype <> 'trigger'::regtype AND p.proname <> ALL (%s)"
+        " ORDER BY 1",
+        (sorted(INTERNAL),),
+    ).fetchall()
+    walked, omitted = [], []
+    for name, arguments in functions:
+        params = [
+            re.fullmatch(r"(\w+) (.+?)(?: DEFAULT (.+))?", a).groups()  # type: ignore[union-attr]
+            for a in arguments.split(", ")
+            if a and not a.startswith("OUT ")
+        ]
+        for argument, _type, default in params:
+            if default is not None and default.startswith("NULL"):
+                omitted.append((name, argument))
+                continue
+            given = [
+                f"{a} => NULL::{t}" if a == argument else f"{a} => {_SAMPLE[t]}"
+                for a, t, d in params
+                if a == argument or d is None
+            ]
+            if name == "grant_reader":
+                given = ["p_role => NULL::text"]
+            call = f"SELECT * FROM refproj.{name}({', '.join(given)})"
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+                db.execute(call)
+            assert argument in str(refused.value), (call, str(refused.value))
+            walked.append((name, argument))
+    assert sorted(omitted) == sorted(NULL_MEANS_OMITTED)
+    assert sorted(walked) == [
+        ("connection_detail", "p_at"),
+        ("connection_detail", "p_connection"),
+        ("connection_detail", "p_run_limit"),
+        ("connection_detail_json", "p_at"),
+        ("connection_detail_json", "p_connection"),
+        ("connection_detail_json", "p_run_limit"),
+        ("connection_detail_parts", "p_at"),
+        ("connection_detail_parts", "p_connection"),
+        ("connection_detail_parts", "p_run_limit"),
+        ("connection_run_evidence", "p_connector_instance_id"),
+        ("connection_summaries", "p_at"),
+        ("connection_summaries_json", "p_at"),
+        ("connection_summaries_page", "p_at"),
+        ("current_run_facts", "p_connector_id"),
+        ("grant_reader", "p_role"),
+        ("refresh_connection_summary", "p_full"),
+        ("refresh_connection_summary", "p_only_if_changed"),
+        ("resolve_connection", "p_connection"),
+    ]
+    # The messages, exactly, of the ones that answered something else before.
+    for sql in (
+        "SELECT * FROM refproj.connection_detail(NULL)",
+        "SELECT refproj.connection_detail_json(NULL)",
+        "SELECT * FROM refproj.connection_run_evidence(NULL)",
+    ):
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+            db.execute(sql)
+        assert str(refused.value).splitlines()[0] == (
+            "refproj: the argument "
+            + ("p_connector_instance_id" if "evidence" in sql else "p_connection")
+            + " must not be NULL"
+        )
 
 
 def test_cli_escapes_control_characters_from_the_data(

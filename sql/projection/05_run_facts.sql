@@ -90,6 +90,9 @@ DECLARE
     v_rebuild boolean;
     v_changed refproj.run_key[];
 BEGIN
+    IF p_connector_id IS NULL THEN
+        PERFORM refproj.refuse_null_argument('p_connector_id');
+    END IF;
     -- A partition change not yet reconciled by a refresh counts as a pending rebuild, and so
     -- does an unbuilt overview (a schema-only restore leaves run_facts empty).
     v_rebuild := refproj.rebuild_pending_now();

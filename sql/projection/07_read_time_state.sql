@@ -19,6 +19,22 @@ $$;
 COMMENT ON FUNCTION refproj.require_read_time(timestamptz) IS
     'Raises invalid_parameter_value when the read time p_at is NULL: every read function checks its p_at here.';
 
+-- NULL is never a meaning of its own (README "What gets installed"): an argument without a NULL
+-- default that is NULL names itself here. Called only once the caller saw the NULL, so the
+-- check on a hot path is a plpgsql IF, not a function call.
+CREATE FUNCTION refproj.refuse_null_argument(p_name text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'refproj: the argument % must not be NULL', p_name
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+COMMENT ON FUNCTION refproj.refuse_null_argument(text) IS
+    'Raises invalid_parameter_value "the argument <p_name> must not be NULL": what a public refproj function calls when an argument without a NULL default is NULL.';
+
 -- A run that ended failed-like (DOMAIN.md section 5): freshness and health both ask it of the
 -- last run. Not the failures the evidence counts (refproj.run_evidence_of): cancelled is here.
 CREATE FUNCTION refproj.failed_like(p_status text)

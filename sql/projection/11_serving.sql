@@ -235,6 +235,9 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF p_connection IS NULL THEN
+        PERFORM refproj.refuse_null_argument('p_connection');
+    END IF;
     RETURN QUERY
     WITH exact AS (
         SELECT v.connector_instance_id, v.connector_id
@@ -275,6 +278,9 @@ AS $$
 DECLARE
     v_connector_id text;
 BEGIN
+    IF p_connector_instance_id IS NULL THEN
+        PERFORM refproj.refuse_null_argument('p_connector_instance_id');
+    END IF;
     SELECT k.connector_id INTO v_connector_id
     FROM refproj.connection_keys AS k
     WHERE k.connector_instance_id = p_connector_instance_id;
@@ -319,6 +325,9 @@ DECLARE
     v_mine refproj.run_facts[];
     v_evidence refproj.run_evidence;
 BEGIN
+    IF p_connection IS NULL THEN
+        PERFORM refproj.refuse_null_argument('p_connection');
+    END IF;
     PERFORM refproj.require_read_time(p_at);
     IF p_run_limit IS NULL OR p_run_limit < 0 THEN
         RAISE EXCEPTION 'refproj: the run limit p_run_limit must be 0 or more, not %',

@@ -18,18 +18,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_object text;
+    v_public boolean;
 BEGIN
+    IF p_role IS NULL THEN
+        PERFORM refproj.refuse_null_argument('p_role');
+    END IF;
     -- One rule for a role name, here and in `refproj grant-reader`: the name as pg_roles spells
     -- it (no case folding, as createuser and dropuser take it), or a SQL quoted identifier
-    -- ("Mixed Case", "" for a quote inside), which is unquoted first.
+    -- ("Mixed Case", "" for a quote inside), which is unquoted first. What means PUBLIC (every
+    -- role) is refused: "public" quoted, and public unquoted in any case (SQL folds an unquoted
+    -- PUBLIC or Public to public). A quoted "Public" is a role of its own, like any other.
     IF p_role ~ '^"(?:[^"]|"")+"$' THEN
         p_role := replace(substr(p_role, 2, length(p_role) - 2), '""', '"');
+        v_public := p_role = 'public';
+    ELSE
+        v_public := lower(p_role) = 'public';
     END IF;
-    -- GRANT ... TO public (or "public") means PUBLIC, every role: refuse it in any spelling, and
-    -- name roles that do not exist.
-    IF p_role IS NULL OR lower(p_role) = 'public' THEN
-        RAISE EXCEPTION 'refusing to grant refproj read access to %: name one role',
-            COALESCE(quote_literal(p_role), 'NULL')
+    IF v_public THEN
+        RAISE EXCEPTION 'refusing to grant refproj read access to %: name one role', quote_literal(p_role)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Every role would get it; create a role for the console reader instead.';
     END IF;
@@ -80,6 +86,7 @@ BEGIN
         'refproj.recent_runs_of(refproj.run_facts[], int)',
         'refproj.run_facts_of(refproj.run_key[])',
         'refproj.require_read_time(timestamptz)',
+        'refproj.refuse_null_argument(text)',
         'refproj.failed_like(text)',
         'refproj.fresh_until(jsonb, jsonb, interval)',
         'refproj.freshness_status(timestamptz, timestamptz)',
@@ -96,4 +103,4 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION refproj.grant_reader(text) FROM PUBLIC;
 COMMENT ON FUNCTION refproj.grant_reader(text) IS
-    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). p_role is the role name as pg_roles spells it, or a double-quoted SQL identifier (unquoted first). Run as the projection''s owner. Refuses PUBLIC in any case or quoting (invalid_parameter_value) and roles that do not exist (undefined_object).';
+    'Let p_role read the overview, detail and status and request refreshes, and nothing else (no source table, no write). p_role is the role name as pg_roles spells it, or a double-quoted SQL identifier (unquoted first). Run as the projection''s owner. Refuses what means PUBLIC (public unquoted in any case, "public" quoted; a quoted "Public" is a role of its own) and NULL (invalid_parameter_value) and roles that do not exist (undefined_object).';
