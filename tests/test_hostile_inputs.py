@@ -203,6 +203,35 @@ def test_long_ids_never_fail_an_application_write(world: World, proj: Projection
     assert "spine_events_source_run_summary_idx" in plan
 
 
+def test_a_2900_byte_run_id_is_written_and_the_refresh_serves_on_but_it_is_no_run_event(
+    world: World, proj: Projection
+) -> None:
+    """README "Guarantees": a 2,900-byte run id is written by the application and the refresh
+    keeps serving everyone, but by "Decisions" (over 2,000 bytes with the source ids) it is not a
+    run event: a connection whose only run it is shows idle (never_run), overview and detail."""
+    long_run = incompressible(5, 2900)
+    world.connection("cin_long_run", created="09:10")
+    world.succeeded_run(long_run, "cin_long_run", "12:00", "12:05")
+    assert world.db.execute(
+        "SELECT count(*), min(octet_length(run_id)) FROM spine_events WHERE run_id = %s", (long_run,)
+    ).fetchone() == (2, 2900)
+    proj.refresh()
+    rows = rows_by_id(proj)
+    assert sorted(rows) == ["cin_long_run", "cin_personal", "cin_work"]
+    assert rows["cin_work"]["last_run"]["run_id"] == "run_ok"
+    detail = proj.get("cin_long_run", at=WHEN)
+    for served in (rows["cin_long_run"], detail):
+        assert (served["last_run"], served["last_successful_run"], served["health"]) == (
+            None,
+            None,
+            {"state": "idle", "reason": "never_run"},
+        )
+    assert (detail["recent_runs"], detail["unattributed_runs"]) == ([], 0)
+    assert world.db.execute(
+        "SELECT count(*) FROM refproj.run_events WHERE run_id = %s", (long_run,)
+    ).fetchone() == (0,)
+
+
 # The source tables' own keys (revision 0001's PRIMARY KEY and UNIQUE constraints): the
 # application's contract, which bound a text key to a btree entry (2,704 bytes). README,
 # "Guarantees": refproj's own indexes and triggers add no bound of their own.
