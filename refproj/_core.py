@@ -62,6 +62,13 @@ def check_run_limit(value: object) -> int:
     return value
 
 
+def check_flag(name: str, value: object) -> bool:
+    """A yes/no argument: True or False only (None, 1 or "yes" would be a guess; SQL refuses NULL)."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def check_read_time(value: object) -> datetime | None:
     """A read clock: None (the database's now()) or a timezone-aware datetime. A naive one would
     be read in the session's TimeZone, which differs between engines, so it is refused."""

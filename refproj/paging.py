@@ -35,10 +35,10 @@ def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(key)).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str) -> PageKey:
+def decode_cursor(cursor: object) -> PageKey:
     """The key a cursor from ``encode_cursor`` holds; ``InvalidArgument`` for anything else."""
     problem = "is not a page cursor this service issued"
-    if not cursor or len(cursor) > MAX_CURSOR_LENGTH:
+    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_LENGTH:
         raise InvalidArgument(f"after {problem}")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -54,8 +54,13 @@ def decode_cursor(cursor: str) -> PageKey:
     return connector_id, when, connection
 
 
-def check_limit(limit: int | None) -> int | None:
-    if limit is not None and not 1 <= limit <= MAX_PAGE_LIMIT:
+def check_limit(limit: object) -> int | None:
+    """A page's row count: None (every row) or a whole number from 1 to MAX_PAGE_LIMIT."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidArgument(f"limit must be a whole number, not {type(limit).__name__}")
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE_LIMIT}")
     return limit
 

@@ -242,8 +242,9 @@ class Projection:
         after this call has committed. Read-your-writes across callers and processes: the database
         function orders callers by tickets (sql/projection/10_refresh.sql); in process, callers join
         a pending call only while its leader still waits for a pooled connection, before the call
-        draws its ticket, so joining never weakens the guarantee."""
-        key = _REFRESH_FULL if full else _REFRESH
+        draws its ticket, so joining never weakens the guarantee. Raises ``InvalidArgument``
+        when ``full`` is not True or False."""
+        key = _REFRESH_FULL if _core.check_flag("full", full) else _REFRESH
         result = self._refreshes.do(key, lambda: self._refresh(key))
         self._forget_reads()
         return result

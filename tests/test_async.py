@@ -511,3 +511,46 @@ async def test_a_closed_async_projection_raises_instead_of_reopening(world: Worl
         await proj.get("cin_work")
     with pytest.raises(ProjectionClosed):
         await proj.list()
+
+
+# Every typed argument of the public methods, wrong in type: (method, args, kwargs, message).
+BAD_TYPED_ARGUMENTS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
+    ("refresh", (), {"full": None}, "full must be True or False, not None"),
+    ("refresh", (), {"full": "yes"}, "full must be True or False, not 'yes'"),
+    ("refresh", (), {"full": 1}, "full must be True or False, not 1"),
+    ("list_page", (), {"limit": "5"}, "limit must be a whole number, not str"),
+    ("list_page", (), {"limit": 2.5}, "limit must be a whole number, not float"),
+    ("list_page", (), {"limit": True}, "limit must be a whole number, not bool"),
+    ("list_page", (), {"after": 5}, "after is not a page cursor this service issued"),
+    ("list_page", (5,), {}, "connector id must be a string, not int"),
+    ("list", (b"acme",), {}, "connector id must be a string, not bytes"),
+    ("list", (), {"at": "2026-01-05"}, "at must be a datetime, not str"),
+    ("get", (None,), {}, "connection id must be a string, not NoneType"),
+    ("get", ("cin_work",), {"run_limit": "20"}, "run limit must be a whole number, not str"),
+    ("get_json", ("cin_work",), {"run_limit": None}, "run limit must be a whole number, not NoneType"),
+]
+
+
+async def test_every_typed_argument_is_checked_sync_and_async(
+    world: World, aproj: AsyncProjection, db_url: str
+) -> None:
+    """refresh(full=None) and refresh(full='yes') once refreshed (SQL refuses a NULL p_full) and
+    list_page(limit='5') raised TypeError: both twins raise InvalidArgument before any statement."""
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as proj:
+        for method, args, kwargs, message in BAD_TYPED_ARGUMENTS:
+            with pytest.raises(InvalidArgument) as sync_error:
+                getattr(proj, method)(*args, **kwargs)
+            with pytest.raises(InvalidArgument) as async_error:
+                await getattr(aproj, method)(*args, **kwargs)
+            assert (str(sync_error.value), str(async_error.value)) == (message, message), method
+    status = world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
+    assert status == (1,)  # the fixture's refresh only
+    for options, message in (
+        ({"read_reuse": "0.5"}, "read_reuse must be a number of seconds from 0 to 1, not '0.5'"),
+        ({"pool_size": 2.0}, "pool_size must be a whole number from 0 to 10000, not 2.0"),
+        ({"staleness_bound": True}, "staleness_bound must be a number of seconds from 0 to 86400, not True"),
+        ({"replica": 5}, "expected a database URL or an SQLAlchemy AsyncEngine, not int"),
+    ):
+        with pytest.raises(InvalidArgument) as error:
+            AsyncProjection(db_url, **options)
+        assert str(error.value).startswith(message), options
