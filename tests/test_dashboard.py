@@ -203,6 +203,11 @@ def test_browser_facing_errors_are_html_pages_with_the_api_status(console: httpx
     )
     too_long = console.get("/dashboard/runs", params={"connector_id": "c" * 1001})
     assert _page_error(too_long) == (422, html, "Bad address", "connector id is longer than 1000 characters")
+    not_utf8 = (
+        "the address is not UTF-8 text: an id must be Unicode text without lone surrogates (U+D800-U+DFFF)"
+    )
+    for address in ("/dashboard/runs/%ED%A0%80", "/dashboard/runs?connector_id=%ED%A0%80"):
+        assert _page_error(console.get(address)) == (422, html, "Bad address", not_utf8)
     twice = console.get("/dashboard/runs?connector_id=acme&connector_id=beta")
     assert _page_error(twice) == (422, html, "Bad address", "connector_id is given 2 times; give it once")
     assert _page_error(console.get("/dashboard/nowhere"))[:3] == (404, html, "No such page")

@@ -219,6 +219,18 @@ def test_detail_and_its_errors(served: Any, db: psycopg.Connection[Any]) -> None
     )
     # Ids may hold any character, slashes included.
     assert client.get("/_ref/connectors/a%2Fb").status_code == 404
+    # A lone surrogate (no UTF-8 form) percent-encoded: once 404 "no connection '\ufffd\ufffd\ufffd'"
+    # while get("\ud800") is InvalidIdentifier; now the same 422 as every invalid id.
+    for address in ("/_ref/connectors/%ED%A0%80", "/_ref/connectors?connector_id=%ED%A0%80"):
+        surrogate = client.get(address)
+        assert (surrogate.status_code, surrogate.json()) == (
+            422,
+            {
+                "error": "invalid",
+                "message": "the address is not UTF-8 text: an id must be Unicode text without lone"
+                " surrogates (U+D800-U+DFFF)",
+            },
+        )
 
 
 def test_unknown_routes_and_methods_answer_json(served: Any) -> None:

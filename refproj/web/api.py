@@ -26,6 +26,7 @@ from refproj.web.http import (
     JSON,
     at_param,
     cancel_on_disconnect,
+    check_utf8_address,
     error_response,
     etag_matches,
     int_param,
@@ -75,6 +76,7 @@ class Service:
 
     # GET /_ref/connectors
     async def overview(self, request: Request) -> Response:
+        check_utf8_address(request)
         params = request.query_params
         single_valued(params, "connector_id", "at", "limit", "after")
         connector_id = params.get("connector_id")
@@ -92,6 +94,7 @@ class Service:
 
     # GET /_ref/connectors/{connection}
     async def detail(self, request: Request) -> Response:
+        check_utf8_address(request)
         connection = request.path_params["connection"]
         single_valued(request.query_params, "at", "runs")
         runs = int_param(request.query_params, "runs", 0, MAX_RUNS)

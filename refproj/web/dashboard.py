@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from refproj.errors import AmbiguousConnection, ConnectionNotFound, InvalidArgument, RefprojError
-from refproj.web.http import ERROR_STATUS
+from refproj.web.http import ERROR_STATUS, check_utf8_address
 
 ENVIRONMENT = Environment(
     loader=PackageLoader("refproj.web", "templates"),
@@ -170,6 +170,7 @@ async def runs_page(request: Request) -> Response:
     """``GET /dashboard/runs[?connector_id=]``: the console's list, one row per connection."""
     projection = request.app.state.service.projection
     try:
+        check_utf8_address(request)
         connector_id = _single(request, "connector_id") or None
         return await _runs_page(request, projection, connector_id)
     except RefprojError as error:
@@ -207,6 +208,7 @@ async def run_detail_page(request: Request) -> Response:
     and ``..``): the live detail of one connection."""
     projection = request.app.state.service.projection
     try:
+        check_utf8_address(request)
         connection = request.path_params["connection"] or _single(request, "connection")
         if not connection:
             return error_page(request, 404, "No such connection", "This address names no connection.")

@@ -11,6 +11,7 @@ import re
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from starlette.datastructures import QueryParams
@@ -53,6 +54,21 @@ def refproj_error_response(error: errors.RefprojError) -> Response:
 
 class Invalid(errors.InvalidArgument):
     """A query parameter that is not what the route documents (422)."""
+
+
+def check_utf8_address(request: Request) -> None:
+    """``InvalidIdentifier`` (422, as the API refuses the id itself) when the address's
+    percent-encoded bytes are not UTF-8 text. The server decodes them with replacement, so
+    ``/_ref/connectors/%ED%A0%80`` (a lone surrogate, which has no UTF-8 form) arrived as the
+    valid id "\ufffd\ufffd\ufffd" and answered 404 while ``get("\ud800")`` is refused."""
+    for part in (request.scope.get("raw_path") or b"", request.scope.get("query_string") or b""):
+        try:
+            unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.InvalidIdentifier(
+                "the address is not UTF-8 text: an id must be Unicode text without lone surrogates"
+                " (U+D800-U+DFFF)"
+            ) from None
 
 
 def single_valued(params: QueryParams, *names: str) -> None:
