@@ -31,9 +31,11 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from refproj._resources import read_sql
+from refproj.errors import RefprojError, mask_secrets, translate
 from refproj.migration_support import (
     SUMMARY_INDEX,
     ensure_summary_index,
@@ -237,6 +239,14 @@ except Exception as error:
     # A source table refproj cannot read is the operator's to fix, not a bug: one line (the
     # alembic CLI prints a CommandError as "FAILED: ..."), no traceback. Nothing was installed.
     message = incompatibility(error)
-    if message is None:
+    if message is not None:
+        raise CommandError(f"refproj: {message}") from error
+    # So are a database URL refproj refuses (garbage, a NUL, a port out of range) and a database
+    # that cannot be reached: the line the refproj CLI prints, the RefprojError as the cause
+    # (refproj.migrate raises that one).
+    problem = error
+    if isinstance(error, psycopg.Error | SQLAlchemyError):
+        problem = translate(error, mask_secrets(libpq_url(_url())))
+    if not isinstance(problem, RefprojError):
         raise
-    raise CommandError(f"refproj: {message}") from error
+    raise CommandError(f"refproj: {problem}") from problem

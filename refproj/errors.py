@@ -114,6 +114,11 @@ class DatabaseError(RefprojError):
         self.sqlstate = sqlstate
 
 
+# libpq (and psycopg) refusing a connection parameter's value before connecting: `invalid sslmode
+# value: "bogus"`, `invalid integer value "x" for connection option "port"`, `bad value for
+# connect_timeout: 'x'`. The URL is wrong, not the network.
+_BAD_OPTION_VALUE = re.compile(r"(?:connection is bad: )?(?:invalid \S+ (?:value|number)|bad value for )")
+
 # SQLSTATEs meaning the refproj schema or one of its functions is missing or out of date.
 _NOT_MIGRATED = frozenset({"3F000", "42883", "42P01", "42703"})
 
@@ -146,6 +151,8 @@ def translate(error: BaseException, where: str) -> RefprojError:
         return ReadOnlyServer(f"this server is read-only; refresh on the primary ({where}: {line})")
     if sqlstate == "42501":
         return PermissionDenied(f"{line} (connected to {where})")
+    if sqlstate is None and _BAD_OPTION_VALUE.match(line):
+        return InvalidDatabaseUrl(f"the database URL has a value libpq refuses ({line}): {where!r}")
     # 08P01 is a protocol violation: the server answered, so it is not "unreachable".
     lost = (
         invalidated

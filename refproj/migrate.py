@@ -10,7 +10,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from refproj._resources import migrations_dir
-from refproj.errors import SourceTablesIncompatible
+from refproj.errors import RefprojError, SourceTablesIncompatible
 from refproj.migration_support import incompatibility
 from refproj.settings import database_url, url_text
 
@@ -32,9 +32,9 @@ def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
     except CommandError as error:
         # migrations/env.py turns the check's error into a CommandError (one FAILED: line).
         message = incompatibility(error.__cause__) if error.__cause__ is not None else None
-        if message is None:
-            raise
-        raise SourceTablesIncompatible(message) from error
+        if message is not None:
+            raise SourceTablesIncompatible(message) from error
+        raise _refproj_error(error) from error
 
 
 def downgrade(
@@ -44,4 +44,13 @@ def downgrade(
     unless ``drop_source_tables`` (``alembic -x drop_source_tables=true``); tables refproj adopted
     from the application are never dropped."""
     x_arguments = [f"drop_source_tables={'true' if drop_source_tables else 'false'}"]
-    command.downgrade(alembic_config(url, x_arguments), revision)
+    try:
+        command.downgrade(alembic_config(url, x_arguments), revision)
+    except CommandError as error:
+        raise _refproj_error(error) from error
+
+
+def _refproj_error(error: CommandError) -> Exception:
+    """The RefprojError migrations/env.py turned into a CommandError (a refused URL, an
+    unreachable database), else the CommandError itself."""
+    return error.__cause__ if isinstance(error.__cause__, RefprojError) else error

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from refproj.errors import InvalidDatabaseUrl, mask_secrets
+from refproj.errors import InvalidDatabaseUrl, first_line, mask_secrets
 
 # The application's tables refproj reads (revision 0001 creates those that do not exist yet).
 SOURCE_TABLES = (
@@ -57,15 +57,39 @@ def database_url(url: str | URL | None = None, *, default: str | None = DEFAULT_
     try:
         parsed = make_url(raw)
     except (ArgumentError, ValueError, TypeError) as error:
-        # Never echo what may be credentials: only what follows the last "@".
-        shown = raw.rsplit("@", 1)[-1] if isinstance(raw, str) else type(raw).__name__
-        raise InvalidDatabaseUrl(f"not a database URL: {_short(mask_secrets(shown))!r}") from error
+        shown = mask_secrets(raw) if isinstance(raw, str) else type(raw).__name__
+        raise InvalidDatabaseUrl(f"not a database URL: {shown!r}") from error
     if parsed.drivername not in _SCHEMES:
         raise InvalidDatabaseUrl(
             f"unsupported database URL scheme {_short(parsed.drivername)!r}:"
             " refproj needs a postgresql:// URL (driver psycopg)"
         )
+    _check_libpq(parsed.set(drivername="postgresql"))
     return parsed.set(drivername="postgresql+psycopg")
+
+
+def _check_libpq(url: URL) -> None:
+    """Refuse what libpq would refuse or misread, before any connection: a NUL (libpq's C strings
+    end there, so ``dbname%00x`` would silently be ``dbname``), a port outside 1 to 65535, a
+    parameter libpq does not know (its own parser says which). A known parameter's bad value
+    (``sslmode=bogus``) is libpq's to find when it connects: see ``errors.translate``."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    text = url_text(url)
+    shown = mask_secrets(text)
+    if "%00" in text:  # url_text writes a NUL in any part as %00
+        raise InvalidDatabaseUrl(f"the database URL must not contain NUL (%00): {shown!r}")
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise InvalidDatabaseUrl(
+            f"the database URL's port must be from 1 to 65535, not {url.port}: {shown!r}"
+        )
+    try:
+        conninfo_to_dict(text)
+    except ProgrammingError as error:
+        raise InvalidDatabaseUrl(
+            f"not a database URL libpq reads ({first_line(error)}): {shown!r}"
+        ) from error
 
 
 def is_utf8_text(value: str) -> bool:

@@ -251,6 +251,33 @@ def test_alembic_cli_names_an_incompatible_column_in_one_line(app_url: str) -> N
     assert alembic_version(app_url) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "line"),
+    [
+        ("garbage", "refproj: not a database URL: 'garbage'"),
+        (
+            "postgresql://me:secret@127.0.0.1/db%00x",
+            "refproj: the database URL must not contain NUL (%00): 'postgresql://me:***@127.0.0.1/db%00x'",
+        ),
+        (
+            "postgresql://me:secret@127.0.0.1:1/nowhere",
+            "refproj: database unreachable at postgresql://me:***@127.0.0.1:1/nowhere: connection failed:"
+            ' connection to server at "127.0.0.1", port 1 failed: Connection refused',
+        ),
+    ],
+)
+def test_alembic_cli_with_an_unusable_database_is_one_failed_line(url: str, line: str) -> None:
+    result = subprocess.run(
+        [*ALEMBIC, "current"],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (255, f"FAILED: {line}\n")
+    assert result.stderr == f"ERROR [alembic.util.messaging] {line}\n"
+
+
 # The columns refproj reads with the types SQLAlchemy's String(n) and Integer give them.
 NARROW_COLUMNS = {
     "connectors": {"connector_id": "varchar(64)", "display_name": "varchar(200)"},

@@ -408,10 +408,33 @@ def test_every_command_with_a_bad_database_url(
             7,
             "refproj: unsupported database URL scheme 'postgresql+asyncpg'",
         ),
+        (
+            "postgresql://u:pw@127.0.0.1/db?bogusparam=1",
+            7,
+            'refproj: not a database URL libpq reads (invalid URI query parameter: "bogusparam"):'
+            " 'postgresql://u:***@127.0.0.1/db?bogusparam=1'",
+        ),
+        (
+            "postgresql://u@127.0.0.1:99999/db",
+            7,
+            "refproj: the database URL's port must be from 1 to 65535, not 99999:",
+        ),
+        (
+            empty_db_url + "%00x",
+            7,
+            f"refproj: the database URL must not contain NUL (%00): {empty_db_url + '%00x'!r}",
+        ),
         (NOWHERE, 3, f"refproj: database unreachable at {NOWHERE}: "),
+        # A value libpq refuses only when it connects: still the URL's fault, not the network's.
+        (
+            NOWHERE + "?sslmode=bogus",
+            7,
+            "refproj: the database URL has a value libpq refuses (connection is bad: invalid sslmode"
+            f' value: "bogus"): {NOWHERE + "?sslmode=bogus"!r}',
+        ),
     ]
     if name in URL_CHECK_ONLY:
-        cases = cases[:3]
+        cases = cases[:6]
     elif name not in ("migrate", "bench"):  # these create what is missing
         cases.append((empty_db_url, 4, "refproj: "))
     for url, code, line in cases:

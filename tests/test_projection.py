@@ -431,8 +431,34 @@ def test_no_database_given_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     ("url", "message"),
     [
         ("garbage", "not a database URL: 'garbage'"),
-        ("postgresql://me:secret@host:port/db", "not a database URL: 'host:port/db'"),
-        ("postgresql://me:secret@h:x/db?password=pw", "not a database URL: 'h:x/db?password=***'"),
+        # The whole URL, its passwords masked.
+        ("postgresql://me:secret@host:port/db", "not a database URL: 'postgresql://me:***@host:port/db'"),
+        (
+            "postgresql://me:secret@h:x/db?password=pw",
+            "not a database URL: 'postgresql://me:***@h:x/db?password=***'",
+        ),
+        # What libpq would refuse or misread is refused before any connection.
+        (
+            "postgresql://me:secret@h/db?bogusparam=1",
+            'not a database URL libpq reads (invalid URI query parameter: "bogusparam"):'
+            " 'postgresql://me:***@h/db?bogusparam=1'",
+        ),
+        (
+            "postgresql://me@h:99999/db",
+            "the database URL's port must be from 1 to 65535, not 99999: 'postgresql://me@h:99999/db'",
+        ),
+        (
+            "postgresql://me@h/db%00x",
+            "the database URL must not contain NUL (%00): 'postgresql://me@h/db%00x'",
+        ),
+        (
+            "postgresql://me:se%00cret@h/db",
+            "the database URL must not contain NUL (%00): 'postgresql://me:***@h/db'",
+        ),
+        (
+            "postgresql://me@h/db?application_name=a%00",
+            "the database URL must not contain NUL (%00): 'postgresql://me@h/db?application_name=a%00'",
+        ),
         (
             "postgresql://po\ud800stgres@127.0.0.1/db",
             "the database URL must be Unicode text without lone surrogates (U+D800-U+DFFF)",
