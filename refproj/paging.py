@@ -21,11 +21,13 @@ from typing import Any
 
 import orjson
 
-from refproj._core import check_identifier, check_read_time
+from refproj._core import MAX_IDENTIFIER_BYTES, check_identifier, check_read_time
 from refproj.errors import InvalidArgument
 
 MAX_PAGE_LIMIT = 10_000
-MAX_CURSOR_LENGTH = 4_000
+# A cursor holds a row's connector and connection ids (each up to MAX_IDENTIFIER_BYTES, a
+# control character escaped in JSON as 6 bytes) and its created_at, in base64.
+MAX_CURSOR_LENGTH = 4 * (2 * 6 * MAX_IDENTIFIER_BYTES + 100) // 3 + 4
 
 PageKey = tuple[str, datetime, str]
 

@@ -279,7 +279,7 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
     (["show", "cin_work", "--runs", "many"], 2, "refproj show: argument --runs: invalid int value: 'many'"),
     (["show"], 2, "refproj show: the following arguments are required: CONNECTION"),
     (["show", ""], 7, "refproj: connection id must not be empty"),
-    (["list", "--connector", "x" * 1001], 7, "refproj: connector id is longer than 1000 characters"),
+    (["list", "--connector", "é" * 2049], 7, "refproj: connector id is longer than 4096 bytes (UTF-8)"),
     (["refresh", "--timeout", "soon"], 2, "refproj refresh: argument --timeout: not a number of seconds"),
     # One rule for every numeric option: not a number is usage (2); a number out of range,
     # nan or infinite is invalid input (7), like --runs -1 and --history-factor nan.

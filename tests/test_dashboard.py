@@ -3,6 +3,7 @@ over the real database: what each page shows, in which order, and its error page
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from html import unescape
@@ -12,6 +13,9 @@ import httpx
 import psycopg
 import pytest
 
+from refproj import InvalidIdentifier, Projection
+from refproj.cli import main
+from tests.test_properties import incompressible
 from tests.web_server import running_server
 from tests.world import World
 
@@ -201,8 +205,13 @@ def test_browser_facing_errors_are_html_pages_with_the_api_status(console: httpx
         "No such connection",
         "This address names no connection.",
     )
-    too_long = console.get("/dashboard/runs", params={"connector_id": "c" * 1001})
-    assert _page_error(too_long) == (422, html, "Bad address", "connector id is longer than 1000 characters")
+    too_long = console.get("/dashboard/runs", params={"connector_id": "c" * 4097})
+    assert _page_error(too_long) == (
+        422,
+        html,
+        "Bad address",
+        "connector id is longer than 4096 bytes (UTF-8)",
+    )
     not_utf8 = (
         "the address is not UTF-8 text: an id must be Unicode text without lone surrogates (U+D800-U+DFFF)"
     )
@@ -252,3 +261,38 @@ def test_links_name_every_id_as_one_segment_or_in_the_query(console: httpx.Clien
     assert console.get("/dashboard/runs/?connection=cin_work").status_code == 200
     twice = console.get("/dashboard/runs/?connection=cin_work&connection=beta_one")
     assert _page_error(twice)[:3] == (422, "text/html; charset=utf-8", "Bad address")
+
+
+def test_a_long_connection_id_opens_everywhere_it_is_listed(
+    db: psycopg.Connection[Any], db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 2,600-byte connection id (random, as the source table's key holds it) was listed and
+    linked, but get(), show and its detail page refused it (over 1,000 characters): every id up to
+    4,096 bytes opens now. A compressible id over that (storable: it compresses) is listed without
+    a link, and get() refuses it by name."""
+    world = World(db)
+    world.connector("acme", display_name="Acme")
+    long_id, huge_id = incompressible(8, 2600), "h" * 5000
+    world.connection(long_id, created="09:00", display_name="Long")
+    world.connection(huge_id, created="09:05", display_name="Huge")
+    world.succeeded_run("run_long", long_id, "10:00", "10:05")
+    world.refresh()
+    with Projection(db_url, staleness_bound=None, read_reuse=0) as proj:
+        assert [row["connector_instance_id"] for row in proj.list()] == [long_id, huge_id]
+        assert proj.get(long_id)["last_run"]["run_id"] == "run_long"
+        with pytest.raises(InvalidIdentifier) as refused:
+            proj.get(huge_id)
+        assert str(refused.value) == "connection id is longer than 4096 bytes (UTF-8)"
+    assert main(["--database-url", db_url, "show", long_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["connector_instance_id"] == long_id
+    with running_server(db_url) as (base, _app), httpx.Client(base_url=base, timeout=30) as client:
+        page = client.get("/dashboard/runs")
+        assert page.status_code == 200
+        links = re.findall(r'<a href="(/dashboard/runs/[^"]+)">([^<]*)</a>', page.text)
+        assert links == [(f"/dashboard/runs/{long_id}", "Long")]
+        assert "Huge" in page.text  # listed, not linked
+        detail = client.get(links[0][0])
+        assert detail.status_code == 200
+        assert long_id in detail.text and "run_long" in detail.text
+        api = client.get(f"/_ref/connectors/{long_id}")
+        assert (api.status_code, api.json()["connector_instance_id"]) == (200, long_id)

@@ -386,7 +386,8 @@ def test_missing_migrations_is_a_named_error(empty_db_url: str) -> None:
     [
         ("", "connection id must not be empty"),
         ("cin\x00work", "connection id must not contain NUL characters"),
-        ("x" * 1001, "connection id is longer than 1000 characters"),
+        ("x" * 4097, "connection id is longer than 4096 bytes (UTF-8)"),
+        ("é" * 2049, "connection id is longer than 4096 bytes (UTF-8)"),
         (42, "connection id must be a string, not int"),
         ("\ud800", "connection id must be Unicode text without lone surrogates (U+D800-U+DFFF)"),
         ("cin_\udcffwork", "connection id must be Unicode text without lone surrogates (U+D800-U+DFFF)"),

@@ -202,7 +202,7 @@ def test_detail_and_its_errors(served: Any, db: psycopg.Connection[Any]) -> None
         ("/_ref/connectors/cin_work", {"runs": "101"}),
         ("/_ref/connectors/cin_work", {"runs": "-1"}),
         ("/_ref/connectors/cin_work", {"at": "2026-01-05T12:00:00"}),
-        ("/_ref/connectors/" + "x" * 1001, {}),
+        ("/_ref/connectors/" + "x" * 4097, {}),
         ("/_ref/connectors/a%00b", {}),
         ("/_ref/connectors/cin_work", {"at": "2026-12-01T17:53:49Z\x00garbage"}),
         ("/_ref/connectors", {"at": "2026-12-01T17:53:49Z\x00garbage"}),

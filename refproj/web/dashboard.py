@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from refproj._core import identifier_fits
 from refproj.errors import AmbiguousConnection, ConnectionNotFound, InvalidArgument, RefprojError
 from refproj.web.http import ERROR_STATUS, check_utf8_address
 
@@ -108,6 +109,9 @@ def detail_href(base: str, connection_id: str) -> str:
 
 
 ENVIRONMENT.globals["detail_href"] = detail_href
+# A row whose id get() refuses (only a compressible id over 4,096 bytes: refproj._core) is shown
+# without a link rather than with one that opens "Bad address".
+ENVIRONMENT.globals["has_detail"] = identifier_fits
 
 
 def _base(request: Request) -> str:

@@ -12,6 +12,9 @@ from typing import Any
 
 import orjson
 
+from refproj._core import MAX_IDENTIFIER_BYTES
+from refproj.paging import MAX_CURSOR_LENGTH
+
 REF = "#/components/schemas/{model}"
 
 
@@ -142,7 +145,7 @@ _CONNECTOR_ID = {
     "in": "query",
     "required": False,
     "description": "Only this connector's connections.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 1000},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_BYTES},
 }
 _AT = {
     "name": "at",
@@ -185,7 +188,7 @@ def openapi_document() -> bytes:
                             "type": "string",
                             "format": "refproj-cursor",
                             "pattern": "^WyJ[A-Za-z0-9_-]+$",
-                            "maxLength": 4000,
+                            "maxLength": MAX_CURSOR_LENGTH,
                         },
                     },
                     {
@@ -216,7 +219,7 @@ def openapi_document() -> bytes:
                         "name": "connection",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 1000},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_BYTES},
                     },
                     {
                         "name": "runs",
