@@ -296,3 +296,9 @@ def test_a_long_connection_id_opens_everywhere_it_is_listed(
         assert long_id in detail.text and "run_long" in detail.text
         api = client.get(f"/_ref/connectors/{long_id}")
         assert (api.status_code, api.json()["connector_instance_id"]) == (200, long_id)
+        # The longest id get() takes, percent-encoded at 3 characters a byte, reaches the service.
+        widest = "é" * 2048
+        assert client.get(f"/_ref/connectors/{widest}").json() == {
+            "error": "not_found",
+            "message": f"no connection '{widest}'",
+        }
