@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# C0 controls, DEL and C1 controls: data printed raw could move the cursor, retitle the terminal
-# or split a row, so they are shown as Python writes them in a repr (\n, \t, \x1b, \x9b).
-_CONTROLS = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+# Characters data must not send to a terminal raw: controls (C0, DEL, C1: they move the cursor,
+# retitle the terminal, split a row), format characters (Cf: U+202E turns the rest of the line
+# right to left, zero-width ones hide text) and the line and paragraph separators (Zl, Zp).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+CELL_WIDTH = 60  # characters a table cell shows at most (README, "The CLI prints data ...")
+
+
+class _Escapes(dict[int, str]):
+    """str.translate's table: each character as is, or as Python writes it in a repr (\n, \x1b,
+    \x9b, \u202e). Filled as characters are met: there are too many code points to list."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        self[code] = repr(char)[1:-1] if unicodedata.category(char) in _ESCAPED_CATEGORIES else char
+        return self[code]
+
+
+_ESCAPES = _Escapes()
 
 
 def text(value: object) -> str:
-    """``value`` as one printable line: control characters from the data escaped."""
-    return str(value).translate(_CONTROLS)
+    """``value`` as one printable line: controls, format characters and line separators escaped.
+    Every line the CLI prints from data or from a message goes through here."""
+    return str(value).translate(_ESCAPES)
+
+
+def cell(value: object) -> str:
+    """A table cell: :func:`text`, cut to CELL_WIDTH characters ending in "..." (``--json`` has
+    the whole value), so one long value does not widen every row."""
+    shown = text(value)
+    return shown if len(shown) <= CELL_WIDTH else shown[: CELL_WIDTH - 3] + "..."
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[text(cell) for cell in line] for line in (header, *rows)]
+    cells = [[cell(value) for value in line] for line in (header, *rows)]
     widths = [max(len(cell) for cell in column) for column in zip(*cells, strict=True)]
     for line in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

@@ -175,7 +175,11 @@ def _is_connection_failure(error: BaseException) -> bool:
 
 
 def first_line(error: BaseException | None) -> str:
-    """The first line of an error's message (its type name when it has none)."""
+    """The first line of an error's message (its type name when it has none); a server error's
+    whole primary message, which may quote data with line breaks in it (a role name)."""
+    primary = getattr(getattr(error, "diag", None), "message_primary", None)
+    if primary:
+        return str(primary)
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

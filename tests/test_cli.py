@@ -362,6 +362,16 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
     (["grant-reader", '"nobody_here"'], 7, 'refproj: role "nobody_here" does not exist\n'),
     (["grant-reader", "nobody_here"], 7, 'refproj: role "nobody_here" does not exist'),
     (["grant-reader", ""], 7, "refproj: role must not be empty"),
+    # What the user or the database wrote is escaped in a message as in the table: no raw ESC, no
+    # line cut short at a line break, no U+202E turning the line around.
+    (["grant-reader", "a\x1b[31mRED\nb"], 7, 'refproj: role "a\\x1b[31mRED\\nb" does not exist\n'),
+    (["grant-reader", "a\u202eb\u2028c"], 7, 'refproj: role "a\\u202eb\\u2028c" does not exist\n'),
+    (["show", "x\u2029\x9b"], 5, "refproj: no connection 'x\\u2029\\x9b'\n"),
+    (
+        ["serve", "--host", "\u202eevil\n"],
+        7,
+        "refproj: --host '\\u202eevil\\n' is not an address or a name this machine resolves (",
+    ),
 ]
 
 

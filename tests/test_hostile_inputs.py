@@ -708,3 +708,29 @@ def test_cli_escapes_control_characters_from_the_data(
     ]
     assert lines[-1].endswith("  bad\\x1b[2J\\nnext")
     assert not any(ch in "".join(lines) for ch in "\x1b\x07\x9b\x7f")
+
+
+def test_cli_escapes_format_characters_and_caps_table_cells(
+    world: World, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # U+202E turned the rest of the row right to left, U+200B hid text, U+2028/U+2029 broke lines
+    # in some terminals; one 100,000-character failure reason widened every row of the table.
+    world.connector("fmt", display_name="Fmt")
+    world.connection("cin_fmt", "fmt", display_name="a\u202eb\u2028c\u2029d\u200be")
+    world.failed_run("run_fmt", "cin_fmt", "12:00", "12:01", "\u202e" + "x" * 100_000, connector="fmt")
+    world.refresh()
+    assert main(["--database-url", db_url, "list", "--connector", "fmt"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    health = "failing (\\u202e" + "x" * 42 + "..."  # 60 characters, the escape counted as shown
+    assert len(health) == 60
+    assert (
+        lines[1]
+        == f"cin_fmt     fmt        active  {health}  run_fmt failed 2026-01-05 12:01  -             1      0"
+    )
+    assert main(["--database-url", db_url, "list", "--connector", "fmt", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["connections"]
+    assert row["health"]["reason"] == "\u202e" + "x" * 100_000  # --json is complete
+    assert main(["--database-url", db_url, "show", "cin_fmt"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "name:                   a\\u202eb\\u2028c\\u2029d\\u200be"
+    assert not any(ch in "".join(lines) for ch in "\u202e\u2028\u2029\u200b")

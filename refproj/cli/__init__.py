@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from refproj import __version__
+from refproj import _format as fmt
 from refproj._core import DEFAULT_REFRESH_TIMEOUT
 from refproj.cli.commands import (
     cmd_bench,
@@ -151,7 +152,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def _say(line: str) -> None:
     with contextlib.suppress(OSError):
-        print(line.replace("\n", " "), file=sys.stderr, flush=True)
+        print(fmt.text(line), file=sys.stderr, flush=True)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -272,7 +272,7 @@ def cmd_grant_reader(args: argparse.Namespace) -> int:
         if isinstance(error, PermissionDenied):
             raise PermissionDenied(f"{error} (run it as the projection's owner)") from error
         raise
-    print(f"granted {role} read access to the refproj overview, detail and status, and refreshes")
+    print(f"granted {fmt.text(role)} read access to the refproj overview, detail and status, and refreshes")
     return 0
 
 
@@ -375,7 +375,7 @@ def cmd_browser_bench(args: argparse.Namespace) -> int:
     try:
         return run(options)
     except SetupError as error:
-        print(f"refproj: {error}", file=sys.stderr)
+        print(fmt.text(f"refproj: {error}"), file=sys.stderr)
         return 2
 
 
@@ -398,7 +398,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get(TOKEN_VARIABLE) and not _loopback(args.host):
         # Serving anyway keeps a trusted network (a container's, a VPN's) simple; say it once.
         print(
-            f"refproj: warning: serving {args.host} without {TOKEN_VARIABLE}: anyone who can reach"
+            f"refproj: warning: serving {fmt.text(args.host)} without {TOKEN_VARIABLE}: anyone who can reach"
             " it reads the console",
             file=sys.stderr,
         )
