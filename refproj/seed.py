@@ -188,6 +188,7 @@ def seed(
             )
         run("create_seed_unit")
         run("create_seed_pick")
+        run("create_seed_fit")
         run("plan_params")
         run("analyze_params")
 

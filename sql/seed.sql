@@ -46,6 +46,22 @@ AS $$
 $$;
 
 
+-- name: create_seed_fit
+-- A size as the column it goes to holds it: beyond an integer or smallint column's range, its largest value.
+CREATE OR REPLACE FUNCTION pg_temp.seed_fit(p_value numeric, p_relation regclass, p_column name)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    -- An adopted table may have integer or smallint where refproj creates bigint
+    -- (sql/0001_source_tables.sql): capping sizes lets the seed fill it; bigint ones are unchanged.
+    SELECT LEAST(p_value, CASE a.atttypid WHEN 'smallint'::regtype THEN 32767
+                                          WHEN 'integer'::regtype THEN 2147483647
+                                          ELSE 9223372036854775807 END)::bigint
+    FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = p_relation AND a.attname = p_column
+$$;
+
+
 -- name: plan_params
 -- The workload's parameters: the one row every plan below reads (as p).
 CREATE TEMP TABLE seed_params ON COMMIT DROP AS
@@ -654,12 +670,16 @@ SELECT
     c.connector_instance_id,
     s.stream,
     c.connector_id,
-    sized.record_count,
-    sized.record_count * (200 + pg_temp.seed_pick(p.seed, sized.stream_key, 51, 1800)),
-    sized.record_count * (50 + pg_temp.seed_pick(p.seed, sized.stream_key, 52, 3000)),
-    CASE WHEN pg_temp.seed_unit(p.seed, sized.stream_key, 53) < 0.3
-         THEN sized.record_count * (1000 + pg_temp.seed_pick(p.seed, sized.stream_key, 54, 200000))
-         ELSE 0 END,
+    pg_temp.seed_fit(sized.record_count, 'retained_size_stream', 'record_count'),
+    pg_temp.seed_fit(sized.record_count * (200 + pg_temp.seed_pick(p.seed, sized.stream_key, 51, 1800)),
+                     'retained_size_stream', 'current_record_json_bytes'),
+    pg_temp.seed_fit(sized.record_count * (50 + pg_temp.seed_pick(p.seed, sized.stream_key, 52, 3000)),
+                     'retained_size_stream', 'record_history_json_bytes'),
+    pg_temp.seed_fit(
+        CASE WHEN pg_temp.seed_unit(p.seed, sized.stream_key, 53) < 0.3
+             THEN sized.record_count * (1000 + pg_temp.seed_pick(p.seed, sized.stream_key, 54, 200000))
+             ELSE 0 END,
+        'retained_size_stream', 'blob_bytes'),
     p.base - interval '30 minutes'
 FROM seed_connections AS c
 CROSS JOIN seed_params AS p
@@ -683,10 +703,10 @@ INSERT INTO retained_size_connection (
 SELECT
     c.connector_instance_id,
     c.connector_id,
-    sum(s.record_count),
-    sum(s.current_record_json_bytes),
-    sum(s.record_history_json_bytes),
-    sum(s.blob_bytes),
+    pg_temp.seed_fit(sum(s.record_count), 'retained_size_connection', 'record_count'),
+    pg_temp.seed_fit(sum(s.current_record_json_bytes), 'retained_size_connection', 'current_record_json_bytes'),
+    pg_temp.seed_fit(sum(s.record_history_json_bytes), 'retained_size_connection', 'record_history_json_bytes'),
+    pg_temp.seed_fit(sum(s.blob_bytes), 'retained_size_connection', 'blob_bytes'),
     max(s.computed_at)
 FROM seed_connections AS c
 JOIN retained_size_stream AS s
@@ -718,4 +738,5 @@ SELECT
 
 -- name: drop_helpers
 -- Remove the session's helper functions (the plan tables drop themselves at commit).
-DROP FUNCTION pg_temp.seed_pick(bigint, bigint, int, int), pg_temp.seed_unit(bigint, bigint, int);
+DROP FUNCTION pg_temp.seed_pick(bigint, bigint, int, int), pg_temp.seed_unit(bigint, bigint, int),
+    pg_temp.seed_fit(numeric, regclass, name);

@@ -637,3 +637,150 @@ def test_http_overview_page_says_building(app_url: str) -> None:
     assert "building" not in body
     assert [row["connector_instance_id"] for row in body["connections"]] == ["cin_work"]
     assert building.etag != built.etag
+
+
+# Every narrower type the adoption check (sql/0001_source_tables.sql) takes: (type of the columns
+# refproj reads as text, type of those it reads as bigint).
+ADOPTED_TYPES = [("varchar(200)", "bigint"), ("varchar", "bigint"), ("text", "integer"), ("text", "smallint")]
+
+ADOPTED_ROWS = """
+INSERT INTO connectors (connector_id, display_name) VALUES ('acme', 'Acme');
+INSERT INTO connector_instances (connector_instance_id, connector_id, display_name, created_at) VALUES
+    ('cin_work', 'acme', 'Work', '2026-01-05 09:00+00'),
+    ('cin_home', 'acme', NULL, '2026-01-05 09:30+00');
+INSERT INTO spine_events
+    (event_type, occurred_at, status, source_kind, source_id, run_id, connector_instance_id, data)
+VALUES ('run.started', '2026-01-05 10:00+00', 'ok', 'connector', 'acme', 'run_1', 'cin_work', '{}'),
+       ('run.completed', '2026-01-05 10:05+00', 'succeeded', 'connector', 'acme', 'run_1', 'cin_work',
+        '{"records_emitted": 7}'),
+       ('run.started', '2026-01-05 11:00+00', 'ok', 'connector', 'acme', 'run_2', 'cin_work', '{}'),
+       ('run.failed', '2026-01-05 11:05+00', 'failed', 'connector', 'acme', 'run_2', 'cin_work',
+        '{"reason": "timeout"}'),
+       ('run.started', '2026-01-05 11:10+00', 'ok', 'connector', 'acme', 'run_h', NULL,
+        '{"connection_id": "cin_home"}');
+INSERT INTO controller_active_runs VALUES ('cin_home', 'acme', 'run_h', '2026-01-05 11:10+00');
+INSERT INTO retained_size_stream (connector_instance_id, stream, connector_id, record_count,
+    current_record_json_bytes, record_history_json_bytes, blob_bytes, computed_at)
+VALUES ('cin_work', 'orders', 'acme', 120, 3000, 500, 0, '2026-01-05 11:30+00'),
+       ('cin_work', 'returns', 'acme', 30, 900, 100, 2000, '2026-01-05 11:30+00');
+INSERT INTO retained_size_connection (connector_instance_id, connector_id, record_count,
+    current_record_json_bytes, record_history_json_bytes, blob_bytes, computed_at)
+VALUES ('cin_work', 'acme', 150, 3900, 600, 2000, '2026-01-05 11:30+00');
+"""
+
+
+def adopted_tables(url: str, text_type: str, bigint_type: str) -> None:
+    """The source tables as revision 0001 creates them, with every text and bigint column of
+    them retyped (so adopted), then a few rows."""
+    with psycopg.connect(url) as conn:
+        conn.execute(read_sql("0001_source_tables.sql"))
+        columns = conn.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, NULL) FROM pg_attribute AS a"
+            " JOIN pg_class AS c ON c.oid = a.attrelid"
+            " WHERE c.oid = ANY (%s::regclass[]) AND a.attnum > 0 AND NOT a.attisdropped"
+            " AND a.atttypid IN ('text'::regtype, 'bigint'::regtype)",
+            (list(SOURCE_TABLES),),
+        ).fetchall()
+        for table in SOURCE_TABLES:
+            conn.execute(f"COMMENT ON TABLE {table} IS NULL")
+        for table, column, type_name in columns:
+            new_type = text_type if type_name == "text" else bigint_type
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {new_type}")
+        conn.execute(ADOPTED_ROWS)
+
+
+@pytest.mark.parametrize(("text_type", "bigint_type"), ADOPTED_TYPES)
+def test_every_adopted_type_serves_list_detail_verify_and_refresh(
+    empty_db_url: str, text_type: str, bigint_type: str
+) -> None:
+    url = empty_db_url
+    adopted_tables(url, text_type, bigint_type)
+    migrate.upgrade(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'connector_instances'::regclass AND attname = 'connector_instance_id'"
+        ).fetchone() == ({"varchar(200)": "character varying(200)", "varchar": "character varying"}.get(
+            text_type, "text"),)
+
+    def overview(proj: Projection) -> list[tuple[Any, ...]]:
+        return [
+            (r["connector_instance_id"], r["display_name"], r["last_run"]["run_id"], r["last_run"]["status"],
+             (r["last_successful_run"] or {}).get("run_id"), r["failures_since_last_success"],
+             r["total_records"], r["total_retained_bytes"])
+            for r in proj.list()
+        ]
+
+    with Projection(url, staleness_bound=None, read_reuse=0) as proj:
+        proj.refresh()
+        assert overview(proj) == [
+            ("cin_work", "Work", "run_2", "failed", "run_1", 1, 150, 6500),
+            ("cin_home", "Acme", "run_h", "in_progress", None, 0, 0, 0),
+        ]
+        detail = proj.get("cin_work")
+        assert [r["run_id"] for r in detail["recent_runs"]] == ["run_2", "run_1"]
+        assert detail["last_run"]["failure_reason"] == "timeout"
+        assert detail["retained_bytes"] == {
+            "record_json_bytes": 3900, "record_changes_json_bytes": 600, "blob_bytes": 2000, "total_bytes": 6500
+        }
+        assert [(s["stream"], s["record_count"], s["blob_bytes"]) for s in detail["streams_retained"]] == [
+            ("orders", 120, 0),
+            ("returns", 30, 2000),
+        ]
+        assert proj.get("cin_home")["last_run"]["status"] == "in_progress"
+        assert proj.verify() == []
+
+        # A write each trigger sees, then an incremental refresh, then a full one.
+        with psycopg.connect(url, autocommit=True) as app:
+            app.execute(
+                "INSERT INTO spine_events (event_type, occurred_at, status, source_kind, source_id, run_id,"
+                " connector_instance_id) VALUES ('run.completed', '2026-01-05 12:00+00', 'succeeded',"
+                " 'connector', 'acme', 'run_3', 'cin_work')"
+            )
+            app.execute("DELETE FROM controller_active_runs")
+            app.execute("UPDATE retained_size_connection SET blob_bytes = 3000")
+        assert proj.get("cin_work")["last_run"]["run_id"] == "run_3"
+        assert proj.refresh().refreshed is True
+        expected = [
+            ("cin_work", "Work", "run_3", "succeeded", "run_3", 0, 150, 7500),
+            ("cin_home", "Acme", "run_h", "failed", None, 1, 0, 0),
+        ]
+        assert overview(proj) == expected
+        assert proj.verify() == []
+        proj.refresh(full=True)
+        assert overview(proj) == expected
+        assert proj.verify() == []
+
+    with psycopg.connect(url) as conn:
+        assert conn.execute(
+            "SELECT connector_instance_id, last_run ->> 'run_id', total_records, unattributed_runs"
+            " FROM refproj.connection_detail('cin_work')"
+        ).fetchone() == ("cin_work", "run_3", 150, 0)
+        assert conn.execute(
+            "SELECT last_run ->> 'run_id', last_successful_run ->> 'run_id', failures_since_last_success"
+            " FROM refproj.connection_run_evidence('cin_home')"
+        ).fetchone() == ("run_h", None, 1)
+        assert conn.execute(
+            "SELECT refproj.connection_detail_json('cin_home')::jsonb ->> 'connector_instance_id'"
+        ).fetchone() == ("cin_home",)
+
+
+def test_seed_fits_sizes_to_adopted_integer_columns(empty_db_url: str) -> None:
+    """A size beyond an adopted integer column's range is seeded as the column's largest value."""
+    adopted_tables(empty_db_url, "varchar(200)", "integer")
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute("TRUNCATE connectors, connector_instances, spine_events, controller_active_runs,"
+                     " retained_size_connection, retained_size_stream")
+    migrate.upgrade(empty_db_url)
+    assert main(["--database-url", empty_db_url, "seed", "--no-refresh"]) == 0
+    with Projection(empty_db_url, staleness_bound=None) as proj:
+        proj.refresh()
+        detail = proj.get("amazon_work")
+        assert proj.verify() == []
+    assert detail["retained_bytes"] == {
+        "record_json_bytes": 129729909,
+        "record_changes_json_bytes": 133886280,
+        "blob_bytes": 2147483647,
+        "total_bytes": 2411099836,
+    }
+    assert detail["total_records"] == 89378

@@ -3,21 +3,26 @@
 -- ---------------------------------------------------------------------------------------------
 
 -- Every run event with the identity it claims and the typed facts the summary needs.
+-- Columns come out as the types refproj declares (text, bigint) whatever narrower type an adopted
+-- table has (sql/0001_source_tables.sql accepts varchar(n), integer, smallint): on a table of the
+-- declared types a cast to it is no cast at all, so plans do not change. The views that read the
+-- source tables (here and in 03_attribution.sql, 04_connection_profile.sql) do this; nothing
+-- above them sees an application's types.
 -- The WHERE clause matches the source/run summary index, so a filter on connector_id becomes
 -- an index range scan. That index cannot hold rows whose ids exceed 2,000 bytes together (see
 -- sql/0002_source_run_summary_index.sql), and neither could refproj's own indexes: such a row
 -- is not a run event (README, "Decisions").
 CREATE VIEW refproj.run_events AS
 SELECT
-    e.event_seq,
-    e.source_id AS connector_id,
-    e.run_id,
-    e.event_type,
+    e.event_seq::bigint AS event_seq,
+    e.source_id::text AS connector_id,
+    e.run_id::text AS run_id,
+    e.event_type::text AS event_type,
     e.occurred_at,
-    e.status,
+    e.status::text AS status,
     e.data,
     COALESCE(
-        NULLIF(e.connector_instance_id, ''),
+        NULLIF(e.connector_instance_id::text, ''),
         refproj.jsonb_text(e.data, 'connector_instance_id'),
         refproj.jsonb_text(e.data, 'connection_id')) AS identity,
     e.event_type IN ('run.completed', 'run.failed', 'run.cancelled',
