@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -128,7 +129,9 @@ def seed(
     that is not a positive number, a seed outside bigint, (without ``replace``) a database
     whose source tables already hold connectors, or (with it) a source table another table's
     foreign key references, which TRUNCATE cannot empty; every argument is checked before anything is
-    written. Everything is written in one transaction (a savepoint if ``conn`` is already in
+    written. A size beyond an adopted ``integer``/``smallint`` column's range is written as its
+    largest value; an id or ``event_seq`` an adopted column cannot hold raises ``InvalidArgument``
+    with nothing written. Everything is written in one transaction (a savepoint if ``conn`` is already in
     one). ``base_time`` anchors every timestamp (the data is deterministic for a given seed and
     base time).
     """
@@ -166,7 +169,7 @@ def seed(
     def run(name: str) -> psycopg.Cursor[dict[str, Any]]:
         return conn.cursor(row_factory=dict_row).execute(queries[name], params)
 
-    with conn.transaction():
+    with _workload_fits(profile), conn.transaction():
         run("prepare_transaction")
         if replace:
             params["source_tables"] = list(SOURCE_TABLES)
@@ -188,6 +191,7 @@ def seed(
             )
         run("create_seed_unit")
         run("create_seed_pick")
+        run("create_seed_fit")
         run("create_seed_fit")
         run("plan_params")
         run("analyze_params")
@@ -216,6 +220,20 @@ def seed(
         counts = {key: int(value) for key, value in _one(run("count_rows")).items()}
         run("drop_helpers")
     return counts
+
+
+@contextmanager
+def _workload_fits(profile: str) -> Iterator[None]:
+    """An id or event_seq an adopted narrower column cannot hold (sizes are capped, seed_fit),
+    as one line; the seed's transaction is rolled back by then, so nothing was written."""
+    try:
+        yield
+    except (psycopg.errors.NumericValueOutOfRange, psycopg.errors.StringDataRightTruncation) as error:
+        raise InvalidArgument(
+            f"the {profile} workload does not fit the source tables' columns"
+            f" ({error.diag.message_primary}); nothing was written: widen the column"
+            " or seed a smaller profile"
+        ) from None
 
 
 def _one(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:

@@ -98,8 +98,9 @@ BEGIN
     -- table, and its constraints, defaults and indexes, are the application's business. Besides
     -- the exact type, a column may have a type every value of which the exact type holds
     -- unchanged and which PostgreSQL casts to it implicitly (what SQLAlchemy's String(n) and
-    -- Integer create): varchar(n) for text, integer and smallint for bigint. The projection
-    -- reads them through those implicit casts (tests/test_adopt.py runs every scenario so).
+    -- Integer create): varchar(n) for text, integer and smallint for bigint. The projection's
+    -- views that read these tables give every column the type listed here (no cast at all on a
+    -- table that has it), so nothing above them sees the narrower type (tests/test_adopt.py).
     -- json is not taken for jsonb: every read would parse each payload again. Every mismatch
     -- is named, in one line, so that one run shows all there is to change.
     SELECT 'refproj: ' || string_agg(

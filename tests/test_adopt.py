@@ -700,14 +700,22 @@ def test_every_adopted_type_serves_list_detail_verify_and_refresh(
         assert conn.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
             " WHERE attrelid = 'connector_instances'::regclass AND attname = 'connector_instance_id'"
-        ).fetchone() == ({"varchar(200)": "character varying(200)", "varchar": "character varying"}.get(
-            text_type, "text"),)
+        ).fetchone() == (
+            {"varchar(200)": "character varying(200)", "varchar": "character varying"}.get(text_type, "text"),
+        )
 
     def overview(proj: Projection) -> list[tuple[Any, ...]]:
         return [
-            (r["connector_instance_id"], r["display_name"], r["last_run"]["run_id"], r["last_run"]["status"],
-             (r["last_successful_run"] or {}).get("run_id"), r["failures_since_last_success"],
-             r["total_records"], r["total_retained_bytes"])
+            (
+                r["connector_instance_id"],
+                r["display_name"],
+                r["last_run"]["run_id"],
+                r["last_run"]["status"],
+                (r["last_successful_run"] or {}).get("run_id"),
+                r["failures_since_last_success"],
+                r["total_records"],
+                r["total_retained_bytes"],
+            )
             for r in proj.list()
         ]
 
@@ -721,7 +729,10 @@ def test_every_adopted_type_serves_list_detail_verify_and_refresh(
         assert [r["run_id"] for r in detail["recent_runs"]] == ["run_2", "run_1"]
         assert detail["last_run"]["failure_reason"] == "timeout"
         assert detail["retained_bytes"] == {
-            "record_json_bytes": 3900, "record_changes_json_bytes": 600, "blob_bytes": 2000, "total_bytes": 6500
+            "record_json_bytes": 3900,
+            "record_changes_json_bytes": 600,
+            "blob_bytes": 2000,
+            "total_bytes": 6500,
         }
         assert [(s["stream"], s["record_count"], s["blob_bytes"]) for s in detail["streams_retained"]] == [
             ("orders", 120, 0),
@@ -769,8 +780,10 @@ def test_seed_fits_sizes_to_adopted_integer_columns(empty_db_url: str) -> None:
     """A size beyond an adopted integer column's range is seeded as the column's largest value."""
     adopted_tables(empty_db_url, "varchar(200)", "integer")
     with psycopg.connect(empty_db_url) as conn:
-        conn.execute("TRUNCATE connectors, connector_instances, spine_events, controller_active_runs,"
-                     " retained_size_connection, retained_size_stream")
+        conn.execute(
+            "TRUNCATE connectors, connector_instances, spine_events, controller_active_runs,"
+            " retained_size_connection, retained_size_stream"
+        )
     migrate.upgrade(empty_db_url)
     assert main(["--database-url", empty_db_url, "seed", "--no-refresh"]) == 0
     with Projection(empty_db_url, staleness_bound=None) as proj:
@@ -784,3 +797,38 @@ def test_seed_fits_sizes_to_adopted_integer_columns(empty_db_url: str) -> None:
         "total_bytes": 2411099836,
     }
     assert detail["total_records"] == 89378
+
+
+@pytest.mark.parametrize(
+    ("alter", "message"),
+    [
+        (
+            "ALTER TABLE connector_instances ALTER COLUMN connector_instance_id TYPE varchar(8)",
+            "value too long for type character varying(8)",
+        ),
+        (
+            "ALTER TABLE spine_events ALTER COLUMN event_seq TYPE smallint;"
+            " ALTER TABLE spine_events ALTER COLUMN event_seq RESTART WITH 32000",
+            "smallint out of range",
+        ),
+    ],
+)
+def test_seed_refuses_ids_and_event_seqs_an_adopted_column_cannot_hold(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str], alter: str, message: str
+) -> None:
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(read_sql("0001_source_tables.sql"))
+        conn.execute(alter)
+    migrate.upgrade(empty_db_url)
+    assert main(["--database-url", empty_db_url, "seed"]) == 7
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        f"refproj: the tiny workload does not fit the source tables' columns ({message});"
+        " nothing was written: widen the column or seed a smaller profile\n",
+    )
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute(
+            "SELECT (SELECT count(*) FROM connectors) + (SELECT count(*) FROM spine_events)"
+            " + (SELECT count(*) FROM retained_size_stream)"
+        ).fetchone() == (0,)
