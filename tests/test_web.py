@@ -694,8 +694,8 @@ def test_refproj_serve(db: psycopg.Connection[Any], db_url: str, tmp_path: Path)
             "refproj: warning: serving 0.0.0.0 without REFPROJ_API_TOKEN: anyone who can reach it reads"
             " the console\n",
         ),
-        ("127.0.0.1", "INFO:     Started server process"),
-        ("::1", "INFO:     Started server process"),
+        ("127.0.0.1", "INFO:     Uvicorn running on http://127.0.0.1:"),
+        ("::1", "INFO:     Uvicorn running on http://[::1]:"),
     ],
 )
 def test_refproj_serve_warns_when_open_to_the_network(db_url: str, host: str, first_line: str) -> None:

@@ -7,6 +7,7 @@ imports), so each has its own pool, single flight and one LISTEN connection.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import tempfile
@@ -91,6 +92,12 @@ def run(sock: socket.socket, workers: int, log_level: str) -> None:
         # and replaced. The default (5 s) is shorter than importing the stack takes on a busy
         # 2-core machine, where workers were then replaced in a loop and never served.
         timeout_worker_healthcheck=60,
+    )
+    # uvicorn says where it listens only when it binds the socket itself.
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
     )
     with sock, contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped: exit 0
         if workers > 1:
