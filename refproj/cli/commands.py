@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -383,34 +382,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url)."""
 
     try:
-        from refproj.web.serve import MAX_WORKERS, TOKEN_VARIABLE, listen, serve
+        from refproj.web.serve import listen, serve
     except ImportError as error:  # the web stack ships as the optional extra refproj[web]
         raise RefprojError(
             f"the HTTP service is not installed ({error.name or 'refproj.web'} missing):"
             " pip install 'refproj[web]'"
         ) from error
-    if not 1 <= args.port <= 65535:
-        raise InvalidArgument(f"--port must be from 1 to 65535, not {args.port}")
-    if not 1 <= args.workers <= MAX_WORKERS:
-        raise InvalidArgument(f"--workers must be from 1 to {MAX_WORKERS}, not {args.workers}")
     os.environ["DATABASE_URL"] = url_text(database_url(args.database_url))
-    sock = listen(args.host, args.port)  # before the warning: a host that cannot be served is one line
-    if not os.environ.get(TOKEN_VARIABLE) and not _loopback(args.host):
-        # Serving anyway keeps a trusted network (a container's, a VPN's) simple; say it once.
-        print(
-            f"refproj: warning: serving {fmt.text(args.host)} without {TOKEN_VARIABLE}: anyone who can reach"
-            " it reads the console",
-            file=sys.stderr,
-        )
+    sock = listen(args.host, args.port, args.workers)
     serve(sock, workers=args.workers)
     return 0
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name) can only be reached from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -7,9 +7,11 @@ imports), so each has its own pool, single flight and one LISTEN connection.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
+import sys
 import tempfile
 
 import uvicorn
@@ -17,6 +19,7 @@ from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
 from refproj import AsyncProjection
+from refproj._format import text
 from refproj.errors import CannotListen, InvalidArgument, RefprojError
 from refproj.settings import database_url, libpq_url, url_text
 from refproj.web.app import create_app
@@ -38,14 +41,42 @@ def app_from_environment() -> Starlette:
     )
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host`` (an address or a name) and ``port``, for :func:`serve`.
+def listen(host: str, port: int, workers: int = 1) -> socket.socket:
+    """A TCP socket bound to ``host`` (an address or a name) and ``port`` (1 to 65535), for
+    :func:`serve` with ``workers`` processes (1 to MAX_WORKERS); warns on stderr when a host
+    other than loopback is served without ``$REFPROJ_API_TOKEN``.
 
     Bound here rather than by uvicorn, whose start-up failures are several log lines and exit 3:
-    raises :class:`InvalidArgument` for a host that is no address and resolves to none, and
-    :class:`CannotListen` when the address cannot be bound (in use, not this machine's, a port
-    below 1024 without the privilege).
+    raises :class:`InvalidArgument` for an option out of range or a host that is no address and
+    resolves to none, and :class:`CannotListen` when the address cannot be bound (in use, not
+    this machine's, a port below 1024 without the privilege).
     """
+    if not 1 <= port <= 65535:
+        raise InvalidArgument(f"--port must be from 1 to 65535, not {port}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InvalidArgument(f"--workers must be from 1 to {MAX_WORKERS}, not {workers}")
+    sock = _bind(host, port)
+    if not os.environ.get(TOKEN_VARIABLE) and not _loopback(host):
+        # Serving anyway keeps a trusted network (a container's, a VPN's) simple; say it once.
+        print(
+            f"refproj: warning: serving {text(host)} without {TOKEN_VARIABLE}: anyone who can reach"
+            " it reads the console",
+            file=sys.stderr,
+        )
+    return sock
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) can only be reached from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
     try:
         family, *_, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
