@@ -227,9 +227,8 @@ class AsyncProjection:
         return await self._one("detail", params, lambda row: _core.detail_text(connection, row), replica=True)
 
     def stats(self) -> dict[str, int]:
-        """Counters for metrics: ``coalesced_reads``, the overview reads answered by another
-        read's statement (joined in flight or reused) since this object was created, and
-        ``pool_in_use``, the connections checked out of the engine's pool right now."""
+        """Counters for metrics: ``coalesced_reads`` (overview reads answered by another read's
+        statement, joined or reused, since creation); ``pool_in_use`` (connections checked out now)."""
         pool: Any = self._engine.pool
         return {
             "coalesced_reads": self._reads.joined + self._pages.joined,
