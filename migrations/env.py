@@ -35,7 +35,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from refproj._resources import read_sql
-from refproj.errors import RefprojError, mask_secrets, translate
+from refproj.errors import (
+    ForeignObjectsInSchema,
+    RefprojError,
+    SourceTablesIncompatible,
+    mask_secrets,
+    translate,
+)
 from refproj.migration_support import (
     SUMMARY_INDEX,
     ensure_summary_index,
@@ -155,6 +161,42 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
     return revision
 
 
+def _refuse_foreign_objects(connection: Connection) -> None:
+    """Raise ``ForeignObjectsInSchema`` when schema refproj holds an object refproj did not
+    create, or an object elsewhere depends on one in it: revisions drop the schema with CASCADE
+    (0003's released downgrade does), which would take that object along. Checked before any
+    revision runs, so a refusal changes nothing."""
+    if connection.execute(text("SELECT to_regnamespace('refproj')")).scalar() is None:
+        return
+    found = (
+        connection.execute(text(read_sql("foreign_objects.sql")), {"known": _installed_objects(connection)})
+        .scalars()
+        .all()
+    )
+    if found:
+        raise ForeignObjectsInSchema(
+            f"schema refproj holds or is used by what refproj did not create: {', '.join(found)};"
+            " migrating would drop it with the schema: move it out of schema refproj (or drop it) and"
+            " run again"
+        )
+
+
+def _installed_objects(connection: Connection) -> list[str] | None:
+    """What refproj created in schema refproj (pg_describe_object names), or None when unknown."""
+    if connection.execute(text("SELECT to_regprocedure('refproj.installed_objects()')")).scalar() is not None:
+        return list(connection.execute(text("SELECT refproj.installed_objects()")).scalar())
+    if connection.execute(text("SELECT to_regclass('refproj.projection_state')")).scalar() is None:
+        return []  # a schema refproj did not fill (created beforehand by somebody else)
+    current = None
+    if connection.execute(text(f"SELECT to_regclass('{VERSION_TABLE}')")).scalar() is not None:
+        current = connection.execute(text(f"SELECT max(version_num) FROM {VERSION_TABLE}")).scalar()
+    if current == "0003":
+        lines = read_sql("0003_objects.txt").splitlines()
+        return [line for line in lines if line and not line.startswith("#")]
+    # An install made before refproj kept the list: only dependents outside the schema are known.
+    return None
+
+
 def _utc_in_every_transaction(engine: Engine) -> None:
     """Every transaction of ``engine`` starts with TimeZone UTC, transaction-local: Alembic
     begins a new transaction around each autocommit block (0002's concurrent index build), and
@@ -204,6 +246,7 @@ def run_migrations_online() -> None:
         with engine.connect() as connection:
             _log_refproj_notices(connection)
             _adopt_legacy_version_table(connection)
+            _refuse_foreign_objects(connection)
             connection.commit()
             context.configure(connection=connection, transactional_ddl=True, version_table=VERSION_TABLE)
             with context.begin_transaction():
@@ -236,16 +279,16 @@ try:
     else:
         run_migrations_online()
 except Exception as error:
-    # A source table refproj cannot read is the operator's to fix, not a bug: one line (the
-    # alembic CLI prints a CommandError as "FAILED: ..."), no traceback. Nothing was installed.
+    # A source table refproj cannot read, or somebody's object in schema refproj, is the
+    # operator's to fix, not a bug: one line (the alembic CLI prints a CommandError as
+    # "FAILED: ..."), no traceback. Nothing was changed. refproj.migrate raises the cause.
     message = incompatibility(error)
+    problem: BaseException = error
     if message is not None:
-        raise CommandError(f"refproj: {message}") from error
-    # So are a database URL refproj refuses (garbage, a NUL, a port out of range) and a database
-    # that cannot be reached: the line the refproj CLI prints, the RefprojError as the cause
-    # (refproj.migrate raises that one).
-    problem = error
-    if isinstance(error, psycopg.Error | SQLAlchemyError):
+        problem = SourceTablesIncompatible(message)
+    elif isinstance(error, psycopg.Error | SQLAlchemyError):
+        # So are a database URL refproj refuses (garbage, a NUL, a port out of range) and a
+        # database that cannot be reached: the line the refproj CLI prints.
         problem = translate(error, mask_secrets(libpq_url(_url())))
     if not isinstance(problem, RefprojError):
         raise

@@ -189,6 +189,12 @@ class CannotListen(RefprojError):
     this machine's, or the port needs a privilege the process lacks."""
 
 
+class ForeignObjectsInSchema(RefprojError):
+    """Schema ``refproj`` holds an object refproj did not create, or an object elsewhere depends
+    on one of refproj's (a view over ``refproj.connection_summary``): the migration would drop it
+    with the schema, so it refused before changing anything. The message names them."""
+
+
 class SourceTablesIncompatible(RefprojError):
     """An application's existing source table lacks a column refproj reads, or has it with a type
     refproj cannot read it as; the message names the table and column. Nothing was installed."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -10,8 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from refproj._resources import migrations_dir
-from refproj.errors import RefprojError, SourceTablesIncompatible
-from refproj.migration_support import incompatibility
+from refproj.errors import RefprojError
 from refproj.settings import database_url, url_text
 
 
@@ -24,16 +27,34 @@ def alembic_config(url: str | URL | None = None, x_arguments: list[str] | None =
     return config
 
 
-def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
-    """Raises ``SourceTablesIncompatible`` when an existing source table lacks a column refproj
-    reads (revision 0001 names it; nothing is installed)."""
+@contextlib.contextmanager
+def _warnings_to(stream: TextIO | None) -> Iterator[None]:
+    # The migrations' own warnings go to Alembic's alembic.env log (the alembic CLI prints them).
+    if stream is None:
+        yield
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("alembic.env")
+    logger.addHandler(handler)
     try:
-        command.upgrade(alembic_config(url), revision)
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def upgrade(url: str | URL | None = None, revision: str = "head", *, warnings: TextIO | None = None) -> None:
+    """Up to ``revision``. The migrations' warnings (``refproj: ...``: an ``alembic_version`` left
+    alone, say) go to the ``alembic.env`` log, and also to ``warnings``, one line each.
+
+    Raises ``SourceTablesIncompatible`` when an existing source table lacks a column refproj reads
+    (revision 0001 names it), ``ForeignObjectsInSchema`` when schema refproj holds or is used by
+    an object refproj did not create; either way nothing is changed."""
+    try:
+        with _warnings_to(warnings):
+            command.upgrade(alembic_config(url), revision)
     except CommandError as error:
-        # migrations/env.py turns the check's error into a CommandError (one FAILED: line).
-        message = incompatibility(error.__cause__) if error.__cause__ is not None else None
-        if message is not None:
-            raise SourceTablesIncompatible(message) from error
+        # migrations/env.py turns its refusals into a CommandError (one FAILED: line).
         raise _refproj_error(error) from error
 
 
@@ -42,7 +63,8 @@ def downgrade(
 ) -> None:
     """Down to ``revision``. The source tables revision 0001 created are dropped only while empty,
     unless ``drop_source_tables`` (``alembic -x drop_source_tables=true``); tables refproj adopted
-    from the application are never dropped."""
+    from the application are never dropped. Raises ``ForeignObjectsInSchema`` (nothing changed)
+    when schema refproj holds or is used by an object refproj did not create."""
     x_arguments = [f"drop_source_tables={'true' if drop_source_tables else 'false'}"]
     try:
         command.downgrade(alembic_config(url, x_arguments), revision)

@@ -19,14 +19,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from refproj import Projection, SourceTablesIncompatible, migrate
+from refproj import ForeignObjectsInSchema, Projection, SourceTablesIncompatible, migrate
 from refproj._resources import read_sql
 from refproj.cli import main
 from refproj.progress import Reporter
 from refproj.seed import SEED_BASE_TIME, seed
 from refproj.settings import SOURCE_TABLES
 from tests.test_incremental import plan
-from tests.test_migrations import ALEMBIC, alembic_version, catalog
+from tests.test_migrations import ALEMBIC, alembic_version, catalog, catalog_rows
 from tests.world import backends_waiting, wait_for
 
 APP_SCHEMA = """
@@ -234,16 +234,20 @@ def test_a_missing_column_is_named_and_nothing_is_installed(
     assert alembic_version_of_app(app_url) == ["app_0042"]
 
 
-def test_alembic_cli_names_an_incompatible_column_in_one_line(app_url: str) -> None:
-    with psycopg.connect(app_url) as conn:
-        conn.execute("ALTER TABLE spine_events DROP COLUMN run_id")
-    result = subprocess.run(
-        [*ALEMBIC, "upgrade", "head"],
-        env={**os.environ, "DATABASE_URL": app_url},
+def alembic_cli(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ALEMBIC, *arguments],
+        env={**os.environ, "DATABASE_URL": url},
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_alembic_cli_names_an_incompatible_column_in_one_line(app_url: str) -> None:
+    with psycopg.connect(app_url) as conn:
+        conn.execute("ALTER TABLE spine_events DROP COLUMN run_id")
+    result = alembic_cli(app_url, "upgrade", "head")
     # Alembic prints a CommandError as one FAILED: line (stdout) and logs it (stderr), exit 255.
     line = "refproj: spine_events.run_id is missing; refproj needs it as text"
     assert result.returncode == 255
@@ -457,7 +461,7 @@ def test_a_refproj_revision_without_refproj_objects_is_the_applications(
         assert [r["connector_instance_id"] for r in proj.list()] == ["cin_work"]
 
 
-@pytest.mark.parametrize("legacy_revision", ["0002", "0004"])
+@pytest.mark.parametrize("legacy_revision", ["0002", "0003", "0004"])
 def test_an_install_with_the_old_version_table_moves_to_its_own(
     empty_db_url: str, legacy_revision: str
 ) -> None:
@@ -480,6 +484,65 @@ def test_an_install_with_the_old_version_table_moves_to_its_own(
     migrate.downgrade(url)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('spine_events')").fetchone() == (None,)
+
+
+def refused(objects: str) -> str:
+    return (
+        f"schema refproj holds or is used by what refproj did not create: {objects}; migrating would"
+        " drop it with the schema: move it out of schema refproj (or drop it) and run again"
+    )
+
+
+def test_downgrade_refuses_to_drop_what_refproj_did_not_create(empty_db_url: str) -> None:
+    """An application's table in schema refproj, and its view over refproj's overview: DROP
+    SCHEMA ... CASCADE would take both. Refused before anything changes, then fine once moved."""
+    url = empty_db_url
+    migrate.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE refproj.app_owned (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO refproj.app_owned VALUES (7)")
+        conn.execute("CREATE VIEW app_overview AS SELECT count(*) AS n FROM refproj.connection_summary")
+    before = catalog_rows(url)
+    with pytest.raises(ForeignObjectsInSchema) as error:
+        migrate.downgrade(url)
+    assert str(error.value) == refused("table refproj.app_owned, view app_overview")
+    assert catalog_rows(url) == before
+    assert alembic_version(url) == ["0005"]
+    result = alembic_cli(url, "downgrade", "base")
+    assert (result.returncode, result.stdout) == (
+        255,
+        f"FAILED: refproj: {refused('table refproj.app_owned, view app_overview')}\n",
+    )
+    assert "Traceback" not in result.stderr
+    assert catalog_rows(url) == before
+    # An upgrade at head refuses too: the next revision would re-create the schema.
+    assert main(["--database-url", url, "migrate", "--no-build"]) == 15
+    assert catalog_rows(url) == before
+
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP VIEW app_overview")
+        conn.execute("ALTER TABLE refproj.app_owned SET SCHEMA public")
+    migrate.downgrade(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT id FROM app_owned").fetchall() == [(7,)]
+        assert conn.execute("SELECT to_regnamespace('refproj')").fetchone() == (None,)
+
+
+def test_migrate_refuses_a_schema_refproj_holding_somebody_elses_objects(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schema refproj created beforehand is used when empty (see
+    test_a_refproj_revision_without_refproj_objects_is_the_applications); holding another's
+    table, it is refused: revision 0004 re-creates the schema whole."""
+    with psycopg.connect(app_url) as conn:
+        conn.execute("CREATE SCHEMA refproj")
+        conn.execute("CREATE TABLE refproj.app_owned (id int)")
+    before = catalog_rows(app_url)
+    state = untouched(app_url)
+    assert main(["--database-url", app_url, "migrate"]) == 15
+    assert capsys.readouterr() == ("", f"refproj: {refused('table refproj.app_owned')}\n")
+    assert (catalog_rows(app_url), untouched(app_url)) == (before, state)
+    assert alembic_version(app_url) == []
 
 
 def test_downgrade_keeps_tables_holding_rows_unless_asked(

@@ -7,7 +7,8 @@ applied, 5 connection not found, 6 ambiguous connector id, 7 invalid input, 8 st
 (timeout), 9 permission denied, 10 an existing source table lacks a column refproj needs
 (migrate), 11 ``verify`` found differences, 12 the server is read-only (a standby), 13 the output
 could not be written (stdout closed, disk full), 14 ``serve`` cannot listen on its address (in
-use, not this machine's), 1 any other error. Output cut short by a closed
+use, not this machine's), 15 ``migrate`` refused: schema refproj holds an object refproj did
+not create, 1 any other error. Output cut short by a closed
 pipe (``| head``) ends quietly with 141, as other Unix tools do; an interrupt (Ctrl-C) prints one
 line and exits with 130.
 """
@@ -43,6 +44,7 @@ from refproj.errors import (
     CannotListen,
     ConnectionNotFound,
     DatabaseUnavailable,
+    ForeignObjectsInSchema,
     InvalidArgument,
     MigrationsNotApplied,
     PermissionDenied,
@@ -102,6 +104,7 @@ EXIT_CODES: list[tuple[type[RefprojError], int]] = [
     (ReadOnlyServer, 12),
     (OutputFailed, 13),
     (CannotListen, 14),
+    (ForeignObjectsInSchema, 15),
     (RefprojError, 1),
 ]
 

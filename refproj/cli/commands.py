@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -72,11 +71,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with _database_errors(url):
         if args.create_database:
             _create_database(url)
-        with (
-            _migration_warnings(),
-            progress.Watch(libpq_url(url), progress.index_build_probe, progress.draw_index_build(reporter)),
-        ):
-            migrate.upgrade(url)
+        with progress.Watch(libpq_url(url), progress.index_build_probe, progress.draw_index_build(reporter)):
+            migrate.upgrade(url, warnings=sys.stderr)
         reporter.done(f"migrated {fmt.shown(url)} to head")
         if args.no_build:
             return 0
@@ -90,20 +86,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 result = proj.refresh()
         reporter.done(f"built the overview in {result.refresh_ms / 1000:.1f} s")
     return 0
-
-
-@contextlib.contextmanager
-def _migration_warnings() -> Iterator[None]:
-    """The migration's own warnings (``refproj: ...`` on Alembic's ``alembic.env`` log: an
-    ``alembic_version`` left alone, say) as lines on stderr; the alembic CLI prints them itself."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.WARNING)
-    logger = logging.getLogger("alembic.env")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
 
 
 def _create_database(url: URL) -> None:
