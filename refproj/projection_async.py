@@ -246,7 +246,7 @@ class AsyncProjection:
     async def refresh(self, *, full: bool = False) -> RefreshResult:
         """Return once a refresh (``full``: a full rebuild, for writes no trigger saw) that started
         after this call has committed. Read-your-writes across callers and processes: the database
-        function orders callers by tickets (sql/projection/10_refresh.sql); in process, callers join
+        function orders callers by tickets (sql/projection/17_refresh.sql); in process, callers join
         a pending call only while its leader still waits for a pooled connection, before the call
         draws its ticket, so joining never weakens the guarantee. Raises ``InvalidArgument``
         when ``full`` is not True or False."""

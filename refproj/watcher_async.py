@@ -2,8 +2,8 @@
 anybody calling ``refresh()``.
 
 Every writing transaction on a source table sends ``NOTIFY refproj_source_changed`` at commit,
-and every refresh ``NOTIFY refproj_refreshed`` (sql/projection/09_write_notification.sql,
-10_refresh.sql). The watcher learns of writes in one of two ways:
+and every refresh ``NOTIFY refproj_refreshed`` (sql/projection/12_write_notification.sql,
+17_refresh.sql). The watcher learns of writes in one of two ways:
 
 - **Listening**, on a direct session: a connection of the primary's engine taken out of its pool
   for good, ``LISTEN``ing on both channels. It checks ``projection_status()`` (and refreshes when

@@ -80,7 +80,7 @@ SELECT pg_catalog.pg_backend_pid();
 
 -- name: listen
 -- The watcher's wake-ups: every writing transaction on a source table and every refresh notify
--- at commit (sql/projection/09_write_notification.sql, 10_refresh.sql). The session is meant to
+-- at commit (sql/projection/12_write_notification.sql, 17_refresh.sql). The session is meant to
 -- stay idle for long: a database's idle_session_timeout would end it at that rate.
 SET idle_session_timeout = 0; LISTEN refproj_source_changed; LISTEN refproj_refreshed;
 

@@ -50,7 +50,7 @@ def test_wheel_carries_sql_and_migrations_and_migrates(tmp_path: Path, empty_db_
         "refproj_bench/__init__.py",
         "refproj_bench/figures/overview.py",
         "refproj/_sql/0003_projection.sql",
-        "refproj/_sql/projection/10_refresh.sql",
+        "refproj/_sql/projection/17_refresh.sql",
         "refproj/_sql/queries.sql",
         "refproj/_migrations/env.py",
         "refproj/_migrations/versions/0004_projection_by_concern.py",

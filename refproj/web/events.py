@@ -1,7 +1,7 @@
 """One ``LISTEN refproj_refreshed`` per process, fanned out to every event-stream subscriber.
 
 Each refresh that ran sends ``NOTIFY refproj_refreshed`` with ``{"as_of", "refresh_ms"}`` at
-commit (sql/projection/10_refresh.sql), whichever process or psql session ran it. This process
+commit (sql/projection/17_refresh.sql), whichever process or psql session ran it. This process
 holds one dedicated connection listening on that channel, whatever the number of subscribers,
 and hands each notification to every subscriber. A subscriber only needs the newest ``as_of``
 (each event means "the overview changed, fetch it again"), so a slow subscriber keeps one

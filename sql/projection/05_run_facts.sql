@@ -39,7 +39,7 @@ FROM refproj.run_summaries AS r;
 COMMENT ON VIEW refproj.run_facts_live IS
     'What refproj.run_facts holds for every run, computed live from the source tables.';
 
--- Created empty: the first refresh fills it (sql/projection/14_first_build.sql), outside the
+-- Created empty: the first refresh fills it (sql/projection/23_first_build.sql), outside the
 -- migration's transaction, so installing on a long history never holds locks for minutes.
 CREATE INDEX run_facts_run_idx
     ON refproj.run_facts (connector_id, run_id);
@@ -77,7 +77,7 @@ COMMENT ON FUNCTION refproj.run_facts_of(refproj.run_key[]) IS
 -- not change since the last refresh, and the changed ones recomputed. Equal to
 -- run_facts_live filtered to the connector, at the cost of its changed runs only, unless a
 -- write-detection trigger is not armed (refproj.write_detection_intact, see
--- sql/projection/09_write_detection.sql): then writes may have gone unseen and all of its runs
+-- sql/projection/11_write_detection.sql): then writes may have gone unseen and all of its runs
 -- are computed live.
 CREATE FUNCTION refproj.current_run_facts(p_connector_id text)
 RETURNS SETOF refproj.run_facts

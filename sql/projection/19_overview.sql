@@ -359,7 +359,7 @@ BEGIN
     -- since the last refresh (the same index probes as the overview), else the connector's
     -- current facts (changed runs recomputed). The rules and the recent runs read them alike.
     -- "Nothing changed" trusts the triggers only while every one of them is armed
-    -- (refproj.write_detection_intact, sql/projection/09_write_detection.sql).
+    -- (refproj.write_detection_intact, sql/projection/11_write_detection.sql).
     IF NOT EXISTS (SELECT 1 FROM refproj.dirty_runs AS d WHERE d.connector_id = v_connector_id)
        AND NOT refproj.rebuild_pending_now()
        AND refproj.write_detection_intact() THEN

@@ -27,7 +27,7 @@ $$;
 COMMENT ON FUNCTION refproj.notify_source_write() IS
     'Statement trigger on every source table: NOTIFY refproj_source_changed, once per writing transaction (PostgreSQL folds duplicates), delivered at commit.';
 
--- Every source table's triggers (refproj.source_trigger_plan, 09_write_detection.sql), now that
+-- Every source table's triggers (refproj.source_trigger_plan, 11_write_detection.sql), now that
 -- all their functions exist.
 SELECT refproj.install_source_triggers(t.source_table::regclass, t.source_table)
 FROM (SELECT DISTINCT p.source_table FROM refproj.source_trigger_plan() AS p) AS t;

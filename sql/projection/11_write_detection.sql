@@ -154,7 +154,7 @@ COMMENT ON FUNCTION refproj.note_active_run_write() IS
 
 -- Every trigger refproj puts on the source tables, written once: one row per (table, trigger).
 -- Each partition of spine_events carries spine_events' own rows (refproj.sync_spine_partitions).
--- The notification trigger's function is in 09_write_notification.sql, which installs them all.
+-- The notification trigger's function is in 12_write_notification.sql, which installs them all.
 CREATE FUNCTION refproj.source_trigger_plan()
 RETURNS TABLE (source_table text, trigger_name text, events text, transition_tables text, function_name text,
                description text)

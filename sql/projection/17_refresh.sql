@@ -237,7 +237,7 @@ BEGIN
     END IF;
 
     -- CONCURRENTLY keeps the previous rows readable, but needs previous rows: the first build
-    -- after install (sql/projection/14_first_build.sql) populates the views plainly. Readers do
+    -- after install (sql/projection/23_first_build.sql) populates the views plainly. Readers do
     -- not wait for that: they see building in projection_status() and leave the views alone.
     -- Each view on its own: a DBA may have emptied one of them (WITH NO DATA).
     IF (SELECT c.relispopulated FROM pg_class AS c WHERE c.oid = 'refproj.connection_summary'::regclass) THEN
