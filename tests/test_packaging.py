@@ -133,3 +133,24 @@ def test_constraints_pin_every_declared_dependency() -> None:
 
 def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_dependencies_page_names_what_each_extra_installs() -> None:
+    """docs/DEPENDENCIES.md's row of each extra (dev's excepted: "the above, plus") names every
+    package the extra declares."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    rows = {
+        row.group(1): row.group(2).lower()
+        for row in re.finditer(
+            r"^\| `refproj\[(\w+)\]` \|(.*)$", (ROOT / "docs/DEPENDENCIES.md").read_text(), re.M
+        )
+    }
+    unnamed = {
+        (extra, name)
+        for extra, declared in extras.items()
+        if extra != "dev"
+        for dependency in declared
+        if not dependency.startswith("refproj[")
+        and (name := re.split(r"[\[<>=!~; ]", dependency, maxsplit=1)[0].lower()) not in rows.get(extra, "")
+    }
+    assert unnamed == set()
