@@ -50,21 +50,23 @@ class AsyncProjection:
 
     ``database`` is a URL (``postgresql://...``), an SQLAlchemy ``AsyncEngine`` on psycopg the
     application already has, or None for ``$DATABASE_URL``; with neither, ``InvalidDatabaseUrl``
-    is raised (the library never guesses a database).
+    is raised (the library never guesses a database). ``replica``: the same, for list() and get().
 
-    ``read_reuse``: seconds a completed ``list()`` answer may be served again (0 disables reuse;
-    concurrent identical calls still share one statement). ``staleness_bound``: seconds within
-    which a committed source write reaches ``list()`` readers without an explicit ``refresh()``;
-    None disables the watcher that guarantees it.
-
-    Every wait is bounded: ``pool_timeout`` for a pooled connection, ``connect_timeout`` to
-    connect, ``statement_timeout`` for reads (set per read, with TimeZone UTC, on the engine
-    refproj creates: nothing is set at connection start, so a transaction-pooling PgBouncer
-    works; an application's engine keeps its own settings) and ``refresh_timeout`` for a refresh,
+    All times are in seconds. ``read_reuse``: how long a completed ``list()`` answer may be served
+    again (0 to 1; 0 disables reuse; concurrent identical calls still share one statement).
+    ``staleness_bound``: within it a committed source write reaches ``list()`` readers without an
+    explicit ``refresh()``; None disables the watcher that guarantees it. Every wait is bounded:
+    ``pool_timeout`` for a pooled connection, ``connect_timeout`` (a whole number) to connect,
+    ``statement_timeout`` per read (0: none; set per read, with TimeZone UTC, on the engine refproj
+    creates: nothing is set at connection start, so a transaction-pooling PgBouncer works; an
+    application's engine keeps its own settings) and ``refresh_timeout`` per refresh (0: none),
     waiting behind other refreshes and for table locks included.
 
-    Every error raised is a ``RefprojError`` (``InvalidArgument`` for a bad option, or an engine
-    of the wrong kind or driver).
+    Every error raised is a ``RefprojError`` (refproj.errors): ``InvalidArgument`` for a bad option
+    or an engine of the wrong kind or driver. Every read and refresh may raise
+    ``DatabaseUnavailable`` (``PoolExhausted`` past ``pool_timeout``), ``StatementCanceled`` (past
+    its timeout, or canceled), ``MigrationsNotApplied``, ``PermissionDenied``, ``DatabaseError``
+    and, after ``aclose()``, ``ProjectionClosed``; each method names only the errors it adds.
     """
 
     def __init__(
@@ -159,9 +161,8 @@ class AsyncProjection:
     async def list(self, connector_id: str | None = None, *, at: datetime | None = None) -> Overview:
         """The overview (every visible connection, or one connector's), from stored evidence:
         an ``Overview`` of ``OverviewRow``s, read-only and shared with concurrent callers.
-
         Freshness and health are computed for ``at`` (default: the database's now()).
-        """
+        Raises ``InvalidArgument`` for a bad connector id or read time."""
         answer = await self.list_json(connector_id, at=at)
         if True:  # ASYNC
             if not answer.parsed and len(answer.json_text) > _PARSE_IN_THREAD:
@@ -173,8 +174,7 @@ class AsyncProjection:
     async def list_json(self, connector_id: str | None = None, *, at: datetime | None = None) -> OverviewJson:
         """The same answer as ``list()``, unparsed: an ``OverviewJson`` whose ``json_text`` is the
         rows as the database serialised them, for writing a response body as is. Shares the
-        statement (and the reuse window) with ``list()`` calls of the same arguments.
-        """
+        statement (and the reuse window) with ``list()`` calls of the same arguments; raises as it."""
         params = _core.overview_params(connector_id, at)
         self._ensure_watcher()
         return await self._reads.do(
@@ -222,7 +222,7 @@ class AsyncProjection:
 
     async def get_json(self, connection: str, *, run_limit: int = 20, at: datetime | None = None) -> str:
         """``get()``'s detail as the JSON text the database serialised, unparsed: in the same form
-        as the overview's ``json_text`` (the HTTP service sends it as is)."""
+        as the overview's ``json_text`` (the HTTP service sends it as is). Raises as ``get()``."""
         params = _core.detail_params(connection, run_limit, at)
         return await self._one("detail", params, lambda row: _core.detail_text(connection, row), replica=True)
 
@@ -236,7 +236,7 @@ class AsyncProjection:
         }
 
     async def status(self) -> Status:
-        """How current the stored overview is (one statement, never cached)."""
+        """How current the stored overview is: a ``Status`` (one statement, never cached)."""
         status: Status = await self._one("status", {}, _core.status_answer)
         self.last_status = status
         return status
@@ -248,15 +248,20 @@ class AsyncProjection:
         after this call has committed. Read-your-writes across callers and processes: the database
         function orders callers by tickets (sql/projection/17_refresh.sql); in process, callers join
         a pending call only while its leader still waits for a pooled connection, before the call
-        draws its ticket, so joining never weakens the guarantee. Raises ``InvalidArgument``
-        when ``full`` is not True or False."""
+        draws its ticket, so joining never weakens the guarantee. Returns a ``RefreshResult``:
+        ``refreshed`` (this call's statement ran it, else it shared one), ``as_of`` (that refresh's
+        snapshot), ``refresh_ms``. Raises ``StatementCanceled`` past ``refresh_timeout`` (the served
+        overview stays as it was), ``ReadOnlyServer`` on a standby, ``InvalidArgument`` when
+        ``full`` is not True or False."""
         key = _REFRESH_FULL if _core.check_flag("full", full) else _REFRESH
         result = await self._refreshes.do(key, lambda: self._refresh(key))
         self._forget_reads()
         return result
 
     async def verify(self) -> _core.Differences:
-        """The rows of ``refproj.verify_projection()`` as dicts: empty when the overview is exact."""
+        """The rows of ``refproj.verify_projection()`` as dicts with keys ``connector_instance_id``,
+        ``overview`` (the view or ``trigger``), ``difference`` (missing, unexpected, differs, ...),
+        ``fields`` (a list): empty when the overview is exact (docs in the function's comment)."""
         return await self._one("verify", {}, _core.verify_answer)
 
     async def _refresh(self, key: str | None, unbounded: bool = False) -> RefreshResult:
@@ -314,11 +319,9 @@ class AsyncProjection:
     # -- plumbing --------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop the watcher and close the pools of the engines this object created.
-
-        Returns promptly: a refresh the watcher is running is cancelled on the server (the
-        database keeps the previous overview), not waited for.
-        """
+        """Stop the watcher and close the pools of the engines this object created. Returns
+        promptly: a refresh the watcher is running is cancelled on the server (the database keeps
+        the previous overview), not waited for."""
         self._finalizer.detach()
         await stop(self)
         if self._owns_engine:
@@ -340,11 +343,9 @@ class AsyncProjection:
         *,
         replica: bool = False,
     ) -> T:
-        """One read statement, in autocommit mode (a single round trip), and its answer.
-
-        Reads are idempotent: when the pooled connection turned out dead (say, after a database
-        restart), one more try on a fresh connection is safe.
-        """
+        """One read statement, in autocommit mode (a single round trip), and its answer. Reads
+        are idempotent: when the pooled connection turned out dead (say, after a database
+        restart), one more try on a fresh connection is safe."""
         try:
             return answer(await self._fetch(query, params, replica))
         except ConnectionLost:
@@ -369,12 +370,9 @@ class AsyncProjection:
         self, engine: AsyncEngine | None = None
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The psycopg connection under a pooled SQLAlchemy connection, in autocommit mode;
-        pool and driver errors as ``RefprojError``s.
-
-        Statements go to psycopg directly, not through SQLAlchemy: when an interrupted statement
-        is cancelled, psycopg cancels it on the server and the connection returns to the pool,
-        where SQLAlchemy would discard it.
-        """
+        pool and driver errors as ``RefprojError``s. Statements go to psycopg directly, not
+        through SQLAlchemy: when an interrupted statement is cancelled, psycopg cancels it on the
+        server and the connection returns to the pool, where SQLAlchemy would discard it."""
         engine = self._engine if engine is None else engine
         self._check_open()
         try:
