@@ -142,7 +142,14 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
             VERSION_TABLE,
         )
         return None
-    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num varchar(32) NOT NULL PRIMARY KEY)"))
+    # The table Alembic creates on a fresh install, its key's name included (<table>_pkc), so the
+    # moved install's schema equals a fresh one's.
+    connection.execute(
+        text(
+            f"CREATE TABLE {VERSION_TABLE} (version_num varchar(32) NOT NULL,"
+            f" CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+        )
+    )
     connection.execute(
         text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"), {"revision": revision}
     )

@@ -471,6 +471,9 @@ def test_an_install_with_the_old_version_table_moves_to_its_own(
     with psycopg.connect(url) as conn:
         conn.execute("ALTER TABLE refproj_alembic_version RENAME TO alembic_version")
         conn.execute(
+            "ALTER TABLE alembic_version RENAME CONSTRAINT refproj_alembic_version_pkc TO alembic_version_pkc"
+        )
+        conn.execute(
             "DO $$ DECLARE t text; BEGIN FOR t IN SELECT unnest(ARRAY['connectors',"
             " 'connector_instances', 'spine_events', 'controller_active_runs',"
             " 'retained_size_connection', 'retained_size_stream']) LOOP"
@@ -480,6 +483,10 @@ def test_an_install_with_the_old_version_table_moves_to_its_own(
     assert alembic_version(url) == ["0005"]
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+        # Its key named as on a fresh install (Alembic's <table>_pkc), so the schemas are equal.
+        assert conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'refproj_alembic_version'::regclass"
+        ).fetchall() == [("refproj_alembic_version_pkc",)]
     # The moved install's tables count as refproj's: an empty one goes with downgrade base.
     migrate.downgrade(url)
     with psycopg.connect(url) as conn:

@@ -5,6 +5,11 @@ database upgraded from the last release ends up exactly like a fresh install, se
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +24,15 @@ from sqlalchemy import make_url
 from refproj import migrate
 from refproj.seed import seed
 from tests.test_properties import incompressible
+from tests.test_restore import dump_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "migrations" / "released.sha256"
 READER = "refproj_upgrade_reader"
 AT = "2026-01-06 12:00+00"
+# Revision 0003 as deployments have it: the repository when 0003 was head, at the end of round 1
+# (686e8c6, where migrations/released.sha256 began, has the same migrations, SQL and env.py).
+RELEASE_0003 = "73873ec30d2ee709fe954f766f21c5128c10cb80"
 
 # The schema as the catalog describes it, by name and definition (never by oid), with comments
 # and privileges: everything pg_dump --schema-only would print for the project's objects.
@@ -68,6 +77,50 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 def on_database(url: str, dbname: str) -> str:
     return make_url(url).set(database=dbname).render_as_string(hide_password=False)
+
+
+def install_release(url: str, commit: str, revision: str, workdir: Path) -> None:
+    """Migrate the database at ``url`` to ``revision`` as the release at ``commit`` did: that
+    tree's migrations, SQL files and refproj package, run by its own Alembic environment, so an
+    edit made since to any file it applied shows as a difference from a fresh install."""
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "alembic.ini", "migrations", "refproj", "sql"],
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        pytest.fail(f"git is needed to check out the release {commit[:7]} (not installed)")
+    if archive.returncode != 0:
+        pytest.fail(
+            f"the release {commit[:7]} is not in this clone ({archive.stderr.decode().strip()}):"
+            " the upgrade test needs the full history of main (git fetch --unshallow)"
+        )
+    tree = workdir / f"release-{commit[:7]}"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(tree, filter="data")
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(tree / "alembic.ini"), "upgrade", revision],
+        cwd=tree,
+        env={**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(tree)},  # its refproj, not today's
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def schema_dump(url: str) -> list[str]:
+    """``pg_dump --schema-only`` of the database, by the server's own major, without the
+    \\restrict lines, whose key is random in every dump."""
+    with psycopg.connect(url) as conn:
+        tools = dump_tools(conn)
+    assert tools is not None, "no pg_dump of this server's major version is installed"
+    dump = subprocess.run(
+        [tools / "pg_dump", "--schema-only", url], capture_output=True, text=True, check=True
+    )
+    random_keys = ("\\restrict ", "\\unrestrict ")
+    return [line for line in dump.stdout.splitlines() if not line.startswith(random_keys)]
 
 
 def sha256(path: Path) -> str:
@@ -173,12 +226,13 @@ def overview_and_details(conn: psycopg.Connection[Any]) -> tuple[list[Any], list
 
 
 def test_upgrade_from_0003_equals_a_fresh_install_and_keeps_serving(
-    empty_db_url: str, fresh_db_url: str, reader_role: str
+    empty_db_url: str, fresh_db_url: str, reader_role: str, tmp_path: Path
 ) -> None:
-    # The last release with data in it and a reader granted, as a deployment has it.
-    migrate.upgrade(empty_db_url, "0003")
+    # The last release with data in it and a reader granted, as a deployment has it: its version
+    # table and its summary index without the length bound issue 8 added.
+    install_release(empty_db_url, RELEASE_0003, "0003", tmp_path)
     with psycopg.connect(empty_db_url) as conn:
-        unbound_the_summary_index(conn)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         with pytest.raises(psycopg.errors.ProgramLimitExceeded):
             assert_long_ids_are_written(conn)
         conn.rollback()
@@ -202,6 +256,7 @@ def test_upgrade_from_0003_equals_a_fresh_install_and_keeps_serving(
     for part in upgraded:
         assert upgraded[part] == fresh[part], part
     assert any(row[1] == "connection_summary" for row in upgraded["relations"])
+    assert schema_dump(empty_db_url) == schema_dump(fresh_db_url)
 
     # The data held at 0003 is served as before, with no refresh needed, and the reader still reads it.
     with psycopg.connect(empty_db_url) as conn:
