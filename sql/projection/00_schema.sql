@@ -1,8 +1,10 @@
 -- refproj: the connection-summary projection (DOMAIN.md sections 3-7, CONTRACT.md section 1).
 --
--- Read this file top to bottom: run events -> run summaries -> which connection each run
--- belongs to -> per-connection evidence -> the stored overview and its read-time state ->
--- refresh coalescing and write detection.
+-- The files of sql/projection/ run in name order, which is the order the data flows: run events
+-- -> run summaries -> which connection each run belongs to -> run facts and the evidence rules
+-- -> the stored overview, its live reference, its read-time state and its JSON -> write
+-- detection -> the projection's state, refresh and verification -> serving the overview and the
+-- detail -> privileges, catalog comments, the first build. One concern per file.
 --
 -- Views reference the source tables by name, so they are bound to the tables found at migration
 -- time; functions reference only refproj objects and pin their search_path.

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------------------------
--- The connection summary (DOMAIN.md section 5)
+-- A connection's profile: what its overview row says apart from runs (DOMAIN.md section 5)
 -- ---------------------------------------------------------------------------------------------
 
 -- Connections the console lists: all but retired setup attempts. The columns refproj reads, as

@@ -1,3 +1,55 @@
+-- ---------------------------------------------------------------------------------------------
+-- The stored overview: each visible connection's profile and the evidence rules over the run
+-- facts stored for it, as a materialized view refreshed by refproj.refresh_connection_summary().
+-- ---------------------------------------------------------------------------------------------
+
+-- Which stored run facts the rules can look at for a connection accepting p_tokens: its runs
+-- that ended at or after its latest success (all of them when nothing succeeded), since older
+-- runs cannot change its evidence, plus the p_latest latest of each token for the detail's recent
+-- runs. Index probes and range scans on run_facts_latest_success_idx and run_facts_latest_idx,
+-- so the cost follows the runs since the last success, not the history. A set of rows in plain
+-- SQL without a pinned search_path, so PostgreSQL inlines it into its callers: the stored
+-- overview makes no function call per connection for it (a sixth less time computing the view at
+-- M) and the detail's plan, which the session keeps, includes it (no planning per detail).
+CREATE FUNCTION refproj.stored_run_facts(p_connector_id text, p_tokens text[], p_latest int DEFAULT 0)
+RETURNS SETOF refproj.run_facts
+LANGUAGE sql STABLE
+AS $$
+    WITH latest_success AS (
+        SELECT COALESCE(max(success.last_at), '-infinity') AS last_at
+        FROM unnest(p_tokens) AS token (match_token)
+        CROSS JOIN LATERAL (
+            SELECT f.last_at
+            FROM refproj.run_facts AS f
+            WHERE f.connector_id = p_connector_id
+              AND f.match_token = token.match_token
+              AND f.status = 'succeeded'
+            ORDER BY f.last_at DESC, f.last_event_seq DESC
+            LIMIT 1
+        ) AS success
+    )
+    SELECT f.*
+    FROM unnest(p_tokens) AS token (match_token)
+    JOIN refproj.run_facts AS f
+        ON f.connector_id = p_connector_id
+       AND f.match_token = token.match_token
+    WHERE f.last_at >= (SELECT ls.last_at FROM latest_success AS ls)
+    UNION ALL
+    SELECT latest.*
+    FROM unnest(p_tokens) AS token (match_token)
+    CROSS JOIN LATERAL (
+        SELECT f.*
+        FROM refproj.run_facts AS f
+        WHERE p_latest > 0
+          AND f.connector_id = p_connector_id
+          AND f.match_token = token.match_token
+        ORDER BY f.last_at DESC, f.last_event_seq DESC
+        LIMIT p_latest
+    ) AS latest
+$$;
+COMMENT ON FUNCTION refproj.stored_run_facts(text, text[], int) IS
+    'The refproj.run_facts rows the evidence rules can look at for a connection accepting p_tokens (its runs since its latest success) and the p_latest latest runs of each token, by index.';
+
 -- The stored overview: each visible connection's profile and the evidence rules over its
 -- stored run facts (refproj.stored_run_facts), refreshed by refproj.refresh_connection_summary().
 CREATE MATERIALIZED VIEW refproj.connection_summary AS
@@ -24,4 +76,3 @@ CREATE INDEX connection_summary_connector_idx
     ON refproj.connection_summary USING hash (connector_id);
 COMMENT ON MATERIALIZED VIEW refproj.connection_summary IS
     'Stored evidence per visible connection (DOMAIN.md section 5), from refproj.run_facts. Never holds freshness or health: read it through refproj.connection_summaries(p_at). Refresh with refproj.refresh_connection_summary().';
-

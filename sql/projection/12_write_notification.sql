@@ -1,5 +1,6 @@
 -- ---------------------------------------------------------------------------------------------
--- Write notification: wake watchers instead of having them poll
+-- Write notification: wake watchers instead of having them poll; then every source trigger
+-- (write detection and notification) is installed
 -- ---------------------------------------------------------------------------------------------
 
 -- Every statement that writes a source table also sends NOTIFY refproj_source_changed. PostgreSQL
