@@ -110,6 +110,8 @@ EXIT_CODES: list[tuple[type[RefprojError], int]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` (default: sys.argv) names; return its exit code (the module's
+    list). Errors are one line on stderr, never a traceback."""
     try:
         _guard_stdout()
         code = _run(argv)

@@ -1,4 +1,7 @@
-"""The `refproj` commands: each takes the parsed arguments and returns its exit code."""
+"""The `refproj` commands: each takes the parsed arguments and returns its exit code (0: done).
+A RefprojError one raises is one line on stderr and the exit code refproj.cli gives its kind: 3
+unreachable, 4 not migrated, 7 invalid input, 8 timeout, 9 permission denied, 13 output not
+written, 1 other; each command's docstring names the kinds it adds."""
 
 from __future__ import annotations
 
@@ -63,7 +66,8 @@ BUILDING_MESSAGE = (
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Migrations, then the first build of the overview when it is pending (the migration only
-    asks for it, so it never holds locks while scanning the history). Progress goes to stderr."""
+    asks for it, so it never holds locks while scanning the history). Progress goes to stderr.
+    Also 10 (a source table lacks a column), 12 (a standby), 15 (foreign objects in schema refproj)."""
     from refproj import progress
 
     url = _url(args)
@@ -108,6 +112,8 @@ def _timeout(args: argparse.Namespace) -> float:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    """Prints ``refreshed: overview as of AS_OF (MS ms)`` (or ``joined ...``) once a refresh that
+    started after the call committed; 8 past --timeout seconds, 12 on a standby."""
     with _projection(args, refresh_timeout=_timeout(args)) as proj:
         try:
             result = proj.refresh(full=args.full)
@@ -125,7 +131,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """One line per connection and view that differs; exit 11 when any does."""
+    """One line per connection and view that differs (``ID: VIEW DIFFERENCE (FIELDS)``), nothing
+    when exact; exit 11 when any differs, 8 past --timeout seconds."""
     with _projection(args, statement_timeout=_timeout(args)) as proj:
         status = proj.status()
         differences = proj.verify()
@@ -150,6 +157,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Prints ``status()``: as of, source changed, last refresh, refreshes (--json: its dict)."""
     with _projection(args) as proj:
         status = proj.status()
     if args.json:
@@ -166,6 +174,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Prints the overview (one connector's with CONNECTOR) as a table, or --json its envelope;
+    7 for a malformed connector id."""
     with _projection(args) as proj:
         overview = proj.list(args.connector)
     if args.json:
@@ -197,6 +207,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """Prints one connection's live detail and its --runs most recent runs (--json: the detail);
+    5 not found, 6 a connector id with several connections, 7 a bad id or --runs."""
     with _projection(args) as proj:
         detail = proj.get(args.connection, run_limit=args.runs)
     if args.json:
@@ -239,7 +251,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_grant_reader(args: argparse.Namespace) -> int:
-    """Runs refproj.grant_reader(ROLE); see README, "Least privilege"."""
+    """Runs refproj.grant_reader(ROLE); see README, "Least privilege". 7 for PUBLIC or a role that
+    does not exist, 9 when not run as the projection's owner."""
     url = _url(args)
     role = check_identifier(args.role, "role")
     try:
@@ -269,6 +282,8 @@ def _progress(message: str) -> None:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    """Seeds --profile into the source tables (counts printed), then refreshes with no time limit
+    unless --no-refresh; 4 when the source tables are missing, 7 for a bad profile or factor."""
     from refproj.seed import SEED_BASE_TIME, seed
 
     url = _url(args)
@@ -301,7 +316,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Creates and drops its own databases on the server of --database-url / $DATABASE_URL."""
+    """Creates and drops its own databases on the server of --database-url / $DATABASE_URL; writes
+    the results JSON and bench/README.md. 7 for a bad option; 1 without refproj[bench]."""
     try:
         from refproj_bench.command import run_command
     except ImportError as error:  # the benchmark ships as the optional extra refproj[bench]
@@ -361,8 +377,8 @@ def cmd_browser_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url)."""
-
+    """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url).
+    14 when it cannot listen on --host/--port, 1 without refproj[web]."""
     try:
         from refproj.web.serve import listen, serve
     except ImportError as error:  # the web stack ships as the optional extra refproj[web]

@@ -1,7 +1,9 @@
 """The JSON API (``/_ref/...``) and the operational routes (``/healthz``, ``/readyz``,
 ``/metrics``, ``/openapi.json``): the handlers of ``Service``, around one ``AsyncProjection``.
 The handlers compute nothing: the overview body is the JSON text the database serialised,
-wrapped in its envelope (``refproj.paging.OverviewPage``).
+wrapped in its envelope (``refproj.paging.OverviewPage``). A ``RefprojError`` a handler raises
+answers with the status ``refproj.web.http.ERROR_STATUS`` gives it and a JSON body
+``{"error", "message"}`` (404 not found, 409 ambiguous, 422 invalid, 503 unavailable, 504 timeout).
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ class Service:
         self.heartbeat = heartbeat
         self._warm: asyncio.Task[None] | None = None
 
-    # GET /_ref/connectors
     async def overview(self, request: Request) -> Response:
+        """GET /_ref/connectors[?connector_id=&at=&limit=&after=]: 200 with the overview page
+        (``list_page()``) and its ETag, 304 when If-None-Match matches it, 422 for a bad parameter."""
         check_utf8_address(request)
         params = request.query_params
         single_valued(params, "connector_id", "at", "limit", "after")
@@ -92,8 +95,10 @@ class Service:
             return Response(status_code=304, headers=headers)
         return Response(page.body, media_type=JSON, headers=headers)
 
-    # GET /_ref/connectors/{connection}
     async def detail(self, request: Request) -> Response:
+        """GET /_ref/connectors/{connection}[?at=&runs=]: 200 with the live detail (``get_json()``,
+        ``runs`` 0 to 100, default 20); 404, 409 with ``candidates``, 422; 503 ``busy`` when no
+        detail slot frees within ``detail_wait`` seconds."""
         check_utf8_address(request)
         connection = request.path_params["connection"]
         single_valued(request.query_params, "at", "runs")
@@ -119,13 +124,16 @@ class Service:
         # The database's text, as the overview's: both bodies in one form (numbers, spacing).
         return Response(detail.encode(), media_type=JSON, headers={"Cache-Control": "no-store"})
 
-    # POST /_ref/connectors/refresh
     async def refresh(self, request: Request) -> Response:
+        """POST /_ref/connectors/refresh: 200 with ``{"refreshed", "as_of", "refresh_ms"}`` once a
+        refresh that started after the request committed (``refresh()``); 504 past its timeout."""
         result = await self.projection.refresh()
         return Response(orjson.dumps(result.to_dict()), media_type=JSON)
 
-    # GET /_ref/connectors/events
     async def events(self, request: Request) -> Response:
+        """GET /_ref/connectors/events: 200, a server-sent event stream, one ``refreshed`` event
+        (``{"as_of"}``, id as_of) per refresh, preceded by the current one when a Last-Event-ID
+        differs from it; 503 when the app has no listener or its LISTEN is not up within 2 s."""
         if self.listener is None:
             return error_response(503, "unavailable", "this app was built without an event listener")
         listener = self.listener
@@ -171,18 +179,19 @@ class Service:
             shutdown_grace_period=SHUTDOWN_GRACE,
         )
 
-    # GET /healthz
     async def healthz(self, request: Request) -> Response:
+        """GET /healthz: 200 ``{"status": "ok"}`` while the process serves; asks the database nothing."""
         return Response(b'{"status":"ok"}', media_type=JSON)
 
-    # GET /readyz
     async def readyz(self, request: Request) -> Response:
+        """GET /readyz: 200 ``{"status": "ready", "as_of", "source_changed"}`` (``status()``); 503
+        while the database is unreachable or not migrated."""
         status = await self.projection.status()
         body = {"status": "ready", "as_of": _iso(status.as_of), "source_changed": status.source_changed}
         return Response(orjson.dumps(body), media_type=JSON)
 
-    # GET /metrics
     async def metrics_text(self, request: Request) -> Response:
+        """GET /metrics: 200, Prometheus text format; always answers (no statement)."""
         # From this process's memory only, never a statement: scrapes matter most while the
         # database is down (only /readyz reflects the database).
         status = self.projection.last_status
@@ -197,11 +206,12 @@ class Service:
         m.pool_waiting.set(self.details_waiting)
         return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # GET /openapi.json
     async def openapi(self, request: Request) -> Response:
+        """GET /openapi.json: 200 with the API's OpenAPI 3.1 document."""
         return Response(openapi_document(), media_type=JSON)
 
     async def startup(self) -> None:
+        """Start the event listener and, in the background, a first read; raises nothing."""
         if self.listener is not None:
             self.listener.start()
         # A first read starts the projection's watcher, which refreshes after source writes
@@ -216,6 +226,7 @@ class Service:
             log.warning("refproj web: first read failed (%s); the next request tries again", error)
 
     async def shutdown(self) -> None:
+        """Stop the first read, the listener and the metrics; raises nothing."""
         if self._warm is not None:
             self._warm.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -40,11 +40,13 @@ ERROR_STATUS: list[tuple[type[errors.RefprojError], int, str]] = [
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> Response:
+    """A JSON error answer: ``{"error": error, "message": message, **extra}`` with ``status``."""
     body = orjson.dumps({"error": error, "message": message, **extra})
     return Response(body, status_code=status, media_type=JSON)
 
 
 def refproj_error_response(error: errors.RefprojError) -> Response:
+    """The answer to ``error``: its ``ERROR_STATUS`` status and code (409s add ``candidates``)."""
     status, code = next((s, c) for kind, s, c in ERROR_STATUS if isinstance(error, kind))
     extra: dict[str, Any] = {}
     if isinstance(error, errors.AmbiguousConnection):
@@ -79,6 +81,8 @@ def single_valued(params: QueryParams, *names: str) -> None:
 
 
 def int_param(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """Parameter ``name`` as a whole number from ``low`` to ``high``, None when absent; raises
+    ``Invalid`` (422) for anything else (a sign, a space, more than 9 digits)."""
     text = params.get(name)
     if text is None:
         return None
@@ -97,6 +101,8 @@ _ISO_TIME = re.compile(
 
 
 def at_param(params: Mapping[str, str]) -> datetime | None:
+    """Parameter ``at``, an ISO-8601 time with a UTC offset, None when absent; raises ``Invalid``
+    (422) for anything else (no offset, a date alone, trailing text)."""
     text = params.get("at")
     if text is None:
         return None
@@ -114,7 +120,8 @@ def at_param(params: Mapping[str, str]) -> datetime | None:
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    """Whether an If-None-Match ``header`` matches ``etag`` (``*`` matches any): the weak
+    comparison (RFC 9110 13.1.2), W/ prefixes ignored. False without the header."""
     if header is None:
         return False
     if header.strip() == "*":
