@@ -4,6 +4,7 @@ database upgraded from the last release ends up exactly like a fresh install, se
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import os
@@ -127,18 +128,47 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def released_files() -> dict[str, str]:
+    """The manifest: each released file's path (from the repository root) and its sha256."""
+    lines = [line for line in MANIFEST.read_text().splitlines() if line and line[0] != "#"]
+    return {path: digest for digest, path in (line.split("  ", 1) for line in lines)}
+
+
 def test_released_revision_files_are_unchanged() -> None:
     """The files of released revisions are never edited: the next release adds, it does not rewrite."""
-    entries = [line.split("  ", 1) for line in MANIFEST.read_text().splitlines() if line and line[0] != "#"]
-    assert {path for _, path in entries} >= {
+    released = released_files()
+    assert set(released) >= {
         "sql/0002_source_run_summary_index.sql",
         "sql/0003_projection.sql",
         "sql/0003_projection_down.sql",
         "migrations/versions/0002_source_run_summary_index.py",
         "migrations/versions/0003_projection.py",
     }
-    changed = [path for digest, path in entries if sha256(ROOT / path) != digest]
+    changed = [path for path, digest in released.items() if sha256(ROOT / path) != digest]
     assert changed == [], f"released files changed: {changed} (see docs/MIGRATIONS.md)"
+
+
+def test_released_revisions_read_only_released_files() -> None:
+    """Every SQL file a released migration script names, or that a folder it names holds, is
+    released too: editing a live file (sql/projection/, sql/projection_down.sql) for the next
+    release can never change what a released upgrade or downgrade applies."""
+    released = released_files()
+    scripts = [path for path in released if path.startswith("migrations/versions/")]
+    assert len(scripts) >= 2
+    unreleased = []
+    for script in sorted(scripts):
+        tree = ast.parse((ROOT / script).read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str) or not node.value:
+                continue
+            target = ROOT / "sql" / node.value
+            files = sorted(target.glob("*.sql")) if target.is_dir() else [target]
+            unreleased += [
+                f"{script} reads {path}"
+                for path in (file.relative_to(ROOT).as_posix() for file in files)
+                if path.endswith(".sql") and path not in released
+            ]
+    assert unreleased == [], "see docs/MIGRATIONS.md, Making the next release"
 
 
 @pytest.fixture

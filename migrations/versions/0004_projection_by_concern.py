@@ -3,8 +3,9 @@
 Everything in the ``refproj`` schema is derived from the source tables, so a revision that
 changes the projection drops the schema and re-creates it whole from the files of its release;
 the roles ``refproj.grant_reader()`` let in are granted again. See docs/MIGRATIONS.md for the
-discipline: the files a released revision applies are never edited afterwards; the next release
-freezes ``sql/projection/`` under ``sql/releases/<revision>/`` and points this revision there.
+discipline: the files a released revision applies are never edited afterwards; the release
+freezes ``sql/projection/`` and ``sql/projection_down.sql`` under ``sql/releases/0004/`` and points
+``PROJECTION_DIR`` and ``PROJECTION_DOWN`` there.
 
 Revision ID: 0004
 Revises: 0003
@@ -21,7 +22,9 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+# What this revision creates and what removes it: the live files while 0004 is unreleased.
 PROJECTION_DIR = "projection"
+PROJECTION_DOWN = "projection_down.sql"
 
 
 def _projection_files() -> list[str]:
@@ -39,7 +42,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     run_sql_file("0004_save_reader_grants.sql")
-    run_sql_file("projection_down.sql")
+    run_sql_file(PROJECTION_DOWN)
     # Going further down, 0003's downgrade would drop what this re-creates (after computing the
     # whole history): re-create it only when the run stops at 0003.
     if not downgrade_passes("0003"):
