@@ -27,6 +27,7 @@ import orjson
 
 from refproj_bench import browser_report
 from refproj_bench.browser import PageLoad, SetupError, launched_browser, measure
+from refproj_bench.measure import goal
 
 Json = dict[str, Any]
 SERVER_START_TIMEOUT_S = 60.0
@@ -185,29 +186,23 @@ def _seeded_database(profile: str, database_url: str) -> Iterator[str]:
         server.drop_created()
 
 
+# (profile, comparison key, figure, comparison, bound): the browser figure's goals.
+GOALS = [
+    ("S", "old_over_refproj", "cold LCP old / refproj at S", ">=", GOAL_OLD_OVER_NEW_AT_S),
+    ("M", "refproj_over_floor", "cold LCP refproj / floor at M", "<=", GOAL_NEW_OVER_FLOOR_AT_M),
+]
+
+
 def _goals(comparison: Json) -> list[Json]:
-    goals = []
-    if "S" in comparison:
-        value = comparison["S"]["old_over_refproj"]
-        goals.append(
-            {
-                "figure": "cold LCP old / refproj at S",
-                "goal": f">= {GOAL_OLD_OVER_NEW_AT_S:g}x",
-                "value": value,
-                "met": value is not None and value >= GOAL_OLD_OVER_NEW_AT_S,
-            }
-        )
-    if "M" in comparison:
-        value = comparison["M"]["refproj_over_floor"]
-        goals.append(
-            {
-                "figure": "cold LCP refproj / floor at M",
-                "goal": f"<= {GOAL_NEW_OVER_FLOOR_AT_M:g}x",
-                "value": value,
-                "met": value is not None and value <= GOAL_NEW_OVER_FLOOR_AT_M,
-            }
-        )
-    return goals
+    """One goals-table line (``measure.goal``) per goal whose profile was compared."""
+    lines = []
+    for profile, key, figure, comparison_op, bound in GOALS:
+        if profile in comparison:
+            value = comparison[profile][key]
+            met = value is not None and (value >= bound if comparison_op == ">=" else value <= bound)
+            shown = "n/a" if value is None else f"{value:.2f}x"
+            lines.append(goal(figure, f"{comparison_op} {bound:g}x", profile, shown, met, value))
+    return lines
 
 
 def _write(options: Options, document: Json, table: str) -> Path:

@@ -350,3 +350,28 @@ def test_harness_measures_a_token_server(
     assert [(load["status"], load["settled"], len(load["list_reads"])) for load in loads] == [
         (200, True, 1)
     ] * 2
+
+
+def test_browser_goals_are_goal_table_lines() -> None:
+    """Each goal of the browser figure in the benchmark's goal form, for the profiles compared."""
+    from refproj_bench.browser_run import _goals
+
+    assert _goals({"S": {"old_over_refproj": 12.5}, "M": {"refproj_over_floor": 1.6}}) == [
+        {
+            "figure": "cold LCP old / refproj at S",
+            "goal": ">= 10x",
+            "profile": "S",
+            "measured": "12.50x",
+            "value": 12.5,
+            "met": True,
+        },
+        {
+            "figure": "cold LCP refproj / floor at M",
+            "goal": "<= 1.5x",
+            "profile": "M",
+            "measured": "1.60x",
+            "value": 1.6,
+            "met": False,
+        },
+    ]
+    assert _goals({"M": {"refproj_over_floor": None}})[0]["met"] is False

@@ -4,7 +4,6 @@ read timeout, coalesced refreshes across processes, the watcher, and two `refpro
 
 from __future__ import annotations
 
-import multiprocessing
 import subprocess
 import sys
 import threading
@@ -18,8 +17,8 @@ from alembic.script import ScriptDirectory
 
 from refproj import Projection, StatementCanceled, migrate
 from tests.pgbouncer import PgBouncer
-from tests.refresh_worker import refresh_worker
-from tests.world import World, backends_waiting, wait_for
+from tests.refresh_worker import refresh_burst
+from tests.world import World, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -133,35 +132,7 @@ def test_the_read_timeout_applies_through_pgbouncer_and_leaves_nothing_behind(
 def test_sixteen_refreshes_from_four_processes_through_pgbouncer(
     world: World, db: psycopg.Connection[Any], pooled_url: str
 ) -> None:
-    refreshes_before = db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
-    assert refreshes_before is not None
-    locker = psycopg.connect(pooled_url)
-    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        results = manager.list()
-        go = manager.Event()
-        processes = [ctx.Process(target=refresh_worker, args=(pooled_url, 4, go, results)) for _ in range(4)]
-        for process in processes:
-            process.start()
-        go.set()
-        wait_for(
-            lambda: backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16,
-            timeout=120,
-            what="16 refresh calls queued in the database",
-        )
-        locker.rollback()
-        locker.close()
-        for process in processes:
-            process.join(timeout=60)
-            assert process.exitcode == 0
-        outcomes = list(results)
-    assert len(outcomes) == 16
-    assert all(error is None for _, _, error in outcomes), outcomes
-    assert all(as_of > called_at for called_at, as_of, _ in outcomes)
-    row = db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
-    assert row is not None
-    assert 1 <= row[0] - refreshes_before[0] <= 2
+    refresh_burst(db, pooled_url)
 
 
 def test_the_watcher_polls_through_pgbouncer(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,7 +28,7 @@ from refproj import (
     StatementCanceled,
 )
 from refproj.errors import translate
-from tests.refresh_worker import refresh_worker
+from tests.refresh_worker import refresh_burst
 from tests.world import StatementLog, World, at, backends_waiting, iso, wait_for
 
 OVERVIEW_MARK = "refproj.connection_summaries"
@@ -248,39 +247,7 @@ def test_read_reuse_window_and_forget(world: World, db_url: str) -> None:
 def test_s21_sixteen_refreshes_from_four_processes(
     world: World, db: psycopg.Connection[Any], db_url: str
 ) -> None:
-    refreshes_before = world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
-    assert refreshes_before is not None
-    # Hold a source table so the first refresh stays in flight until every caller has queued.
-    locker = psycopg.connect(db_url, autocommit=False)
-    locker.execute("LOCK TABLE connector_instances IN ACCESS EXCLUSIVE MODE")
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        results = manager.list()
-        go = manager.Event()
-        processes = [ctx.Process(target=refresh_worker, args=(db_url, 4, go, results)) for _ in range(4)]
-        for process in processes:
-            process.start()
-        go.set()
-
-        def all_queued() -> bool:
-            early = list(results)
-            assert not early, f"a refresh returned while the table was locked: {early}"
-            return backends_waiting(db, "Lock", "%refresh_connection_summary%") == 16
-
-        wait_for(all_queued, timeout=120, what="16 refresh calls queued in the database")
-        locker.rollback()
-        locker.close()
-        for process in processes:
-            process.join(timeout=60)
-            assert process.exitcode == 0
-        outcomes = list(results)
-    assert len(outcomes) == 16
-    assert all(error is None for _, _, error in outcomes), outcomes
-    # Every call returned after a refresh that started after the call did.
-    assert all(as_of > called_at for called_at, as_of, _ in outcomes)
-    row = world.db.execute("SELECT refresh_count FROM refproj.projection_status()").fetchone()
-    assert row is not None
-    assert 1 <= row[0] - refreshes_before[0] <= 2
+    refresh_burst(db, db_url)
 
 
 def test_refresh_callers_join_a_call_still_waiting_for_a_connection(world: World, db_url: str) -> None:
