@@ -61,9 +61,7 @@ JOIN refproj.connection_keys AS k
     ON k.connector_instance_id = p.connector_instance_id
 CROSS JOIN LATERAL refproj.run_evidence_of(refproj.newest_first(ARRAY(
     SELECT f
-    FROM refproj.stored_run_facts(
-        p.connector_id,
-        refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key, k.sole_active)) AS f
+    FROM refproj.stored_run_facts(p.connector_id, k.match_tokens) AS f
 ))) AS evidence
 WITH NO DATA;
 CREATE UNIQUE INDEX connection_summary_connector_instance_id_idx

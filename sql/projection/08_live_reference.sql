@@ -10,8 +10,7 @@ SELECT mine.connector_id, mine.connector_instance_id, evidence.*
 FROM (
     SELECT k.connector_id, k.connector_instance_id, array_agg(ROW(f.*)::refproj.run_facts) AS runs
     FROM refproj.connection_keys AS k
-    CROSS JOIN LATERAL unnest(refproj.connection_match_tokens(
-        k.connector_instance_id, k.expected_profile_key, k.sole_active)) AS token (match_token)
+    CROSS JOIN LATERAL unnest(k.match_tokens) AS token (match_token)
     JOIN refproj.run_facts_live AS f
         ON f.connector_id = k.connector_id
        AND f.match_token = token.match_token

@@ -152,8 +152,7 @@ BEGIN
     WITH accepting AS (
         SELECT
             k.connector_instance_id,
-            refproj.connection_match_tokens(k.connector_instance_id, k.expected_profile_key,
-                                            k.sole_active) AS tokens
+            k.match_tokens AS tokens
         FROM refproj.connection_keys AS k
         WHERE k.connector_id = v_connector_id
     )

@@ -90,6 +90,7 @@ BEGIN
             ('refproj.connection_keys', 'expected_profile_key', 'The browser profile key a run of this connection carries: the manifest''s trimmed profile_key (else the connector id), followed by '':'' and the connection id unless that equals the connector id.'),
             ('refproj.connector_max_staleness', 'connector_id', 'The connector.'),
             ('refproj.connection_keys', 'sole_active', 'Whether this is the only active connection of its connector (then it also owns legacy connector-wide runs).'),
+            ('refproj.connection_keys', 'match_tokens', 'The match tokens the connection accepts (refproj.connection_match_tokens): a run whose token is one of them belongs to it.'),
             -- Maintained run facts and write detection
             ('refproj.run_facts', 'match_token', 'The one token the run offers to connections: key:<md5 of its profile key>, else id:<md5 of its identity>, else legacy.'),
             ('refproj.run_facts', 'brief', 'jsonb run brief {run_id, status, started_at, last_at, finished_at, failure_reason, event_count, browser_surface_profile_key}, timestamps in UTC.'),
