@@ -52,6 +52,10 @@ COMMENT ON FUNCTION refproj.stored_run_facts(text, text[], int) IS
 
 -- The stored overview: each visible connection's profile and the evidence rules over its
 -- stored run facts (refproj.stored_run_facts), refreshed by refproj.refresh_connection_summary().
+-- A row is p.*, the evidence, max_staleness, as in refproj.connection_evidence and
+-- refproj.connection_detail_parts. That join stays written in each: the evidence comes from a
+-- different place in each, and it sits between the profile and max_staleness in the contract's
+-- column order, so a shared view of profile and staleness would need its columns listed again.
 CREATE MATERIALIZED VIEW refproj.connection_summary AS
 SELECT p.*, evidence.*, staleness.max_staleness
 FROM refproj.connection_profile AS p

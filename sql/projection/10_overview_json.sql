@@ -29,6 +29,10 @@ COMMENT ON FUNCTION refproj.overview_row_ending(text, text, jsonb, jsonb, interv
 -- them here, so list() and get() agree byte for byte whatever the session's TimeZone,
 -- IntervalStyle or DateStyle. Timestamps are UTC, or null when an ISO-8601 parser could not read
 -- them (refproj.json_time); max_staleness is a number of seconds.
+-- The stored columns are listed again in refproj.overview_row_of (19_overview.sql), typed there.
+-- Here four of them take their JSON form, and to_json of this row keeps the served key order;
+-- converting them on a jsonb of the typed row instead would reorder the keys (jsonb sorts them).
+-- A column added to connection_summary is added to both.
 CREATE FUNCTION refproj.summary_fields_json(s refproj.connection_summary)
 RETURNS text
 LANGUAGE sql STABLE
