@@ -8,9 +8,9 @@ turn (the machine is shared: load varies, so read the ratios).
 
 Each database is a copy of one seeded database (``refproj seed --profile M``, then
 ``CREATE DATABASE ... TEMPLATE``) whose schema refproj was re-created from that tree's files as
-revision 0004 does, in one transaction: ``(echo BEGIN; cat sql/0004_save_reader_grants.sql
+revision 0004 does, in one transaction: ``(echo "BEGIN;"; cat sql/0004_save_reader_grants.sql
 sql/0004_note_previous_projection.sql sql/projection_down.sql sql/projection/*.sql
-sql/0004_restore_reader_grants.sql; echo COMMIT) | psql -v ON_ERROR_STOP=1 URL``. Each tree is
+sql/0004_restore_reader_grants.sql; echo "COMMIT;") | psql -v ON_ERROR_STOP=1 URL``. Each tree is
 imported from its own directory: its refproj and refproj_bench. A round takes 5 list() reads,
 5 details and 1 refresh of each.
 The figures are measured as refproj_bench measures them (refproj_bench/figures/).
