@@ -47,6 +47,7 @@ from refproj.migration_support import (
     ensure_summary_index,
     incompatibility,
     summary_index_state,
+    x_options,
 )
 from refproj.settings import SOURCE_TABLES, database_url, libpq_url, url_text
 
@@ -281,6 +282,7 @@ def run_migrations_online() -> None:
 
 
 try:
+    x_options()  # a bad -x option is refused before any revision runs
     if context.is_offline_mode():
         run_migrations_offline()
     else:

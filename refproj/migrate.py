@@ -13,6 +13,7 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
+from refproj._core import check_flag
 from refproj._resources import migrations_dir
 from refproj.errors import RefprojError
 from refproj.settings import database_url, url_text
@@ -63,9 +64,12 @@ def downgrade(
 ) -> None:
     """Down to ``revision``. The source tables revision 0001 created are dropped only while empty,
     unless ``drop_source_tables`` (``alembic -x drop_source_tables=true``); tables refproj adopted
-    from the application are never dropped. Raises ``ForeignObjectsInSchema`` (nothing changed)
-    when schema refproj holds or is used by an object refproj did not create."""
-    x_arguments = [f"drop_source_tables={'true' if drop_source_tables else 'false'}"]
+    from the application are never dropped. Raises ``InvalidArgument`` when
+    ``drop_source_tables`` is not a bool (the string "false" would be true), and
+    ``ForeignObjectsInSchema`` when schema refproj holds or is used by an object refproj did not
+    create; either way nothing is changed."""
+    drop = check_flag("drop_source_tables", drop_source_tables)
+    x_arguments = [f"drop_source_tables={'true' if drop else 'false'}"]
     try:
         command.downgrade(alembic_config(url, x_arguments), revision)
     except CommandError as error:

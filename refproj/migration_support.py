@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from refproj._resources import read_sql
+from refproj.errors import InvalidArgument
 
 SUMMARY_INDEX = "spine_events_source_run_summary_idx"
 
@@ -19,6 +20,30 @@ SUMMARY_INDEX = "spine_events_source_run_summary_idx"
 # tables (minutes on a long history, every writer waiting). Skipped then, leaving the released
 # revision's files untouched; a run that stops at the revision applies it as released.
 SUPERSEDED_IN_THE_SAME_RUN = {"0003_projection.sql": "0003"}
+
+
+# Every ``alembic -x`` option refproj reads, with the values each accepts (case-insensitive).
+X_OPTIONS = {"drop_source_tables": ("true", "false")}
+
+
+def x_options() -> dict[str, str]:
+    """The ``alembic -x`` options of this run, lower-cased: ``{"drop_source_tables": "false"}``
+    (every option present, its default filled in). Raises ``InvalidArgument`` for an unknown
+    key, a key given twice, or a value not accepted; migrations/env.py calls it before any
+    revision runs, so a bad option changes nothing."""
+    found: dict[str, str] = {}
+    for argument in context.get_x_argument():
+        key, equals, value = argument.partition("=")
+        if key not in X_OPTIONS:
+            known = ", ".join(f"-x {name}=" for name in X_OPTIONS)
+            raise InvalidArgument(f"unknown option -x {argument!r}; refproj reads {known}")
+        if key in found:
+            raise InvalidArgument(f"-x {key} given more than once")
+        if not equals or value.lower() not in X_OPTIONS[key]:
+            accepted = " or ".join(X_OPTIONS[key])
+            raise InvalidArgument(f"-x {key} must be {key}={accepted}, not {argument!r}")
+        found[key] = value.lower()
+    return {key: found.get(key, accepted[-1]) for key, accepted in X_OPTIONS.items()}
 
 
 def incompatibility(error: BaseException) -> str | None:

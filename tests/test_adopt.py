@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from refproj import ForeignObjectsInSchema, Projection, SourceTablesIncompatible, migrate
+from refproj import ForeignObjectsInSchema, InvalidArgument, Projection, SourceTablesIncompatible, migrate
 from refproj._resources import read_sql
 from refproj.cli import main
 from refproj.progress import Reporter
@@ -595,6 +595,57 @@ def test_downgrade_keeps_tables_holding_rows_unless_asked(
             "SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
             " WHERE n.nspname = 'public'"
         ).fetchone() == (0,)
+
+
+@pytest.mark.parametrize("value", ["false", "yes", 1, None])
+def test_downgrade_refuses_a_drop_source_tables_that_is_not_a_bool(empty_db_url: str, value: object) -> None:
+    """The string "false" is truthy: taken as a yes, it dropped tables holding rows."""
+    url = empty_db_url
+    migrate.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO connectors (connector_id) VALUES ('acme')")
+    before = catalog_rows(url)
+    with pytest.raises(InvalidArgument) as error:
+        migrate.downgrade(url, drop_source_tables=value)  # type: ignore[arg-type]
+    assert str(error.value) == f"drop_source_tables must be True or False, not {value!r}"
+    assert (catalog_rows(url), alembic_version(url)) == (before, ["0005"])
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        (
+            ["drop_source_tables=yes"],
+            "-x drop_source_tables must be drop_source_tables=true or false, not 'drop_source_tables=yes'",
+        ),
+        (
+            ["drop_source_tables"],
+            "-x drop_source_tables must be drop_source_tables=true or false, not 'drop_source_tables'",
+        ),
+        (
+            ["drop_source_table=true"],
+            "unknown option -x 'drop_source_table=true'; refproj reads -x drop_source_tables=",
+        ),
+        (
+            ["drop_source_tables=false", "drop_source_tables=true"],
+            "-x drop_source_tables given more than once",
+        ),
+    ],
+)
+def test_alembic_cli_refuses_a_bad_x_option_before_any_revision_runs(
+    empty_db_url: str, options: list[str], why: str
+) -> None:
+    """Checked in 0001's downgrade only, a bad value failed after 0005..0002 were committed."""
+    url = empty_db_url
+    migrate.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO connectors (connector_id) VALUES ('acme')")
+    before = catalog_rows(url)
+    arguments = [argument for option in options for argument in ("-x", option)]
+    result = alembic_cli(url, *arguments, "downgrade", "base")
+    assert (result.returncode, result.stdout) == (255, f"FAILED: refproj: {why}\n")
+    assert "Traceback" not in result.stderr
+    assert (catalog_rows(url), alembic_version(url)) == (before, ["0005"])
 
 
 def test_first_build_never_blocks_writers_and_readers_are_told(

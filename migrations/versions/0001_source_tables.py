@@ -8,9 +8,9 @@ Revision ID: 0001
 Revises:
 """
 
-from alembic import context, op
+from alembic import op
 
-from refproj.migration_support import run_sql_file
+from refproj.migration_support import run_sql_file, x_options
 
 revision = "0001"
 down_revision = None
@@ -23,8 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    drop = context.get_x_argument(as_dictionary=True).get("drop_source_tables", "false").lower()
-    if drop not in ("true", "false"):
-        raise ValueError(f"-x drop_source_tables must be true or false, not {drop!r}")
+    # Validated (by migrations/env.py) before any revision ran.
+    drop = x_options()["drop_source_tables"]
     op.execute(f"SET LOCAL refproj.drop_source_tables = '{drop}'")
     run_sql_file("0001_source_tables_down.sql")
