@@ -113,8 +113,23 @@ def url_text(url: URL) -> str:
     SQLAlchemy renders query values with ``quote_plus`` (a space becomes "+"), but libpq decodes
     only %XX, so ``?options=-c%20lock_timeout%3D1000`` came back as ``-c+lock_timeout=1000``.
     Every URL refproj hands on as text goes through here: query values use %20 for a space.
+    SQLAlchemy also leaves a space in the user, password and database name as is, and libpq
+    refuses a URL with a space ("my%20secret" came back as "my secret"); so those parts are
+    percent-encoded here, every character but unreserved ones, which also keeps a password
+    within what ``mask_secrets`` recognises.
     """
-    base = url.set(query={}).render_as_string(hide_password=False)
+    auth = ""
+    if url.username is not None:
+        auth = quote(url.username, safe="")
+        if url.password is not None:
+            auth += ":" + quote(str(url.password), safe="")
+        auth += "@"
+    scheme, _, address = (
+        URL.create(url.drivername, host=url.host, port=url.port).render_as_string().partition("://")
+    )
+    base = f"{scheme}://{auth}{address}"
+    if url.database is not None:
+        base += "/" + quote(url.database, safe="")
     pairs = [
         f"{quote(key, safe='')}={quote(value, safe='')}"
         for key, values in url.query.items()

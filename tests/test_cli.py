@@ -175,6 +175,45 @@ def test_migrate_creates_the_database(postgresql_proc: Any, capsys: pytest.Captu
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def test_percent_encoded_spaces_in_the_url_reach_libpq(
+    postgresql_proc: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#1: "%20" in the password and the database name is what psql accepts. refproj once decoded
+    them, refused the URL ("unexpected spaces found") and printed the password in clear."""
+    from refproj import Projection
+
+    name = f"{postgresql_proc.template_dbname}_a b"
+    server = f"{postgresql_proc.host}:{postgresql_proc.port}"
+    admin = f"postgresql://{postgresql_proc.user}@{server}/postgres"
+    # The test server trusts local connections, so the password is sent but not checked.
+    url = f"postgresql://{postgresql_proc.user}:my%20secret@{server}/{name.replace(' ', '%20')}"
+    shown = url.replace("my%20secret", "***")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    try:
+        assert run(capsys, "--database-url", url, "migrate", "--create-database") == (
+            0,
+            f"migrated {shown} to head\n",
+            "",
+        )
+        code, out, err = run(capsys, "--database-url", url, "status", "--json")
+        assert (code, json.loads(out)["refresh_count"], err) == (0, 0, "")
+        with Projection(url) as projection:
+            assert projection.status().refresh_count == 0
+        assert _alembic_current(url) == (0, "0005 (head)\n")
+        # A URL refproj refuses is quoted with the password masked, however it is spelled.
+        code, out, err = run(capsys, "--database-url", url + "?bogusparam=1", "status")
+        assert (code, out, err) == (
+            7,
+            "",
+            f'refproj: not a database URL libpq reads (invalid URI query parameter: "bogusparam"):'
+            f" {shown + '?bogusparam=1'!r}\n",
+        )
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_console_script_has_no_traceback(db_url: str) -> None:
     script = Path(sys.executable).parent / "refproj"
     result = subprocess.run(
@@ -542,6 +581,11 @@ def test_libpq_query_options_reach_the_server_unchanged(
         assert conn.execute("SHOW lock_timeout").fetchone() == ("1s",)
     # A "+" is a plus sign to libpq, so it stays one.
     assert libpq_url("postgresql://h/d?application_name=a+b") == "postgresql://h/d?application_name=a%2Bb"
+    assert _alembic_current(url) == (0, "0005 (head)\n")
+
+
+def _alembic_current(url: str) -> tuple[int, str]:
+    """`alembic current` with DATABASE_URL=url: its exit code and stdout."""
     alembic = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(Path(__file__).parents[1] / "alembic.ini"), "current"],
         env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
@@ -549,7 +593,7 @@ def test_libpq_query_options_reach_the_server_unchanged(
         text=True,
         timeout=120,
     )
-    assert (alembic.returncode, alembic.stdout) == (0, "0005 (head)\n")
+    return alembic.returncode, alembic.stdout
 
 
 def test_a_quoted_role_name_is_unquoted_once(
