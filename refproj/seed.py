@@ -142,11 +142,12 @@ def seed(
         raise InvalidArgument(f"history factor must be a number, not {type(history_factor).__name__}")
     if not (history_factor > 0 and math.isfinite(history_factor)):
         raise InvalidArgument(f"history factor must be a positive number, not {history_factor}")
-    runs = max(1, round(sizes.runs * history_factor))
-    if runs > MAX_RUNS:
-        raise InvalidArgument(
-            f"history factor {history_factor:g} asks for {runs:,} runs; at most {MAX_RUNS:,}"
-        )
+    # Bounded before rounding: a huge finite factor (1e308) makes the product inf, which round()
+    # cannot turn into an int (OverflowError).
+    planned = sizes.runs * history_factor
+    if planned > MAX_RUNS:
+        raise InvalidArgument(f"history factor {history_factor:g} asks for more than {MAX_RUNS:,} runs")
+    runs = max(1, round(planned))
     if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
         raise InvalidArgument(f"seed must be a whole number that fits in a bigint, not {seed!r}")
     if base_time.utcoffset() is None:

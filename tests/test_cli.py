@@ -338,6 +338,13 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
             ("86401", "86401.0"),
         )
     ],
+    # argparse takes "-inf" for the next option unless it is attached with "=" (README).
+    (["refresh", "--timeout", "-inf"], 2, "refproj refresh: argument --timeout: expected one argument"),
+    (
+        ["refresh", "--timeout=-inf"],
+        7,
+        "refproj: --timeout must be a number of seconds from 0 to 86400, not -inf\n",
+    ),
     # serve: every numeric option has a documented range (7 outside it), a host that is no
     # address is invalid input (7), an address it cannot listen on is 14; all before any worker.
     (["serve", "--port", "0"], 7, "refproj: --port must be from 1 to 65535, not 0\n"),
@@ -365,7 +372,17 @@ BAD_INPUTS: list[tuple[list[str], int, str]] = [
     (["seed", "--profile", "XL"], 7, "refproj: unknown profile 'XL'; choose one of tiny, S, M, L"),
     (["seed", "--history-factor", "0"], 7, "refproj: history factor must be a positive number, not 0.0"),
     (["seed", "--history-factor", "nan"], 7, "refproj: history factor must be a positive number, not nan"),
-    (["seed", "--history-factor", "1e300"], 7, "refproj: history factor 1e+300 asks for"),
+    (
+        ["seed", "--history-factor", "1e300"],
+        7,
+        "refproj: history factor 1e+300 asks for more than 2,147,483,647 runs\n",
+    ),
+    # Its product with the runs is inf: once an OverflowError (exit 1), now the same refusal.
+    (
+        ["seed", "--history-factor", "1e308", "--replace"],
+        7,
+        "refproj: history factor 1e+308 asks for more than 2,147,483,647 runs\n",
+    ),
     (
         ["seed", "--seed", "9223372036854775808"],
         7,
