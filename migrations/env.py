@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from logging.config import fileConfig
 from typing import Any
@@ -43,7 +44,9 @@ from refproj.errors import (
     translate,
 )
 from refproj.migration_support import (
+    SUMMARY_BOUNDED,
     SUMMARY_INDEX,
+    SUMMARY_UNBOUNDED,
     ensure_summary_index,
     incompatibility,
     summary_index_state,
@@ -66,11 +69,20 @@ CREATED_TABLE_COMMENT = (
 # projection write the same).
 LEGACY_EVIDENCE: dict[str, str | None] = {
     "0001": None,
-    "0002": f"SELECT to_regclass('{SUMMARY_INDEX}') IS NOT NULL",
+    # The summary index on spine_events with a definition refproj's 0002 gave it, not the name.
+    "0002": "SELECT split_part(pg_get_indexdef(i.indexrelid), ' USING ', 2)"
+    f" IN ('{SUMMARY_UNBOUNDED}', '{SUMMARY_BOUNDED}') FROM pg_index AS i"
+    f" WHERE i.indexrelid = to_regclass('{SUMMARY_INDEX}') AND i.indrelid = to_regclass('spine_events')",
     "0003": "SELECT COALESCE(obj_description(to_regclass('refproj.projection_state'), 'pg_class'), '')"
     " = 'Single row: when the stored evidence was computed (as_of), the ticket its refresh started at,"
     " and refresh statistics.'",
 }
+# The comment sql/projection/24_installed_objects.sql gives refproj.installed_objects(): part of
+# the proof that the function is refproj's (see _installed_objects).
+INSTALLED_OBJECTS_COMMENT = re.search(
+    r"COMMENT ON FUNCTION refproj\.installed_objects\(\) IS\s*'([^']*)';",
+    read_sql("projection/24_installed_objects.sql"),
+)[1]  # type: ignore[index]
 LOCK_POLL_SECONDS = 0.05
 log = logging.getLogger("alembic.env")
 
@@ -111,12 +123,13 @@ def _wait_for_migration_lock(lock_connection: psycopg.Connection[Any], timeout: 
 
 def _adopt_legacy_version_table(connection: Connection) -> str | None:
     """Move refproj's revision out of ``alembic_version`` left by an install made before refproj
-    had its own version table; returns the revision moved, or None.
+    had its own version table; returns the warning to give when it is left alone, else None.
 
     ``alembic_version`` is the application's unless proven refproj's: exactly one row, a revision
     id of refproj's, and an object only refproj creates, of that revision, exists (see
     ``LEGACY_EVIDENCE``). Otherwise it is never read further, written or dropped; a refproj
-    revision id without that proof is named in one warning, and refproj installs beside it.
+    revision id without that proof is named in the warning returned, and refproj installs beside
+    it.
     """
     if connection.execute(text(f"SELECT to_regclass('{VERSION_TABLE}')")).scalar() is not None:
         return None
@@ -126,23 +139,21 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
     if len(rows) != 1:
         return None
     revision = rows[0]
-    script = ScriptDirectory.from_config(config)
-    if revision not in {rev.revision for rev in script.walk_revisions()}:
+    if revision not in _revisions():
         return None
     evidence = LEGACY_EVIDENCE.get(revision, LEGACY_EVIDENCE["0003"])
     if evidence is None or not connection.execute(text(evidence)).scalar():
-        log.warning(
-            "refproj: left %s (revision %s) alone: %s; refproj keeps its own history in %s."
-            " If an install of refproj made before %s wrote it, drop it once this run is done",
-            LEGACY_VERSION_TABLE,
-            revision,
+        why = (
             "nothing tells refproj's revision 0001 from the application's"
             if evidence is None
-            else "the objects refproj creates at that revision are missing, so it is the application's",
-            VERSION_TABLE,
-            VERSION_TABLE,
+            else "the objects refproj creates at that revision are missing (or not refproj's),"
+            " so it is the application's"
         )
-        return None
+        return (
+            f"refproj: left {LEGACY_VERSION_TABLE} (revision {revision}) alone: {why}; refproj keeps its"
+            f" own history in {VERSION_TABLE}. If an install of refproj made before {VERSION_TABLE}"
+            " wrote it, drop it once this run is done"
+        )
     # The table Alembic creates on a fresh install, its key's name included (<table>_pkc), so the
     # moved install's schema equals a fresh one's.
     connection.execute(
@@ -166,7 +177,7 @@ def _adopt_legacy_version_table(connection: Connection) -> str | None:
                 f" COMMENT ON TABLE {table} IS '{CREATED_TABLE_COMMENT}'; END IF; END $$"
             )
         )
-    return revision
+    return None
 
 
 def _refuse_foreign_objects(connection: Connection) -> None:
@@ -190,19 +201,53 @@ def _refuse_foreign_objects(connection: Connection) -> None:
 
 
 def _installed_objects(connection: Connection) -> list[str] | None:
-    """What refproj created in schema refproj (pg_describe_object names), or None when unknown."""
-    if connection.execute(text("SELECT to_regprocedure('refproj.installed_objects()')")).scalar() is not None:
-        return list(connection.execute(text("SELECT refproj.installed_objects()")).scalar())
-    if connection.execute(text("SELECT to_regclass('refproj.projection_state')")).scalar() is None:
-        return []  # a schema refproj did not fill (created beforehand by somebody else)
-    current = None
-    if connection.execute(text(f"SELECT to_regclass('{VERSION_TABLE}')")).scalar() is not None:
-        current = connection.execute(text(f"SELECT max(version_num) FROM {VERSION_TABLE}")).scalar()
-    if current == "0003":
+    """What refproj created in schema refproj (pg_describe_object names); None when an install
+    of refproj is proven but predates the list (then only dependents outside the schema are
+    checked); [] when nothing proves the schema refproj's: then every object in it is foreign.
+
+    Proof, never a name alone: ``refproj_alembic_version`` holds one refproj revision of 0003 or
+    later (the first to create the schema), and either ``refproj.installed_objects()`` is
+    refproj's (returns text[], LANGUAGE sql, refproj's exact comment), or it is absent and
+    ``refproj.projection_state`` carries refproj's exact description (``LEGACY_EVIDENCE``). An
+    ``installed_objects()`` of another shape is foreign, never called."""
+    revision = _refproj_revision(connection)
+    if revision is None or revision < "0003":
+        return []
+    function = connection.execute(
+        text(
+            "SELECT p.prorettype = 'text[]'::regtype AND l.lanname = 'sql'"
+            " AND obj_description(p.oid, 'pg_proc') IS NOT DISTINCT FROM :comment"
+            " FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang"
+            " WHERE p.oid = to_regprocedure('refproj.installed_objects()')"
+        ),
+        {"comment": INSTALLED_OBJECTS_COMMENT},
+    ).scalar()
+    if function is not None:
+        if not function:
+            return []
+        listed = connection.execute(text("SELECT refproj.installed_objects()")).scalar()
+        return [name for name in listed if name is not None]
+    if not connection.execute(text(str(LEGACY_EVIDENCE["0003"]))).scalar():
+        return []
+    if revision == "0003":
         lines = read_sql("0003_objects.txt").splitlines()
         return [line for line in lines if line and not line.startswith("#")]
     # An install made before refproj kept the list: only dependents outside the schema are known.
     return None
+
+
+def _refproj_revision(connection: Connection) -> str | None:
+    """The one revision of refproj's that ``refproj_alembic_version`` holds, else None."""
+    if connection.execute(text(f"SELECT to_regclass('{VERSION_TABLE}')")).scalar() is None:
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(rows) != 1 or rows[0] not in _revisions():
+        return None
+    return str(rows[0])
+
+
+def _revisions() -> set[str]:
+    return {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
 
 
 def _utc_in_every_transaction(engine: Engine) -> None:
@@ -253,13 +298,17 @@ def run_migrations_online() -> None:
         _wait_for_migration_lock(lock_connection, timeout)
         with engine.connect() as connection:
             _log_refproj_notices(connection)
-            _adopt_legacy_version_table(connection)
+            left_alone = _adopt_legacy_version_table(connection)
             _refuse_foreign_objects(connection)
             connection.commit()
             context.configure(connection=connection, transactional_ddl=True, version_table=VERSION_TABLE)
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
+            if left_alone is not None:
+                # Given once the run succeeded: after a refusal (exit 10 or 15) it is moot, and
+                # the refusal is the one line printed.
+                log.warning("%s", left_alone)
             heads = context.get_context().get_current_heads()
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as autocommit:
             if not heads:

@@ -13,6 +13,13 @@ from refproj._resources import read_sql
 from refproj.errors import InvalidArgument
 
 SUMMARY_INDEX = "spine_events_source_run_summary_idx"
+# The summary index as refproj's revision 0002 built it, pg_get_indexdef after "USING": first
+# unbounded, then (issue 8) bounded. Another definition under that name is the application's.
+SUMMARY_UNBOUNDED = "btree (source_kind, source_id, run_id, occurred_at DESC) WHERE (run_id IS NOT NULL)"
+SUMMARY_BOUNDED = (
+    "btree (source_kind, source_id, run_id, occurred_at DESC) WHERE ((run_id IS NOT NULL) AND"
+    " (((octet_length(source_kind) + octet_length(source_id)) + octet_length(run_id)) <= 2000))"
+)
 
 # Files a released revision applies whose every object the next revision drops again (0004
 # drops schema refproj and re-creates it): when one run goes past that revision, applying the

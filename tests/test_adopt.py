@@ -411,6 +411,11 @@ LEFT_ALONE = (
 )
 
 
+NOT_PROVEN = (
+    "the objects refproj creates at that revision are missing (or not refproj's), so it is the application's"
+)
+
+
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
 
@@ -452,13 +457,36 @@ def test_a_refproj_revision_without_refproj_objects_is_the_applications(
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith("migrated ")
     assert out.splitlines()[1].startswith("built the overview in ")
-    why = "the objects refproj creates at that revision are missing, so it is the application's"
+    why = NOT_PROVEN
     line = LEFT_ALONE.format(revision="0005", why=why)
     assert (err, warnings_of(caplog)) == (f"{line}\n", [line])
     assert untouched(app_url) == before
     assert alembic_version(app_url) == ["0005"]
     with Projection(app_url, staleness_bound=None) as proj:
         assert [r["connector_instance_id"] for r in proj.list()] == ["cin_work"]
+
+
+def test_an_index_named_like_refproj_s_does_not_prove_revision_0002(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The application at its own "0002" with its own index named as refproj's summary index:
+    taken for an old install, its alembic_version was dropped, the index replaced and its tables
+    commented. Only refproj's definition of that index proves revision 0002."""
+    with psycopg.connect(app_url) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0002'")
+        conn.execute("CREATE INDEX spine_events_source_run_summary_idx ON spine_events (run_id)")
+    before = (untouched(app_url), application_state(app_url))
+    assert main(["--database-url", app_url, "migrate", "--no-build"]) == 0
+    why = NOT_PROVEN
+    assert capsys.readouterr()[1] == LEFT_ALONE.format(revision="0002", why=why) + "\n"
+    assert (untouched(app_url), application_state(app_url)) == before
+    with psycopg.connect(app_url) as conn:
+        assert conn.execute(
+            "SELECT pg_get_indexdef('spine_events_source_run_summary_idx'::regclass)"
+        ).fetchone() == (
+            "CREATE INDEX spine_events_source_run_summary_idx ON public.spine_events USING btree (run_id)",
+        )
+    assert alembic_version(app_url) == ["0005"]
 
 
 @pytest.mark.parametrize("legacy_revision", ["0002", "0003", "0004"])
@@ -550,6 +578,80 @@ def test_migrate_refuses_a_schema_refproj_holding_somebody_elses_objects(
     assert capsys.readouterr() == ("", f"refproj: {refused('table refproj.app_owned')}\n")
     assert (catalog_rows(app_url), untouched(app_url)) == (before, state)
     assert alembic_version(app_url) == []
+
+
+def foreign_schema_rows(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return [
+            *conn.execute("SELECT 'app_data', v FROM refproj.app_data ORDER BY v").fetchall(),
+            *conn.execute("SELECT 'projection_state', x FROM refproj.projection_state ORDER BY x").fetchall(),
+        ]
+
+
+@pytest.mark.parametrize("app_revision", ["app_0042", "0005"])
+def test_a_table_named_projection_state_proves_nothing(
+    app_url: str, capsys: pytest.CaptureFixture[str], app_revision: str
+) -> None:
+    """A name is no proof: the application's refproj.projection_state (and its row) made the
+    check skip the schema, and migrate dropped refproj.app_data with its rows. With the
+    application's history at "0005", the "left alone" warning is moot: the refusal alone."""
+    with psycopg.connect(app_url) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = %s", (app_revision,))
+        conn.execute("CREATE SCHEMA refproj")
+        conn.execute("CREATE TABLE refproj.projection_state (x int)")
+        conn.execute("INSERT INTO refproj.projection_state VALUES (3)")
+        conn.execute("CREATE TABLE refproj.app_data (v int)")
+        conn.execute("INSERT INTO refproj.app_data VALUES (1)")
+    before = (catalog_rows(app_url), untouched(app_url))
+    assert main(["--database-url", app_url, "migrate"]) == 15
+    objects = "table refproj.app_data, table refproj.projection_state"
+    assert capsys.readouterr() == ("", f"refproj: {refused(objects)}\n")
+    assert (catalog_rows(app_url), untouched(app_url)) == before
+    assert foreign_schema_rows(app_url) == [("app_data", 1), ("projection_state", 3)]
+    assert alembic_version(app_url) == []
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "CREATE FUNCTION refproj.installed_objects() RETURNS int LANGUAGE sql RETURN 1",
+        # refproj's shape without refproj's comment: the application's, never called.
+        "CREATE FUNCTION refproj.installed_objects() RETURNS text[] LANGUAGE sql"
+        " RETURN ARRAY['table refproj.app_data']",
+    ],
+)
+def test_an_installed_objects_of_the_application_is_foreign(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str], function: str
+) -> None:
+    """Before: exit 1, "unexpected error (TypeError ...)" (or the application's list trusted)."""
+    url = empty_db_url
+    migrate.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP FUNCTION refproj.installed_objects()")
+        conn.execute(function)
+        conn.execute("CREATE TABLE refproj.app_data (v int)")
+        conn.execute("INSERT INTO refproj.app_data VALUES (1)")
+    before = catalog_rows(url)
+    assert main(["--database-url", url, "migrate", "--no-build"]) == 15
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1)
+    assert err.startswith("refproj: schema refproj holds or is used by what refproj did not create: ")
+    assert "function refproj.installed_objects(), " in err and "table refproj.app_data, " in err
+    assert catalog_rows(url) == before
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT v FROM refproj.app_data").fetchall() == [(1,)]
+    assert alembic_version(url) == ["0005"]
+
+
+def test_a_refusal_after_the_left_alone_warning_is_one_line(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(app_url) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+        conn.execute("ALTER TABLE spine_events DROP COLUMN run_id")
+    assert main(["--database-url", app_url, "migrate"]) == 10
+    assert capsys.readouterr() == ("", "refproj: spine_events.run_id is missing; refproj needs it as text\n")
+    assert (alembic_version(app_url), alembic_version_of_app(app_url)) == ([], ["0001"])
 
 
 def test_downgrade_keeps_tables_holding_rows_unless_asked(

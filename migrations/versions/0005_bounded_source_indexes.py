@@ -21,6 +21,7 @@ from sqlalchemy import text
 from refproj._resources import read_sql
 from refproj.migration_support import (
     SUMMARY_INDEX,
+    SUMMARY_UNBOUNDED,
     index_definition,
     replace_index,
     replace_summary_index,
@@ -44,8 +45,10 @@ def upgrade() -> None:
         return
     with op.get_context().autocommit_block():
         connection = op.get_bind()
+        # Only the index as refproj's 0002 first built it: another definition under its name is
+        # the application's index.
         summary = index_definition(connection, SUMMARY_INDEX)
-        if summary is not None and "octet_length" not in summary:
+        if summary is not None and summary.endswith(f" USING {SUMMARY_UNBOUNDED}"):
             replace_summary_index(connection, SUMMARY_SQL)
         # Only the index 0001 created, on a table 0001 created (its comment says so, as
         # sql/0001_source_tables_down.sql reads it): an index of that name on an adopted table is
