@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from refproj import Projection, ReadOnlyServer, embedded, migrate
 from tests.conftest import _server
+from tests.web_server import running_server
 from tests.world import World, wait_for
 
 DBNAME = "refproj_replica"
@@ -143,3 +145,17 @@ def test_a_refresh_on_the_standby_is_one_clear_error(world: World, servers: Pair
         assert proj.list()[0]["last_run"]["run_id"] == "run_ok"
         with pytest.raises(ReadOnlyServer, match=r"^this server is read-only; refresh on the primary"):
             proj.refresh()
+
+
+def test_the_http_refresh_on_the_standby_is_503_read_only(world: World, servers: Pair) -> None:
+    # No event stream: LISTEN cannot run during recovery.
+    with (
+        running_server(servers.standby, listen_conninfo=None) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        response = client.post("/_ref/connectors/refresh")
+        assert response.status_code == 503
+        assert response.json()["error"] == "read_only"
+        assert response.json()["message"].startswith(
+            f"this server is read-only; refresh on the primary ({servers.standby}: "
+        )

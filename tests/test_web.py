@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from refproj.errors import mask_secrets
+from tests.test_lifecycle import alter_database
 from tests.web_server import free_port, running_server
 from tests.world import World, at, iso, wait_for
 
@@ -287,6 +288,22 @@ def test_unreachable_database_is_503(db_url: str) -> None:
         assert 'refproj_errors_total{error_class="DatabaseUnavailable"} 4.0' in metrics.text
 
 
+def test_a_database_url_libpq_refuses_is_503_not_the_clients_422() -> None:
+    bogus = "postgresql://postgres@127.0.0.1/postgres?sslmode=bogus"
+    with (
+        running_server(bogus, listen_conninfo=None) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        for path in ("/_ref/connectors", "/readyz"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert response.json() == {
+                "error": "unavailable",
+                "message": "the database URL has a value libpq refuses (connection is bad: invalid"
+                f' sslmode value: "bogus"): {bogus!r}',
+            }
+
+
 def test_no_password_is_ever_shown(db_url: str) -> None:
     """Passwords in the URL's userinfo and query never reach a response body (nor a log line:
     the listener's warning goes through the same mask_secrets)."""
@@ -343,6 +360,29 @@ def test_unmigrated_database_is_503(empty_db_url: str) -> None:
         assert response.status_code == 503
         assert response.json()["error"] == "not_migrated"
         assert "refproj migrate" in response.json()["message"]
+
+
+def test_a_refresh_on_a_read_only_database_is_503_read_only(db: psycopg.Connection[Any], db_url: str) -> None:
+    """The request is fine; this deployment's database accepts no writes (a hot standby answers
+    the same SQLSTATE 25006), so the answer is 503 naming it, not 500 internal."""
+    _world(db)
+    alter_database(db, "default_transaction_read_only", "on")
+    with (
+        running_server(db_url) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        response = client.post("/_ref/connectors/refresh")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["error"] == "read_only"
+        assert body["message"].startswith(f"this server is read-only; refresh on the primary ({db_url}: ")
+        assert body["message"].endswith(" in a read-only transaction)")
+        # Reads still work on it.
+        assert client.get("/_ref/connectors").status_code == 200
+        document = client.get("/openapi.json").json()
+        assert "read_only" in document["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+        described = document["paths"]["/_ref/connectors/refresh"]["post"]["responses"]["503"]["description"]
+        assert described.endswith(" read_only: it accepts no writes (a hot standby).")
 
 
 def test_statement_timeout_is_504(db: psycopg.Connection[Any], db_url: str) -> None:

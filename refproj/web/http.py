@@ -29,9 +29,15 @@ JSON = "application/json"
 ERROR_STATUS: list[tuple[type[errors.RefprojError], int, str]] = [
     (errors.ConnectionNotFound, 404, "not_found"),
     (errors.AmbiguousConnection, 409, "ambiguous"),
+    # Before InvalidArgument: a URL libpq refuses (sslmode=bogus) is met at the first connect,
+    # inside a request; that request is fine, this deployment's DATABASE_URL is not.
+    (errors.InvalidDatabaseUrl, 503, "unavailable"),
     (errors.InvalidArgument, 422, "invalid"),
     (errors.MigrationsNotApplied, 503, "not_migrated"),
     (errors.PermissionDenied, 503, "permission_denied"),
+    # A refresh sent to a hot standby or a read-only database: the request is fine, this
+    # deployment cannot perform it (as with the two above), so 503, not the client's 4xx.
+    (errors.ReadOnlyServer, 503, "read_only"),
     (errors.PoolExhausted, 503, "busy"),
     (errors.DatabaseUnavailable, 503, "unavailable"),
     (errors.StatementCanceled, 504, "timeout"),

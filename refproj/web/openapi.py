@@ -44,6 +44,7 @@ _ERROR_CODES = [
     "method_not_allowed",
     "not_migrated",
     "permission_denied",
+    "read_only",
     "busy",
     "unavailable",
     "timeout",
@@ -128,16 +129,19 @@ def _json(schema: str, description: str, headers: dict[str, Any] | None = None) 
     return out
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, also: dict[int, str] | None = None) -> dict[str, Any]:
+    """The error responses ``codes``; ``also`` adds a route's own cases to a code's text."""
     text = {
         401: "Missing or wrong bearer token (only when REFPROJ_API_TOKEN is set).",
         404: "No such connection.",
         409: "A connector id with several connections: error ambiguous, candidates lists them.",
         422: "Invalid input (a parameter out of its bounds, a malformed time or cursor).",
-        503: "The database is unreachable or not migrated, or no connection is free in time.",
+        503: "The database is unreachable (down, or its URL refused) or not migrated, or no"
+        " connection is free in time.",
         504: "The statement hit its timeout.",
     }
-    return {str(code): _json("Error", text[code]) for code in codes}
+    also = also or {}
+    return {str(code): _json("Error", f"{text[code]} {also.get(code, '')}".rstrip()) for code in codes}
 
 
 _CONNECTOR_ID = {
@@ -242,7 +246,7 @@ def openapi_document() -> bytes:
                 "summary": "Read-your-writes refresh: returns once the overview reflects earlier commits.",
                 "responses": {
                     "200": _json("RefreshResult", "The refresh that covered this call."),
-                    **_errors(401, 503, 504),
+                    **_errors(401, 503, 504, also={503: "read_only: it accepts no writes (a hot standby)."}),
                 },
             }
         },
