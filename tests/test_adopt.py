@@ -643,6 +643,19 @@ def test_an_installed_objects_of_the_application_is_foreign(
     assert alembic_version(url) == ["0005"]
 
 
+def test_an_installed_objects_in_a_schema_created_beforehand_is_foreign(
+    app_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(app_url) as conn:
+        conn.execute("CREATE SCHEMA refproj")
+        conn.execute("CREATE FUNCTION refproj.installed_objects() RETURNS int LANGUAGE sql RETURN 1")
+    before = (catalog_rows(app_url), untouched(app_url))
+    assert main(["--database-url", app_url, "migrate"]) == 15
+    assert capsys.readouterr() == ("", f"refproj: {refused('function refproj.installed_objects()')}\n")
+    assert (catalog_rows(app_url), untouched(app_url)) == before
+    assert alembic_version(app_url) == []
+
+
 def test_a_refusal_after_the_left_alone_warning_is_one_line(
     app_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
