@@ -133,13 +133,14 @@ class Options:
     def refresh_timeout_ms(self) -> str:
         return milliseconds(self.refresh_timeout)
 
-    def engine_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``create_engine`` / ``create_async_engine`` for an engine refproj owns."""
+    def engine_options(self, url: URL) -> dict[str, Any]:
+        """Keyword arguments of ``create_engine`` / ``create_async_engine`` for an engine refproj
+        owns, connecting to ``url``."""
         return {
             "pool_size": self.pool_size,
             "max_overflow": self.max_overflow,
             "pool_timeout": self.pool_timeout,
-            "connect_args": connect_args(cast(int, self.connect_timeout)),
+            "connect_args": connect_args(cast(int, self.connect_timeout), url),
         }
 
 

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import psycopg
 
+from refproj.settings import DEFAULT_CONNECT_TIMEOUT, connect_args
+
 POLL_SECONDS = 0.5
 PLAIN_EVERY = 10.0
 BAR_WIDTH = 30
@@ -108,7 +110,7 @@ class Watch:
             # No server-side prepared statements: behind a transaction pooler each poll may run
             # on another server session.
             with psycopg.connect(
-                self._url, autocommit=True, connect_timeout=5, prepare_threshold=None
+                self._url, autocommit=True, **connect_args(DEFAULT_CONNECT_TIMEOUT, self._url)
             ) as conn:
                 while not self._stop.wait(POLL_SECONDS):
                     self._draw(self._probe(conn))

@@ -33,7 +33,7 @@ from refproj.errors import ProjectionClosed
 from refproj.paging import OverviewPage, page_params
 from refproj.queries import QUERIES
 from refproj.rows import Detail, Overview, OverviewJson, RefreshResult, Status
-from refproj.settings import database_url, session_settings
+from refproj.settings import DEFAULT_CONNECT_TIMEOUT, database_url, session_settings
 from refproj.singleflight import AsyncSingleFlight
 from refproj.watcher_async import Wakeup, on_collected, start, stop
 
@@ -56,7 +56,8 @@ class AsyncProjection:
     again (0 to 1; 0 disables reuse; concurrent identical calls still share one statement).
     ``staleness_bound``: within it a committed source write reaches ``list()`` readers without an
     explicit ``refresh()``; None disables the watcher that guarantees it. Every wait is bounded:
-    ``pool_timeout`` for a pooled connection, ``connect_timeout`` (a whole number) to connect,
+    ``pool_timeout`` for a pooled connection, ``connect_timeout`` (a whole number) to connect
+    (a URL's own ``?connect_timeout=`` wins),
     ``statement_timeout`` per read (0: none; set per read, with TimeZone UTC, on the engine refproj
     creates: nothing is set at connection start, so a transaction-pooling PgBouncer works; an
     application's engine keeps its own settings) and ``refresh_timeout`` per refresh (0: none),
@@ -79,7 +80,7 @@ class AsyncProjection:
         pool_size: int = 5,
         max_overflow: int = 10,
         pool_timeout: float = 10.0,
-        connect_timeout: int = 5,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         statement_timeout: float = 30.0,
         refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
     ) -> None:
@@ -395,4 +396,5 @@ def _engine(database: str | URL | AsyncEngine | None, options: _core.Options) ->
     """The engine for ``database`` and whether this object owns it (created it from a URL)."""
     if isinstance(database, AsyncEngine):
         return database, False
-    return create_async_engine(database_url(database, default=None), **options.engine_options()), True
+    url = database_url(database, default=None)
+    return create_async_engine(url, **options.engine_options(url)), True

@@ -74,7 +74,7 @@ def _check_libpq(url: URL) -> None:
     parameter libpq does not know (its own parser says which). A known parameter's bad value
     (``sslmode=bogus``) is libpq's to find when it connects: see ``errors.translate``."""
     from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
 
     text = url_text(url)
     shown = mask_secrets(text)
@@ -85,7 +85,9 @@ def _check_libpq(url: URL) -> None:
             f"the database URL's port must be from 1 to 65535, not {url.port}: {shown!r}"
         )
     try:
-        conninfo_to_dict(text)
+        # psycopg reads ?connect_timeout itself (libpq would only when connecting): "abc" is
+        # refused here, for every command alike.
+        timeout_from_conninfo(conninfo_to_dict(text))
     except ProgrammingError as error:
         raise InvalidDatabaseUrl(
             f"not a database URL libpq reads ({first_line(error)}): {shown!r}"
@@ -150,13 +152,24 @@ def _short(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def connect_args(connect_timeout: float) -> dict[str, Any]:
-    """psycopg connection arguments that are safe behind a transaction pooler.
+DEFAULT_CONNECT_TIMEOUT = 5
+"""Seconds to connect, when neither the URL (``?connect_timeout=``) nor the caller says."""
+
+
+def connect_args(connect_timeout: int, url: URL | str) -> dict[str, Any]:
+    """psycopg connection arguments that are safe behind a transaction pooler, for ``url`` (a
+    URL, or libpq text).
 
     ``prepare_threshold=None``: psycopg would otherwise prepare a statement on the server after
     its fifth execution, and the next transaction may run on a server session that never saw
-    it (``prepared statement "_pg3_0" does not exist``).
+    it (``prepared statement "_pg3_0" does not exist``). ``connect_timeout`` (seconds) only when
+    the URL has no ``connect_timeout`` of its own: a keyword argument would silently override it.
     """
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = url.query if isinstance(url, URL) else conninfo_to_dict(url)
+    if "connect_timeout" in given:
+        return {"prepare_threshold": None}
     return {"connect_timeout": int(connect_timeout), "prepare_threshold": None}
 
 

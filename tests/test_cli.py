@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -490,6 +491,13 @@ def test_every_command_with_a_bad_database_url(
             7,
             f"refproj: the database URL must not contain NUL (%00): {empty_db_url + '%00x'!r}",
         ),
+        # psycopg reads connect_timeout itself; refproj's own default once overrode it silently.
+        (
+            empty_db_url + "?connect_timeout=abc",
+            7,
+            "refproj: not a database URL libpq reads (bad value for connect_timeout: 'abc'):"
+            f" {empty_db_url + '?connect_timeout=abc'!r}",
+        ),
         (NOWHERE, 3, f"refproj: database unreachable at {NOWHERE}: "),
         # A value libpq refuses only when it connects: still the URL's fault, not the network's.
         (
@@ -500,7 +508,7 @@ def test_every_command_with_a_bad_database_url(
         ),
     ]
     if name in URL_CHECK_ONLY:
-        cases = cases[:6]
+        cases = cases[:7]
     elif name not in ("migrate", "bench"):  # these create what is missing
         cases.append((empty_db_url, 4, "refproj: "))
     for url, code, line in cases:
@@ -508,6 +516,43 @@ def test_every_command_with_a_bad_database_url(
             got, out, err = run(capsys, *args)
             assert (got, out) == (code, ""), (args, err)
             assert _one_line(err).startswith(line), args
+
+
+def test_a_url_libpq_refuses_stops_serve_before_it_serves(empty_db_url: str) -> None:
+    """#3: serve once started with ?sslmode=bogus and answered 422 to every request, forever; now
+    it tries one connection first and exits 7 with one line (as every other command does)."""
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    url = empty_db_url + "?sslmode=bogus"
+    serve = _console("--database-url", url, "serve", "--port", str(port), stdout=subprocess.PIPE)
+    assert (serve.returncode, serve.stdout, serve.stderr) == (
+        7,
+        "",
+        "refproj: the database URL has a value libpq refuses (connection is bad: invalid sslmode"
+        f' value: "bogus"): {url!r}\n',
+    )
+    url = empty_db_url + "?connect_timeout=abc"
+    listed = _console("--database-url", url, "list", stdout=subprocess.PIPE)
+    assert (listed.returncode, listed.stdout, listed.stderr) == (
+        7,
+        "",
+        f"refproj: not a database URL libpq reads (bad value for connect_timeout: 'abc'): {url!r}\n",
+    )
+
+
+def test_the_urls_connect_timeout_is_respected() -> None:
+    """A server that accepts the TCP connection and never answers: the URL's connect_timeout=2
+    ends the wait, not refproj's default of 5 s (which once overrode it)."""
+    from refproj.settings import DEFAULT_CONNECT_TIMEOUT
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody answers
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/db?connect_timeout=2"
+        started = time.monotonic()
+        status = _console("--database-url", url, "status", stdout=subprocess.PIPE)
+        waited = time.monotonic() - started
+    assert (status.returncode, status.stdout) == (3, "")
+    assert status.stderr.startswith(f"refproj: database unreachable at {url}: "), status.stderr
+    assert 2 <= waited < DEFAULT_CONNECT_TIMEOUT, waited
 
 
 def test_database_url_after_the_command(

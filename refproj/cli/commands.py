@@ -23,6 +23,7 @@ from refproj import migrate
 from refproj._core import MAX_TIMEOUT, check_identifier, check_seconds
 from refproj.errors import (
     InvalidArgument,
+    InvalidDatabaseUrl,
     MigrationsNotApplied,
     PermissionDenied,
     RefprojError,
@@ -31,7 +32,7 @@ from refproj.errors import (
     translate,
 )
 from refproj.projection import Projection
-from refproj.settings import database_url, libpq_url, url_text
+from refproj.settings import DEFAULT_CONNECT_TIMEOUT, connect_args, database_url, libpq_url, url_text
 
 
 def _url(args: argparse.Namespace) -> URL:
@@ -83,7 +84,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         with _projection(args, refresh_timeout=0) as proj:
             if not proj.status().building:
                 return 0
-            with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            with _connect(url) as conn:
                 rows, size = progress.history_size(conn)
             draw = progress.draw_first_build(reporter, rows, size)
             with progress.Watch(libpq_url(url), lambda _: None, draw):
@@ -92,12 +93,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(url: URL, **options: Any) -> psycopg.Connection[Any]:
+    """A psycopg connection to ``url``: the URL's connect_timeout, else refproj's default."""
+    return psycopg.connect(libpq_url(url), **connect_args(DEFAULT_CONNECT_TIMEOUT, url), **options)
+
+
 def _create_database(url: URL) -> None:
     name = url.database
     if not name:
         raise InvalidArgument(f"{fmt.shown(url)} names no database")
-    maintenance = libpq_url(url.set(database="postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
+    with _connect(url.set(database="postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
@@ -256,7 +261,7 @@ def cmd_grant_reader(args: argparse.Namespace) -> int:
     url = _url(args)
     role = check_identifier(args.role, "role")
     try:
-        with _database_errors(url), psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+        with _database_errors(url), _connect(url) as conn:
             # The SQL function reads the name (a quoted identifier is unquoted there).
             conn.execute("SELECT refproj.grant_reader(%s)", (role,))
     except RefprojError as error:
@@ -287,7 +292,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from refproj.seed import SEED_BASE_TIME, seed
 
     url = _url(args)
-    with _database_errors(url), psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+    with _database_errors(url), _connect(url) as conn:
         try:
             # Validates every argument before writing; empties and fills in one transaction.
             counts = seed(
@@ -376,6 +381,19 @@ def cmd_browser_bench(args: argparse.Namespace) -> int:
         return 2
 
 
+def _refuse_what_libpq_refuses(url: URL) -> None:
+    """One connection attempt before serving: libpq checks some values only when it connects
+    (``?sslmode=bogus``), and the service would run on with every request failing. Any other
+    failure (the database is down) is not refused: the service starts and ``/readyz`` says so."""
+    try:
+        with _database_errors(url), _connect(url):
+            pass
+    except InvalidDatabaseUrl:
+        raise
+    except RefprojError:
+        pass
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Blocks until interrupted; each worker reads $DATABASE_URL (set here from --database-url).
     14 when it cannot listen on --host/--port, 1 without refproj[web]."""
@@ -386,7 +404,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"the HTTP service is not installed ({error.name or 'refproj.web'} missing):"
             " pip install 'refproj[web]'"
         ) from error
-    os.environ["DATABASE_URL"] = url_text(database_url(args.database_url))
+    url = database_url(args.database_url)
+    _refuse_what_libpq_refuses(url)
+    os.environ["DATABASE_URL"] = url_text(url)
     sock = listen(args.host, args.port, args.workers)
     serve(sock, workers=args.workers)
     return 0
