@@ -302,3 +302,29 @@ def test_a_long_connection_id_opens_everywhere_it_is_listed(
             "error": "not_found",
             "message": f"no connection '{widest}'",
         }
+
+
+def test_ids_and_names_are_shown_as_the_cli_shows_them_and_linked_exactly(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """#4: U+202E, ESC and \\x01 in ids and names reached the page raw (text, and the
+    data-connection attribute); the CLI's one display escape (refproj._format.text) now applies to
+    every value the console prints, while a link and a form value keep the exact id."""
+    world = World(db)
+    world.connector("evil\u202e", display_name="Ev\u202eil")
+    world.connection("c\x1b[31m\x01", "evil\u202e", created="09:00", display_name="na\u202eme")
+    world.succeeded_run("run\x1b", "c\x1b[31m\x01", "10:00", "10:05", connector="evil\u202e")
+    world.refresh()
+    with running_server(db_url) as (base, _app), httpx.Client(base_url=base, timeout=30) as client:
+        page = client.get("/dashboard/runs").text
+        detail = client.get("/dashboard/runs/c%1B%5B31m%01")
+    assert '<tr id="row-1" data-connection="c\\x1b[31m\\x01">' in page
+    assert '<a href="/dashboard/runs/c%1B%5B31m%01">na\\u202eme</a>' in page
+    assert '<span class="sub">Ev\\u202eil · ' in page
+    # The filter sends the connector id back: its value is the id itself (HTML-escaped only).
+    assert '<option value="evil\u202e">Ev\\u202eil</option>' in page
+    assert [page.count(c) for c in "\x1b\x01\u202e"] == [0, 0, 1]
+    assert detail.status_code == 200
+    assert '<dd class="id">c\\x1b[31m\\x01</dd>' in detail.text
+    assert '<td class="name id">run\\x1b</td>' in detail.text
+    assert [detail.text.count(c) for c in "\x1b\x01\u202e"] == [0, 0, 0]

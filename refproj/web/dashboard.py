@@ -26,21 +26,38 @@ from urllib.parse import quote
 
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from refproj._core import identifier_fits
+from refproj._format import text
 from refproj.errors import AmbiguousConnection, ConnectionNotFound, InvalidArgument, RefprojError
 from refproj.web.http import ERROR_STATUS, check_utf8_address
+
+
+def _shown(value: Any) -> Any:
+    """What every ``{{ }}`` prints: text as the CLI shows it (``refproj._format.text``: U+202E,
+    ESC, line breaks escaped), so an id or a name cannot reorder or hide what the page shows.
+    Markup (built here, or marked ``|exact``) is left as it is."""
+    return text(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
+def _exact(value: Any) -> Markup:
+    """``{{ value|exact }}``: HTML-escaped only, for a value the browser sends back (a form
+    option's value) and must be the id itself."""
+    return escape(value)
+
 
 ENVIRONMENT = Environment(
     loader=PackageLoader("refproj.web", "templates"),
     autoescape=select_autoescape(["html"]),
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_shown,
 )
+ENVIRONMENT.filters["exact"] = _exact
 DETAIL_RUNS = 20
 _BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 _STREAM_BYTES = ("current_record_json_bytes", "record_history_json_bytes", "blob_bytes")
