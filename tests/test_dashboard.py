@@ -220,6 +220,15 @@ def test_browser_facing_errors_are_html_pages_with_the_api_status(console: httpx
     twice = console.get("/dashboard/runs?connector_id=acme&connector_id=beta")
     assert _page_error(twice) == (422, html, "Bad address", "connector_id is given 2 times; give it once")
     assert _page_error(console.get("/dashboard/nowhere"))[:3] == (404, html, "No such page")
+    # #5: ?at= is read as the API reads it (it once answered 200, ignored).
+    bad_time = "at must be an ISO-8601 time with a UTC offset, e.g. 2026-01-05T12:00:00Z"
+    for address in ("/dashboard/runs?at=garbage", "/dashboard/runs/cin_work?at=garbage"):
+        assert _page_error(console.get(address)) == (422, html, "Bad address", bad_time)
+    at = console.get("/dashboard/runs", params={"at": "2030-01-05T14:00:00+02:00"})
+    assert (at.status_code, "health and freshness as of 2030-01-05 12:00:00 UTC</caption>" in at.text) == (
+        200,
+        True,
+    )
     missing = _page_error(console.get("/dashboard/runs/nope"))
     assert missing[:3] == (404, html, "No such connection")
     # The live update of a page whose connection is gone: an expected state, not an error.

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from refproj._core import identifier_fits
 from refproj._format import text
 from refproj.errors import AmbiguousConnection, ConnectionNotFound, InvalidArgument, RefprojError
-from refproj.web.http import ERROR_STATUS, check_utf8_address
+from refproj.web.http import ERROR_STATUS, at_param, check_utf8_address
 
 
 def _shown(value: Any) -> Any:
@@ -193,13 +193,18 @@ async def runs_page(request: Request) -> Response:
     try:
         check_utf8_address(request)
         connector_id = _single(request, "connector_id") or None
-        return await _runs_page(request, projection, connector_id)
+        return await _runs_page(request, projection, connector_id, _at(request))
     except RefprojError as error:
         return _refproj_error_page(request, error)
 
 
-async def _runs_page(request: Request, projection: Any, connector_id: str | None) -> Response:
-    at = datetime.now(UTC)
+def _at(request: Request) -> datetime:
+    """The read time: ``?at=`` as the API reads it (422 page for anything else), else now."""
+    _single(request, "at")
+    return (at_param(request.query_params) or datetime.now(UTC)).astimezone(UTC)
+
+
+async def _runs_page(request: Request, projection: Any, connector_id: str | None, at: datetime) -> Response:
     started = time.perf_counter()
     page = await projection.list_page(connector_id, at=at)
     # The filter offers every connector; a filtered page reads the whole (shared, coalesced) list
@@ -233,7 +238,7 @@ async def run_detail_page(request: Request) -> Response:
         connection = request.path_params["connection"] or _single(request, "connection")
         if not connection:
             return error_page(request, 404, "No such connection", "This address names no connection.")
-        at = datetime.now(UTC)
+        at = _at(request)
         status = await projection.status()
         detail = await projection.get(connection, run_limit=DETAIL_RUNS, at=at)
         # When this connection's freshness or health next changes with time alone: the first such
