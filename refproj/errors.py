@@ -22,8 +22,9 @@ import re
 from collections.abc import Sequence
 
 # A password in a URL's userinfo (scheme://user:SECRET@host), and a password parameter in a URL's
-# query or a libpq key=value string (password=SECRET, sslpassword='SE CRET').
-_USERINFO_SECRET = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^@\s/]*@")
+# query or a libpq key=value string (password=SECRET, sslpassword='SE CRET'). A URL as typed may
+# hold a space in its password ("u:my secret@h"), so only "@", "/" and a line end stop one.
+_USERINFO_SECRET = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^@/\n]*@")
 _PARAMETER_SECRET = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&]*)")
 
 

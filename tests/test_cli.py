@@ -202,7 +202,14 @@ def test_percent_encoded_spaces_in_the_url_reach_libpq(
         with Projection(url) as projection:
             assert projection.status().refresh_count == 0
         assert _alembic_current(url) == (0, "0005 (head)\n")
-        # A URL refproj refuses is quoted with the password masked, however it is spelled.
+        # A URL refproj refuses is quoted with the password masked, however it is spelled: as
+        # typed, with a raw space (no URL parser reads it), too.
+        typed = "postgresql://u:my secret@h:badport/db"
+        assert run(capsys, "--database-url", typed, "status") == (
+            7,
+            "",
+            "refproj: not a database URL: 'postgresql://u:***@h:badport/db'\n",
+        )
         code, out, err = run(capsys, "--database-url", url + "?bogusparam=1", "status")
         assert (code, out, err) == (
             7,
