@@ -60,6 +60,7 @@ INLINED = [
     "bigint_or_null",
     "rebuild_pending",
     "stored_run_facts",
+    "summary_fields_json",
 ]
 
 
@@ -77,7 +78,6 @@ def test_overview_helpers_are_inlined(world: World) -> None:
         (INLINED,),
     ).fetchall()
     assert sorted(name for (name,) in declared) == sorted(INLINED)
-    version = int(db.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
     when = at("12:00").isoformat()
     for sql in (
         f"SELECT count(*) FROM refproj.connection_summaries('{when}')",
@@ -91,14 +91,4 @@ def test_overview_helpers_are_inlined(world: World) -> None:
     ):
         calls = function_calls(db, sql)
         for name in INLINED:
-            expected = 0
-            # PostgreSQL 18 calls json_time inside summary_fields_json, the helper that is
-            # deliberately not inlined (one call per row at refresh time; README): 4 calls here
-            # for the 3 rows' 6 timestamps; 15-17 inline it there too.
-            if name == "json_time" and "summary_json_rows" in sql and version >= 180000:
-                expected = 4
-            assert calls.get(name, 0) == expected, (sql, name, calls)
-    # What is deliberately not inlined: summary_fields_json pins TimeZone (one call per row when
-    # the refresh serialises the overview, here three rows).
-    calls = function_calls(db, "SELECT count(*) FROM refproj.connection_summary_json_rows()")
-    assert calls["summary_fields_json"] == 3
+            assert calls.get(name, 0) == 0, (sql, name, calls)

@@ -213,4 +213,5 @@ def test_only_the_refresh_and_the_write_triggers_are_security_definer(db: psycop
         "served_row",
         "spine_run_key",
         "stored_run_facts",
+        "summary_fields_json",
     ]
