@@ -26,9 +26,8 @@ from typing import Any, NoReturn
 from refproj import __version__
 from refproj import _format as fmt
 from refproj._core import DEFAULT_REFRESH_TIMEOUT
+from refproj.cli.bench_commands import cmd_bench, cmd_browser_bench
 from refproj.cli.commands import (
-    cmd_bench,
-    cmd_browser_bench,
     cmd_grant_reader,
     cmd_list,
     cmd_migrate,
