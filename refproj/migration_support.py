@@ -47,8 +47,8 @@ def x_options() -> dict[str, str]:
         if key in found:
             raise InvalidArgument(f"-x {key} given more than once")
         if not equals or value.lower() not in X_OPTIONS[key]:
-            accepted = " or ".join(X_OPTIONS[key])
-            raise InvalidArgument(f"-x {key} must be {key}={accepted}, not {argument!r}")
+            accepted = " or ".join(f"{key}={choice}" for choice in X_OPTIONS[key])
+            raise InvalidArgument(f"write -x {accepted}, not -x {argument!r}")
         found[key] = value.lower()
     return {key: found.get(key, accepted[-1]) for key, accepted in X_OPTIONS.items()}
 

@@ -740,11 +740,11 @@ def test_downgrade_refuses_a_drop_source_tables_that_is_not_a_bool(empty_db_url:
     [
         (
             ["drop_source_tables=yes"],
-            "-x drop_source_tables must be drop_source_tables=true or false, not 'drop_source_tables=yes'",
+            "write -x drop_source_tables=true or drop_source_tables=false, not -x 'drop_source_tables=yes'",
         ),
         (
             ["drop_source_tables"],
-            "-x drop_source_tables must be drop_source_tables=true or false, not 'drop_source_tables'",
+            "write -x drop_source_tables=true or drop_source_tables=false, not -x 'drop_source_tables'",
         ),
         (
             ["drop_source_table=true"],
