@@ -30,9 +30,12 @@ SELECT
     e.status NOT IN ('', 'unknown') AS has_status,
     starts_with(e.event_type, 'run.browser_surface_')
         AND jsonb_typeof(e.data -> 'browser_surface') = 'object' AS is_browser_surface,
-    COALESCE(refproj.jsonb_text(e.data, 'reason'),
-             refproj.jsonb_text(e.data, 'failure_reason')) AS reason
+    payload.reason,
+    e.status IN ('failed', 'rejected') AND payload.reason IS NOT NULL AS is_failure
 FROM spine_events AS e
+CROSS JOIN LATERAL (
+    SELECT COALESCE(refproj.jsonb_text(e.data, 'reason'),
+                    refproj.jsonb_text(e.data, 'failure_reason')) AS reason) AS payload
 WHERE e.run_id IS NOT NULL
   AND octet_length(e.source_kind) + octet_length(e.source_id) + octet_length(e.run_id) <= 2000
   AND e.source_kind = 'connector'
@@ -40,10 +43,10 @@ WHERE e.run_id IS NOT NULL
 COMMENT ON VIEW refproj.run_events IS
     'Run events (source_kind = connector, run_id set, ids within 2,000 bytes together) with their claimed identity: connector_instance_id column, else data.connector_instance_id, else data.connection_id.';
 
--- One event of a run as a run summary keeps it: the newest terminal event, the newest event
--- with a status, the newest browser-surface event, the first failure. Its event_seq comes first,
--- so max()/min() over an array of one of these picks the newest/oldest event whole, in the same
--- pass that counts the run's events: no second read of spine_events per run (issue 10).
+-- One event of a run as a run summary keeps it whole: the newest terminal event, the newest
+-- browser-surface event. Its event_seq comes first, so max() over an array of one of these picks
+-- the newest event whole in the same pass that counts the run's events (issue 10). Every run
+-- has a terminal event once it ended, so that pick cannot be deferred; the surface pick is rare.
 CREATE TYPE refproj.run_event_pick AS (event_seq bigint, status text, reason text, data jsonb);
 COMMENT ON TYPE refproj.run_event_pick IS
     'An event of a run as refproj.run_summaries picks it: event_seq first, so arrays of these compare by event_seq.';
@@ -53,7 +56,11 @@ COMMENT ON TYPE refproj.run_event_pick IS
 -- run when the run id has no identity at all, and is ignored when the run id has several.
 -- Every step keeps connector_id and run_id in its grouping/partitioning, so a key filter is
 -- pushed down to the index (refproj.run_facts_of), and the whole history is one pass over
--- spine_events: one hash aggregate, with the picked events carried by max()/min() (parallel).
+-- spine_events: one hash aggregate (parallel), with the terminal and surface events carried by
+-- max(). The newest status and the first failure's reason are needed only by a run that has
+-- no terminal event or whose terminal event gives no reason: the pass keeps their event_seq
+-- only (building a pick for every event with a status was a fifth of the first build), and
+-- such a run reads those events back through an index (picked_later).
 CREATE VIEW refproj.run_summaries AS
 WITH identity_folds AS NOT MATERIALIZED (
     SELECT
@@ -66,12 +73,10 @@ WITH identity_folds AS NOT MATERIALIZED (
         max(re.event_seq) AS last_event_seq,
         max(ARRAY[ROW(re.event_seq, re.status, re.reason, re.data)::refproj.run_event_pick])
             FILTER (WHERE re.is_terminal AND re.has_status) AS terminal,
-        max(ARRAY[ROW(re.event_seq, re.status, NULL, NULL)::refproj.run_event_pick])
-            FILTER (WHERE re.has_status) AS newest_status,
+        max(re.event_seq) FILTER (WHERE re.has_status) AS newest_status_seq,
         max(ARRAY[ROW(re.event_seq, NULL, NULL, re.data -> 'browser_surface')::refproj.run_event_pick])
             FILTER (WHERE re.is_browser_surface) AS surface,
-        min(ARRAY[ROW(re.event_seq, NULL, re.reason, NULL)::refproj.run_event_pick])
-            FILTER (WHERE re.status IN ('failed', 'rejected') AND re.reason IS NOT NULL) AS first_failure,
+        min(re.event_seq) FILTER (WHERE re.is_failure) AS first_failure_seq,
         bool_or(re.event_type = 'run.started') AS has_started
     FROM refproj.run_events AS re
     GROUP BY re.connector_id, re.run_id, re.identity
@@ -96,17 +101,44 @@ runs AS NOT MATERIALIZED (
         af.connector_id,
         af.run_id,
         af.run_identity AS connector_instance_id,
+        -- The same on every fold of the run id: whether its identity-less events are this run's.
+        max(af.identities) <= 1 AS takes_identityless,
         min(af.started_at) AS started_at,
         max(af.last_at) AS last_at,
         sum(af.event_count)::bigint AS event_count,
         max(af.last_event_seq) AS last_event_seq,
         (max(af.terminal))[1] AS terminal,
-        (max(af.newest_status))[1] AS newest_status,
+        max(af.newest_status_seq) AS newest_status_seq,
         (max(af.surface))[1] AS surface,
-        (min(af.first_failure))[1] AS first_failure,
+        min(af.first_failure_seq) AS first_failure_seq,
         bool_or(af.has_started) AS has_started
     FROM assigned_folds AS af
     GROUP BY af.connector_id, af.run_id, af.run_identity
+),
+-- The run's events at those two event_seq, only when the outcome can need them: a run with no
+-- terminal event and no run.started takes its newest status; a run ending in neither success
+-- nor progress whose terminal event gives no reason may take the first failure's. The gate
+-- refers to the run alone, so PostgreSQL checks it before reading anything. Compared as the
+-- picks were: the highest status, the lowest reason, should two of the run's events share an
+-- event_seq (possible on an adopted or partitioned table without a unique event_seq).
+picked_later AS NOT MATERIALIZED (
+    SELECT r.*, later.newest_status, later.first_failure_reason
+    FROM runs AS r
+    CROSS JOIN LATERAL (
+        SELECT
+            max(e.status) FILTER (WHERE e.event_seq = r.newest_status_seq AND e.has_status)
+                AS newest_status,
+            min(e.reason) FILTER (WHERE e.event_seq = r.first_failure_seq AND e.is_failure)
+                AS first_failure_reason
+        FROM refproj.run_events AS e
+        WHERE (((r.terminal).event_seq IS NULL AND NOT r.has_started)
+               OR ((r.terminal).reason IS NULL AND r.first_failure_seq IS NOT NULL
+                   AND (r.terminal).status NOT IN ('succeeded', 'in_progress')))
+          AND e.connector_id = r.connector_id
+          AND e.run_id = r.run_id
+          AND e.event_seq IN (r.newest_status_seq, r.first_failure_seq)
+          AND (e.identity = r.connector_instance_id OR (e.identity IS NULL AND r.takes_identityless))
+    ) AS later
 ),
 run_outcomes AS NOT MATERIALIZED (
     SELECT
@@ -121,12 +153,12 @@ run_outcomes AS NOT MATERIALIZED (
             WHEN (r.terminal).event_seq IS NOT NULL THEN (r.terminal).status
             WHEN r.has_started AND active.run_id IS NOT NULL THEN 'in_progress'
             WHEN r.has_started THEN 'failed'
-            WHEN (r.newest_status).event_seq IS NOT NULL THEN (r.newest_status).status
+            WHEN r.newest_status IS NOT NULL THEN r.newest_status
             ELSE 'unknown'
         END AS status,
         (r.terminal).event_seq IS NULL AND r.has_started AND active.run_id IS NULL AS orphaned,
         (r.terminal).reason AS terminal_reason,
-        (r.first_failure).reason AS first_failure_reason,
+        r.first_failure_reason,
         (r.terminal).data AS terminal_data,
         refproj.jsonb_text((r.surface).data, 'browser_surface_profile_key')
             AS browser_surface_profile_key,
@@ -134,7 +166,7 @@ run_outcomes AS NOT MATERIALIZED (
             AS browser_surface_status,
         refproj.jsonb_text((r.surface).data, 'browser_surface_wait_reason')
             AS browser_surface_wait_reason
-    FROM runs AS r
+    FROM picked_later AS r
     -- The controller's row must be for this connector and, when the run has an identity, for
     -- that connection: a reused run id must not make a sibling's dead run look alive.
     LEFT JOIN controller_active_runs AS active

@@ -69,6 +69,7 @@ BEGIN
             ('refproj.run_events', 'has_status', 'Whether the status is non-empty and not unknown.'),
             ('refproj.run_events', 'is_browser_surface', 'Whether the type starts with run.browser_surface_ and data.browser_surface is an object.'),
             ('refproj.run_events', 'reason', 'data.reason, else data.failure_reason (non-empty strings only).'),
+            ('refproj.run_events', 'is_failure', 'Whether the event is a failure with a reason (status failed or rejected, reason set): the first of these gives a run its failure_reason when nothing else does.'),
             ('refproj.run_summaries', 'connector_id', 'The run''s connector.'),
             ('refproj.run_summaries', 'run_id', 'The run id (not unique on its own: one run id carried by two identities is two runs).'),
             ('refproj.run_summaries', 'connector_instance_id', 'The run''s identity (the connection its events claim), or NULL for a connector-wide run.'),

@@ -1,0 +1,116 @@
+"""The run outcomes that read events back after the pass over spine_events (issue 10).
+
+refproj.run_summaries keeps only the event_seq of a run's newest event with a status and of its
+first failure, and reads those events back when the outcome needs them: a run with neither a
+terminal event nor run.started takes its newest status, and a run that did not succeed and whose
+terminal event gives no reason takes the first failure's. Each case is checked on the live view
+and on the stored overview, after a full rebuild and after an incremental refresh, and with two
+events sharing one event_seq (an adopted or partitioned table need not keep event_seq unique):
+the highest status and the lowest reason win, as they did when the pass carried the events whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from tests.world import World
+
+
+def outcomes(w: World, connector: str = "acme") -> dict[str, tuple[Any, ...]]:
+    """run_id -> (status, failure_reason, event_count) from the live view."""
+    return {r["run_id"]: (r["status"], r["failure_reason"], r["event_count"]) for r in w.runs(connector)}
+
+
+def stored(db: psycopg.Connection[Any]) -> dict[str, tuple[Any, ...]]:
+    """run_id -> (status, failure_reason, event_count) as refproj.run_facts holds them."""
+    rows = db.execute(
+        "SELECT run_id, status, brief ->> 'failure_reason', (brief ->> 'event_count')::int"
+        " FROM refproj.run_facts WHERE connector_id = 'acme'"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def write_runs(w: World, suffix: str) -> None:
+    # No run.started, no terminal event: the newest event with a status gives the status
+    # ('unknown' is no status), the first failure the reason.
+    w.event(f"bare{suffix}", "run.progress_reported", "12:00", status="ok", identity="cin_work")
+    w.event(
+        f"bare{suffix}",
+        "run.progress_reported",
+        "12:01",
+        status="rejected",
+        identity="cin_work",
+        data={"failure_reason": "quota"},
+    )
+    w.event(f"bare{suffix}", "run.progress_reported", "12:02", status="unknown", identity="cin_work")
+    # Started, then a terminal failure without a reason: the earlier rejection's reason.
+    w.event(f"noreason{suffix}", "run.started", "12:00", identity="cin_work")
+    w.event(
+        f"noreason{suffix}",
+        "run.progress_reported",
+        "12:01",
+        status="rejected",
+        identity="cin_work",
+        data={"reason": "bad_token"},
+    )
+    w.event(f"noreason{suffix}", "run.failed", "12:02", status="failed", identity="cin_work")
+    # A success never takes a failure reason, whatever failed on the way.
+    w.event(f"ok{suffix}", "run.started", "12:00", identity="cin_work")
+    w.event(
+        f"ok{suffix}",
+        "run.progress_reported",
+        "12:01",
+        status="failed",
+        identity="cin_work",
+        data={"reason": "x"},
+    )
+    w.event(f"ok{suffix}", "run.completed", "12:02", status="succeeded", identity="cin_work")
+
+
+EXPECTED = {
+    "bare": ("rejected", "quota", 3),
+    "noreason": ("failed", "bad_token", 3),
+    "ok": ("succeeded", None, 3),
+}
+
+
+def test_outcome_events_read_back_on_rebuild_and_incremental_refresh(db: psycopg.Connection[Any]) -> None:
+    w = World(db)
+    w.siblings()
+    write_runs(w, "")
+    assert outcomes(w) == EXPECTED
+    assert w.refresh() is True
+    assert stored(db) == EXPECTED
+    db.execute("SELECT refproj.refresh_connection_summary(p_full => true)")
+    assert stored(db) == EXPECTED
+
+    write_runs(w, "_2")  # the incremental path: the same runs under new ids
+    assert w.refresh() is True
+    both = EXPECTED | {run_id + "_2": value for run_id, value in EXPECTED.items()}
+    assert outcomes(w) == both
+    assert stored(db) == both
+    assert w.overview("12:10")["cin_work"]["last_run"]["run_id"] in {"bare_2", "noreason_2", "ok_2"}
+    assert db.execute("SELECT count(*) FROM refproj.verify_projection()").fetchone() == (0,)
+
+
+def test_two_events_sharing_an_event_seq_break_ties_as_before(db: psycopg.Connection[Any]) -> None:
+    w = World(db)
+    w.siblings()
+    # An application table may not keep event_seq unique (a partitioned one cannot).
+    db.execute("ALTER TABLE spine_events DROP CONSTRAINT spine_events_event_seq_key")
+    insert = (
+        "INSERT INTO spine_events (event_seq, event_type, occurred_at, status, source_kind, source_id,"
+        " run_id, connector_instance_id, data)"
+        " VALUES (%s, 'run.progress_reported', '2026-01-01 12:00+00', %s, 'connector', 'acme', %s,"
+        " 'cin_work', %s::jsonb)"
+    )
+    for status in ("alpha", "beta"):
+        db.execute(insert, (900001, status, "tied_status", "{}"))
+    for reason in ("zeta", "eta"):
+        db.execute(insert, (900002, "failed", "tied_failure", f'{{"reason": "{reason}"}}'))
+    expected = {"tied_status": ("beta", None, 2), "tied_failure": ("failed", "eta", 2)}
+    assert outcomes(w) == expected
+    assert w.refresh() is True
+    assert stored(db) == expected
