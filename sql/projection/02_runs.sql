@@ -51,69 +51,79 @@ CREATE TYPE refproj.run_event_pick AS (event_seq bigint, status text, reason tex
 COMMENT ON TYPE refproj.run_event_pick IS
     'An event of a run as refproj.run_summaries picks it: event_seq first, so arrays of these compare by event_seq.';
 
--- One row per run: (connector_id, run_id, identity). Events are first folded per claimed
--- identity; an identity-less fold joins the run id's single identity, stands alone as a legacy
--- run when the run id has no identity at all, and is ignored when the run id has several.
--- Every step keeps connector_id and run_id in its grouping/partitioning, so a key filter is
--- pushed down to the index (refproj.run_facts_of), and the whole history is one pass over
--- spine_events: one hash aggregate (parallel), with the terminal and surface events carried by
--- max(). The newest status and the first failure's reason are needed only by a run that has
--- no terminal event or whose terminal event gives no reason: the pass keeps their event_seq
--- only (building a pick for every event with a status was a fifth of the first build), and
--- such a run reads those events back through an index (picked_later).
+-- A run id's events folded into one row (refproj.run_id_folds), or into one row per claimed
+-- identity, the identity-less events together (refproj.identity_folds): two views from one
+-- text, so how events fold is written once. Views, not one function taking the grain: a view
+-- reads run_events with its owner's rights, while an inlined function would check them against
+-- the console's reader, who may not read events. Each is a plain hash aggregate: parallel over
+-- the whole history, an index range for one run id.
+-- The terminal and surface events are carried whole by max(); of the newest event with a
+-- status and the first failure only the event_seq is kept (building a pick for every event with
+-- a status was a fifth of the first build): the few runs whose outcome needs them read them
+-- back (picked_later in refproj.run_summaries).
+DO $run_event_folds$
+DECLARE
+    -- %1$s: what a fold is keyed by besides connector_id and run_id.
+    v_folds CONSTANT text := $folds$
+SELECT
+    re.connector_id,
+    re.run_id,
+    %1$s AS identity,
+    min(re.identity) AS least_identity,
+    max(re.identity) AS greatest_identity,
+    min(re.occurred_at) AS started_at,
+    max(re.occurred_at) AS last_at,
+    count(*) AS event_count,
+    max(re.event_seq) AS last_event_seq,
+    (max(ARRAY[ROW(re.event_seq, re.status, re.reason, re.data)::refproj.run_event_pick])
+        FILTER (WHERE re.is_terminal AND re.has_status))[1] AS terminal,
+    max(re.event_seq) FILTER (WHERE re.has_status) AS newest_status_seq,
+    (max(ARRAY[ROW(re.event_seq, NULL, NULL, re.data -> 'browser_surface')::refproj.run_event_pick])
+        FILTER (WHERE re.is_browser_surface))[1] AS surface,
+    min(re.event_seq) FILTER (WHERE re.is_failure) AS first_failure_seq,
+    bool_or(re.event_type = 'run.started') AS has_started
+FROM refproj.run_events AS re
+GROUP BY re.connector_id, re.run_id, %1$s
+$folds$;
+BEGIN
+    EXECUTE 'CREATE VIEW refproj.run_id_folds AS' || format(v_folds, 'NULL::text');
+    EXECUTE 'CREATE VIEW refproj.identity_folds AS' || format(v_folds, 're.identity');
+END
+$run_event_folds$;
+COMMENT ON VIEW refproj.run_id_folds IS
+    'The run events of each (connector_id, run_id) folded into one row (identity NULL): their identities'' least and greatest, first and last occurred_at, count, highest event_seq, the newest terminal and browser-surface events whole, the event_seq of the newest event with a status and of the first failure, and whether one was run.started.';
+COMMENT ON VIEW refproj.identity_folds IS
+    'refproj.run_id_folds with one row per (connector_id, run_id, identity): the events claiming each identity, and those claiming none (identity NULL).';
+
+-- One row per run: (connector_id, run_id, identity). A run id whose events claim at most one
+-- identity is one run: its identity-less events join that identity, or stand alone as a legacy
+-- run when there is none. A run id claiming several identities (rare) is one run per identity,
+-- folded again from that run id's events (identity_folds), and its identity-less events are
+-- ignored. Every step keeps connector_id and run_id in its grouping, so a key filter is pushed
+-- down to the index (refproj.run_facts_of), and the whole history is one pass over spine_events.
 CREATE VIEW refproj.run_summaries AS
-WITH identity_folds AS NOT MATERIALIZED (
-    SELECT
-        re.connector_id,
-        re.run_id,
-        re.identity,
-        min(re.occurred_at) AS started_at,
-        max(re.occurred_at) AS last_at,
-        count(*) AS event_count,
-        max(re.event_seq) AS last_event_seq,
-        max(ARRAY[ROW(re.event_seq, re.status, re.reason, re.data)::refproj.run_event_pick])
-            FILTER (WHERE re.is_terminal AND re.has_status) AS terminal,
-        max(re.event_seq) FILTER (WHERE re.has_status) AS newest_status_seq,
-        max(ARRAY[ROW(re.event_seq, NULL, NULL, re.data -> 'browser_surface')::refproj.run_event_pick])
-            FILTER (WHERE re.is_browser_surface) AS surface,
-        min(re.event_seq) FILTER (WHERE re.is_failure) AS first_failure_seq,
-        bool_or(re.event_type = 'run.started') AS has_started
-    FROM refproj.run_events AS re
-    GROUP BY re.connector_id, re.run_id, re.identity
-),
-assigned_folds AS NOT MATERIALIZED (
-    SELECT
-        f.*,
-        COALESCE(f.identity, CASE WHEN f.identities = 1 THEN f.sole_identity END) AS run_identity
-    FROM (
+WITH runs AS NOT MATERIALIZED (
+    SELECT g.connector_id, g.run_id, r.*
+    FROM refproj.run_id_folds AS g
+    CROSS JOIN LATERAL (
         SELECT
-            fo.*,
-            count(fo.identity) OVER run_id_folds AS identities,
-            max(fo.identity) OVER run_id_folds AS sole_identity
-        FROM identity_folds AS fo
-        WINDOW run_id_folds AS (PARTITION BY fo.connector_id, fo.run_id)
-    ) AS f
-    WHERE f.identity IS NOT NULL
-       OR f.identities <= 1
-),
-runs AS NOT MATERIALIZED (
-    SELECT
-        af.connector_id,
-        af.run_id,
-        af.run_identity AS connector_instance_id,
-        -- The same on every fold of the run id: whether its identity-less events are this run's.
-        max(af.identities) <= 1 AS takes_identityless,
-        min(af.started_at) AS started_at,
-        max(af.last_at) AS last_at,
-        sum(af.event_count)::bigint AS event_count,
-        max(af.last_event_seq) AS last_event_seq,
-        (max(af.terminal))[1] AS terminal,
-        max(af.newest_status_seq) AS newest_status_seq,
-        (max(af.surface))[1] AS surface,
-        min(af.first_failure_seq) AS first_failure_seq,
-        bool_or(af.has_started) AS has_started
-    FROM assigned_folds AS af
-    GROUP BY af.connector_id, af.run_id, af.run_identity
+            g.least_identity AS connector_instance_id,
+            true AS takes_identityless,
+            g.started_at, g.last_at, g.event_count, g.last_event_seq, g.terminal,
+            g.newest_status_seq, g.surface, g.first_failure_seq, g.has_started
+        WHERE g.least_identity IS NOT DISTINCT FROM g.greatest_identity
+        UNION ALL
+        SELECT
+            f.identity,
+            false,
+            f.started_at, f.last_at, f.event_count, f.last_event_seq, f.terminal,
+            f.newest_status_seq, f.surface, f.first_failure_seq, f.has_started
+        FROM refproj.identity_folds AS f
+        WHERE g.least_identity <> g.greatest_identity
+          AND f.connector_id = g.connector_id
+          AND f.run_id = g.run_id
+          AND f.identity IS NOT NULL
+    ) AS r
 ),
 -- The run's events at those two event_seq, only when the outcome can need them: a run with no
 -- terminal event and no run.started takes its newest status; a run ending in neither success
