@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -49,14 +50,16 @@ def main() -> None:
                             sql.Identifier(copy), sql.Identifier(args.template)
                         )
                     )
-                    url = psycopg.conninfo.make_conninfo(args.base_url, dbname=copy)
-                    subprocess.run(
+                    url = urlsplit(args.base_url)._replace(path="/" + copy).geturl()
+                    migrated = subprocess.run(
                         [sys.executable, "-m", "alembic", "upgrade", "head"],
                         cwd=tree,
                         env={**os.environ, "DATABASE_URL": url, "PYTHONPATH": tree},
-                        check=True,
                         capture_output=True,
+                        text=True,
                     )
+                    if migrated.returncode != 0:
+                        sys.exit(f"alembic upgrade head failed in {tree}: {migrated.stderr.strip()}")
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute("VACUUM ANALYZE")
                         conn.execute("CHECKPOINT")
