@@ -32,41 +32,27 @@ def stored(db: psycopg.Connection[Any]) -> dict[str, tuple[Any, ...]]:
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def write_runs(w: World, suffix: str) -> None:
+# (run, event type, time, status, data), each run's events at 12:00, 12:01 and 12:02.
+EVENTS: list[tuple[str, str, str, str, dict[str, str]]] = [
     # No run.started, no terminal event: the newest event with a status gives the status
     # ('unknown' is no status), the first failure the reason.
-    w.event(f"bare{suffix}", "run.progress_reported", "12:00", status="ok", identity="cin_work")
-    w.event(
-        f"bare{suffix}",
-        "run.progress_reported",
-        "12:01",
-        status="rejected",
-        identity="cin_work",
-        data={"failure_reason": "quota"},
-    )
-    w.event(f"bare{suffix}", "run.progress_reported", "12:02", status="unknown", identity="cin_work")
+    ("bare", "run.progress_reported", "12:00", "ok", {}),
+    ("bare", "run.progress_reported", "12:01", "rejected", {"failure_reason": "quota"}),
+    ("bare", "run.progress_reported", "12:02", "unknown", {}),
     # Started, then a terminal failure without a reason: the earlier rejection's reason.
-    w.event(f"noreason{suffix}", "run.started", "12:00", identity="cin_work")
-    w.event(
-        f"noreason{suffix}",
-        "run.progress_reported",
-        "12:01",
-        status="rejected",
-        identity="cin_work",
-        data={"reason": "bad_token"},
-    )
-    w.event(f"noreason{suffix}", "run.failed", "12:02", status="failed", identity="cin_work")
+    ("noreason", "run.started", "12:00", "ok", {}),
+    ("noreason", "run.progress_reported", "12:01", "rejected", {"reason": "bad_token"}),
+    ("noreason", "run.failed", "12:02", "failed", {}),
     # A success never takes a failure reason, whatever failed on the way.
-    w.event(f"ok{suffix}", "run.started", "12:00", identity="cin_work")
-    w.event(
-        f"ok{suffix}",
-        "run.progress_reported",
-        "12:01",
-        status="failed",
-        identity="cin_work",
-        data={"reason": "x"},
-    )
-    w.event(f"ok{suffix}", "run.completed", "12:02", status="succeeded", identity="cin_work")
+    ("ok", "run.started", "12:00", "ok", {}),
+    ("ok", "run.progress_reported", "12:01", "failed", {"reason": "x"}),
+    ("ok", "run.completed", "12:02", "succeeded", {}),
+]
+
+
+def write_runs(w: World, suffix: str) -> None:
+    for run_id, event_type, when, status, data in EVENTS:
+        w.event(run_id + suffix, event_type, when, status=status, identity="cin_work", data=data)
 
 
 EXPECTED = {
