@@ -33,12 +33,14 @@ ORDER BY p.pid
 LIMIT 1
 """
 
+# The table itself when it is a plain one (pg_partition_tree lists nothing for it), else its
+# leaf partitions.
 HISTORY_SIZE = """
 SELECT COALESCE(sum(c.reltuples) FILTER (WHERE c.reltuples > 0), 0)::bigint,
        COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::bigint
-FROM pg_catalog.pg_partition_tree('spine_events') AS t
-JOIN pg_catalog.pg_class AS c ON c.oid = t.relid
-WHERE t.isleaf
+FROM pg_catalog.pg_class AS c
+WHERE (c.oid = 'spine_events'::regclass AND c.relkind = 'r')
+   OR c.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree('spine_events') AS t WHERE t.isleaf)
 """
 
 

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from refproj import migrate
+from refproj.progress import history_size
 from refproj_bench.workload import PARTITIONED_SPINE
 from tests.test_incremental import assert_incremental_equals_rebuild
 from tests.test_migrations import catalog, offline_script, psql
@@ -407,3 +408,20 @@ def test_pg_partman_managed_spine_events(empty_db_url: str) -> None:
         assert last_run(db) == (None, None)
     finally:
         db.close()
+
+
+def test_first_build_progress_counts_a_plain_and_a_partitioned_spine_events(
+    db: psycopg.Connection[Any], partitioned: psycopg.Connection[Any]
+) -> None:
+    """The first build's progress line names the history's size: a trial saw "about 0 events (0
+    MiB)" on a plain spine_events, which pg_partition_tree() lists no row for."""
+    for conn, tables in ((db, ["spine_events"]), (partitioned, [f"spine_events_{m}" for m in MONTHS])):
+        for i in range(3):
+            run_event(conn, f"run_{i}", "run.started", "ok", "2026-01-20 10:00+00")
+        conn.execute("ANALYZE spine_events")
+        events = conn.execute("SELECT count(*) FROM spine_events").fetchone()
+        size = conn.execute(
+            "SELECT sum(pg_relation_size(t::regclass))::bigint FROM unnest(%s::text[]) AS t", (tables,)
+        ).fetchone()
+        assert events is not None and size is not None and events[0] > 0 and size[0] > 0
+        assert history_size(conn) == (events[0], size[0])
