@@ -1085,3 +1085,26 @@ def test_seed_refuses_ids_and_event_seqs_an_adopted_column_cannot_hold(
             "SELECT (SELECT count(*) FROM connectors) + (SELECT count(*) FROM spine_events)"
             " + (SELECT count(*) FROM retained_size_stream)"
         ).fetchone() == (0,)
+
+
+def test_seed_numbers_events_after_the_highest_when_event_seq_has_no_sequence(empty_db_url: str) -> None:
+    """An application's event_seq need not have a sequence of its own (a trial's hand-made table
+    had none, and the seed crashed with a TypeError): the seed numbers its events from the value
+    after the highest one present, in its own order, and the projection serves them."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(read_sql("0001_source_tables.sql"))
+        conn.execute("ALTER TABLE spine_events ALTER COLUMN event_seq DROP IDENTITY")
+        conn.execute(
+            "INSERT INTO spine_events (event_seq, event_id, event_type) VALUES (41, 'app_event', 'app.note')"
+        )
+    migrate.upgrade(empty_db_url)
+    assert main(["--database-url", empty_db_url, "seed", "--no-refresh"]) == 0
+    with psycopg.connect(empty_db_url) as conn:
+        seqs = conn.execute(
+            "SELECT min(event_seq), max(event_seq), count(*) FROM spine_events WHERE event_id <> 'app_event'"
+        ).fetchone()
+        # Seed 0 of tiny writes 7,044 events (refproj/seed.py), numbered 42 on without a gap.
+        assert seqs == (42, 42 + 7044 - 1, 7044)
+    with Projection(empty_db_url, staleness_bound=None) as proj:
+        proj.refresh()
+        assert proj.verify() == []
