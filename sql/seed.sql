@@ -545,9 +545,7 @@ ORDER BY s.last_at - s.duration, s.run_key;
 
 
 -- name: next_event_seq
--- Reserve the first event_seq of this seed: the identity sequence's next value, or, on an adopted
--- table whose event_seq has no sequence of its own (a trial's hand-made table crashed the seed
--- here), the value after the highest one present. set_event_seq then has no sequence to move.
+-- Reserve the first event_seq of this seed: the sequence's next value, else (an adopted event_seq without one) the value after the highest.
 SELECT COALESCE(nextval(pg_get_serial_sequence('spine_events', 'event_seq')),
                 (SELECT COALESCE(max(e.event_seq), 0) + 1 FROM spine_events AS e)) AS first_event_seq;
 
@@ -651,8 +649,7 @@ CROSS JOIN LATERAL (
 
 
 -- name: set_event_seq
--- Move the identity sequence past the seeded events, so later inserts get fresh event_seq values
--- (nothing to move without one: setval(NULL, ...) is NULL).
+-- Move the identity sequence past the seeded events, so later inserts get fresh event_seq values (without one, setval(NULL) does nothing).
 SELECT setval(pg_get_serial_sequence('spine_events', 'event_seq'), %(last_event_seq)s::bigint);
 
 
