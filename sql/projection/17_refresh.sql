@@ -134,10 +134,12 @@ BEGIN
         -- spine_events. Left alone, the planner misjudges how many rows are run events (the
         -- 2,000-byte bound) and walks the summary index in run order, a random heap read per
         -- event, then sorts them to disk; a sequential scan with the hash table in memory is
-        -- several times faster. 128 MB: at M (3.1M events, 480k identity folds) the planner then
-        -- hashes the folds in each worker (about 130 MB each, within work_mem times the default
-        -- hash_mem_multiplier of 2); with 64 MB it sorted every event, payload included, to disk
-        -- first (EXPLAIN ANALYZE: 3.4 s of the 13 s there). CREATE TABLE AS may run the
+        -- several times faster. 128 MB: at M (3.1M events, 300,000 run ids) each worker hashes
+        -- its share of the run id folds in memory (about 95 MB each, within work_mem times the
+        -- default hash_mem_multiplier of 2); with 64 MB it sorted every event, payload included,
+        -- to disk first (EXPLAIN ANALYZE: 3.4 s of the 13 s there). Longer histories spill
+        -- anyway; a larger session work_mem is taken as it is (README: giving the first build
+        -- more memory: 0.68x-0.72x at M x3 with 1 GB). CREATE TABLE AS may run the
         -- aggregate in parallel workers, INSERT may not (PostgreSQL 15 to 18), hence the
         -- temporary table. Bitmap scans stay on: they give no run order to walk, and the few
         -- runs that read an event back (run_summaries' picked_later) need one.
